@@ -1,0 +1,3 @@
+from ovdoc.cli import main
+
+main()

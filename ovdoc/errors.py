@@ -1,0 +1,30 @@
+"""User-facing errors.
+
+Every bad input (missing model, unknown device, unreadable video, ...) is raised as `OvdocError` with
+one line that says what is wrong and what to do; the CLI prints it and exits non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class OvdocError(Exception):
+    """An error the user can act on; `str(err)` is the one line the CLI prints."""
+
+    exit_code = 2
+
+
+class VerificationError(OvdocError):
+    """A converted or quantized model does not compute what its source computes."""
+
+    exit_code = 3
+
+
+def require_tensorflow(what: str):
+    """Import TensorFlow for host-side work, or say in one line how to get it."""
+    try:
+        import tensorflow as tf  # noqa: F401
+    except ImportError as exc:
+        raise OvdocError(
+            f"{what} needs TensorFlow, which the runtime install leaves out: pip install 'ovdoc[train]'"
+        ) from exc
+    return tf
