@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(f"Error: {type(exc).__name__}: {message[:300]} (OVDOC_DEBUG=1 shows the traceback)", err=True)
+        click.echo(
+            f"Error: {type(exc).__name__}: {message[:300]} (OVDOC_DEBUG=1 shows the traceback)", err=True
+        )
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

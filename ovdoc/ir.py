@@ -61,8 +61,8 @@ def read_ir(path: str | Path, core: ov.Core | None = None) -> tuple[ov.Model, Pr
         raise OvdocError(f"{xml} is not an OpenVINO IR (no <net version=...> header)")
     if version < MIN_IR_VERSION:
         raise OvdocError(
-            f"{xml} is IR v{version} (OpenVINO 2018-2020); today's OpenVINO reads IR v{MIN_IR_VERSION}+ only: "
-            "convert the source model (Keras, TF, ONNX) again with `ovdoc convert`"
+            f"{xml} is IR v{version} (OpenVINO 2018-2020); today's OpenVINO reads IR "
+            f"v{MIN_IR_VERSION}+ only: convert the source model (Keras, TF, ONNX) again with `ovdoc convert`"
         )
     bin_path = xml.with_suffix(".bin")
     if not bin_path.is_file():
