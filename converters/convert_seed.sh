@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Reproduce the seed model's conversion: the original project's Keras 2.2.4 pair
+# (model.json + weights.h5, MobileNetV2 96x96, RGB, x/255) -> verified OpenVINO IR (FP32 + FP16).
+#
+#   converters/convert_seed.sh [SEED_DIR] [OUT_DIR]
+#
+# SEED_DIR defaults to ../shared/models/seed-doc-faces beside the checkout; OUT_DIR to
+# irmodels/seed-doc-faces (git-ignored: the seed model's files are never committed). Each output
+# folder holds FP32/ and FP16/ model.xml+.bin and convert.json (the verification report).
+# The ONNX and frozen-TF copies are converted too, into OUT_DIR/cross-check/, and the
+# weight-quantized TFLite copy is shown to be refused by verification.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+seed="${1:-$repo/../shared/models/seed-doc-faces}"
+out="${2:-$repo/irmodels/seed-doc-faces}"
+
+ovdoc convert "$seed/keras/model.json" --weights "$seed/keras/weights.h5" --out "$out" \
+    --name seed-doc-faces --color RGB --scale unit --keep-frozen
+ovdoc convert "$seed/onnx/weights.onnx" --out "$out/cross-check/onnx" --name seed-doc-faces
+ovdoc convert "$seed/tensorflow/weights.pb" --out "$out/cross-check/tf" --name seed-doc-faces
+
+err="$(mktemp)"
+trap 'rm -f "$err"' EXIT
+if ovdoc convert "$seed/tflite/weights.tflite" --out "$out/cross-check/tflite" 2> "$err"; then
+    echo "unexpected: the weight-quantized TFLite passed verification" >&2
+    exit 1
+fi
+echo "tflite refused as expected: $(tail -n 1 "$err")" >&2

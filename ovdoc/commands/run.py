@@ -1,0 +1,158 @@
+"""`ovdoc run`: score a camera, video, folder or network stream live with a bundle (default: the demo)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ovdoc.errors import OvdocError
+
+
+def demo_paths() -> tuple[Path, Path]:
+    """The embedded demo: (bundle, stream), located relative to the repository (editable install)."""
+    import ovdoc
+
+    root = Path(ovdoc.__file__).resolve().parents[1] / "irmodels" / "demo"
+    return root / "bundle", root / "stream.avi"
+
+
+def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
+    """No BUNDLE: the demo bundle (and the demo stream unless --source); a BUNDLE alone: camera 0."""
+    if bundle is None:
+        demo_bundle, demo_stream = demo_paths()
+        missing = (
+            [p for p in (demo_bundle, demo_stream) if not p.exists()]
+            if source is None
+            else [p for p in (demo_bundle,) if not p.exists()]
+        )
+        if missing:
+            raise OvdocError(
+                f"the built-in demo is not built yet ({missing[0]} missing): build it with "
+                "`python converters/build_demo.py`, or give a bundle: ovdoc run BUNDLE --source 0"
+            )
+        return str(demo_bundle), str(demo_stream) if source is None else source
+    return bundle, source if source is not None else "0"
+
+
+@click.command()
+@click.argument("bundle", required=False, type=click.Path())
+@click.option(
+    "--source",
+    default=None,
+    metavar="SRC",
+    help="Camera index (0), video file, image folder or stream URL (rtsp://...). "
+    "Default: camera 0, or the demo stream when no BUNDLE is given.",
+)
+@click.option("--device", default="CPU", show_default=True, help="OpenVINO device: CPU, GPU, NPU, AUTO, ...")
+@click.option(
+    "--res",
+    default=None,
+    metavar="WxH",
+    help="Frame size: asked of a camera; files and folders are resized to it, so 640x480 means "
+    "the same work everywhere. Default: the camera's/file's own size.",
+)
+@click.option("--threshold", type=float, default=None, help="Override the bundle's calibrated threshold.")
+@click.option(
+    "--smooth",
+    type=click.IntRange(1, 10000),
+    default=10,
+    show_default=True,
+    help="Average the score over the last N frames before comparing with the threshold.",
+)
+@click.option("--headless", is_flag=True, help="No window (automatic when there is no display).")
+@click.option(
+    "--events",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write one JSON line per processed frame (and per source incident) to FILE, as it happens.",
+)
+@click.option(
+    "--save-video",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Save the annotated stream (.avi or .mp4); appears only once complete.",
+)
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after N processed frames.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    help="Frames per inference request (live sources send partial batches rather than wait).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 100),
+    default=5,
+    show_default=True,
+    help="Reconnect attempts (exponential backoff) when a live source stops delivering.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout.")
+def run(
+    bundle: str | None,
+    source: str | None,
+    device: str,
+    res: str | None,
+    threshold: float | None,
+    smooth: int,
+    headless: bool,
+    events: str | None,
+    save_video: str | None,
+    max_frames: int | None,
+    batch: int,
+    retries: int,
+    as_json: bool,
+) -> int:
+    """Score a live source with BUNDLE (made by `ovdoc fit`); with no arguments, run the built-in demo.
+
+    \b
+    Window keys: q quit, p save the frame as PNG, s start/stop scoring.
+    The score is green below the threshold and red above it.
+    Compiled models are cached in ~/.cache/ovdoc/ov-cache (OVDOC_CACHE_DIR overrides), so the second
+    start on a board is fast.
+    \b
+    Examples:
+      ovdoc run                                        # the demo: no camera, no network
+      ovdoc run good.bundle --source 0 --res 640x480   # a USB camera
+      ovdoc run good.bundle --source line.mp4 --headless --events events.jsonl --json
+    """
+    from ovdoc.stream.display import display_available
+    from ovdoc.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.stream.runtime import load_detector_for_run
+    from ovdoc.stream.sources import open_source, parse_res
+
+    bundle, source = resolve_defaults(bundle, source)
+    size = parse_res(res)
+    show = not headless and display_available()
+    if not headless and not show:
+        click.echo("no display found: running headless", err=True)
+    detector = load_detector_for_run(bundle, device, batch=batch)
+    src = open_source(source, res=size)
+    options = RunOptions(
+        smooth=smooth,
+        threshold=threshold,
+        max_frames=max_frames,
+        retries=retries,
+        show=show,
+        events=events,
+        save_video=save_video,
+    )
+    summary = Pipeline(detector, src, options).run()
+    src.close()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(
+            f"{summary['frames']} frames, {summary['anomalies']} anomalous, {summary['wall_s']:.1f} s, "
+            f"{summary['fps']:.1f} FPS ({summary['device']}, stopped: {summary['stopped']}"
+            + (f", {summary['dropped']} dropped" if summary["dropped"] else "")
+            + ")",
+            err=False,
+        )
+    if "error" in summary:
+        raise OvdocError(summary["error"])
+    sys.stdout.flush()
+    return 0

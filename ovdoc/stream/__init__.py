@@ -1,0 +1,1 @@
+"""Live scoring: frame sources, the capture/inference pipeline, display and event output."""

@@ -1,0 +1,138 @@
+"""What the user sees: the annotated frame in a cv2 window, and the same frames saved as a video.
+
+The score is drawn green below the threshold and red above it, with FPS; keys: q quit, p save the
+frame, s start/stop scoring. No window when headless (asked for, or no display on Linux).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ovdoc.errors import OvdocError
+
+GREEN = (0, 200, 0)
+RED = (0, 0, 255)
+GREY = (160, 160, 160)
+WINDOW = "ovdoc"
+
+
+def display_available() -> bool:
+    """A window can open: on Linux that needs an X11 or Wayland display."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def annotate(
+    frame: np.ndarray,
+    *,
+    score: float | None,
+    threshold: float,
+    anomalous: bool,
+    fps: float,
+    scoring: bool = True,
+) -> np.ndarray:
+    out = frame.copy()
+    scale = max(0.5, out.shape[1] / 900)
+    thick = max(1, round(scale * 2))
+    if not scoring:
+        text, colour = "scoring paused (s)", GREY
+    elif score is None:
+        text, colour = "warming up", GREY
+    else:
+        text = f"score {score:.2f} / {threshold:.2f}" + ("  ANOMALY" if anomalous else "")
+        colour = RED if anomalous else GREEN
+    cv2.putText(out, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
+    cv2.putText(
+        out,
+        f"{fps:5.1f} FPS",
+        (10, int(62 * scale)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale * 0.8,
+        GREY,
+        thick,
+        cv2.LINE_AA,
+    )
+    if scoring and anomalous:
+        cv2.rectangle(out, (0, 0), (out.shape[1] - 1, out.shape[0] - 1), RED, max(2, thick * 2))
+    return out
+
+
+class Window:
+    """A cv2 window; `show` returns 'quit', 'save', 'toggle' or None for the key pressed."""
+
+    def __init__(self, snapshot_dir: Path | None = None) -> None:
+        self.snapshot_dir = snapshot_dir or Path.cwd()
+        try:
+            cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+        except cv2.error as exc:
+            raise OvdocError(
+                f"cannot open a window ({str(exc).splitlines()[0][:120]}); use --headless"
+            ) from exc
+
+    def show(self, image: np.ndarray) -> str | None:
+        cv2.imshow(WINDOW, image)
+        key = cv2.waitKey(1) & 0xFF
+        return {ord("q"): "quit", 27: "quit", ord("p"): "save", ord("s"): "toggle"}.get(key)
+
+    def save(self, image: np.ndarray) -> Path:
+        path = self.snapshot_dir / time.strftime("ovdoc-%Y%m%d-%H%M%S.png")
+        cv2.imwrite(str(path), image)
+        return path
+
+    def close(self) -> None:
+        with contextlib.suppress(cv2.error):
+            cv2.destroyWindow(WINDOW)
+
+
+class VideoSink:
+    """`--save-video`: written to a hidden temporary beside the target, renamed over it only when complete.
+
+    The temporary keeps the target's extension because OpenCV picks the container from it.
+    """
+
+    FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in self.FOURCC:
+            raise OvdocError(f"--save-video: use a .avi, .mp4, .mkv or .mov file name, got {self.path.name}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{suffix}")
+        self.fps = fps if fps and fps > 0 else 25.0
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        if self.writer is None:
+            h, w = image.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (w, h))
+            if not self.writer.isOpened():
+                self.discard()
+                raise OvdocError(f"cannot write video {self.path} (no encoder for {self.path.suffix})")
+        self.writer.write(image)
+        self.frames += 1
+
+    def finish(self) -> Path | None:
+        if self.writer is None:
+            return None
+        self.writer.release()
+        self.writer = None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        if self.tmp.exists():
+            self.tmp.unlink()

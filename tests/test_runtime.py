@@ -1,0 +1,320 @@
+"""ovdoc fit, detector bundles and the Detector API with the real seed model, OpenVINO and FAISS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _runtime_helpers import (
+    build_seed_ir,
+    cifar_images,
+    error_line,
+    ovdoc_cli,
+    tile_files,
+    write_pngs,
+)
+from click.testing import CliRunner
+
+from ovdoc.cli import cli
+from ovdoc.errors import OvdocError
+
+N_TRAIN = 200
+
+
+@pytest.fixture(scope="session")
+def seed_ir(seed_dir, tmp_path_factory) -> Path:
+    return build_seed_ir(seed_dir, tmp_path_factory.mktemp("seed-ir"))
+
+
+@pytest.fixture(scope="session")
+def tiles(magnetic_tile_dir) -> list[Path]:
+    return tile_files(magnetic_tile_dir)
+
+
+@pytest.fixture(scope="session")
+def normal_dir(tiles, tmp_path_factory) -> Path:
+    images = [cv2.imread(str(p)) for p in tiles[:N_TRAIN]]
+    root = tmp_path_factory.mktemp("normal")
+    write_pngs(images[: N_TRAIN // 2], root / "a")  # nested: folders are read recursively
+    write_pngs(images[N_TRAIN // 2 :], root / "b" / "c")
+    return root
+
+
+@pytest.fixture(scope="session")
+def held_out(tiles) -> list[np.ndarray]:
+    return [cv2.imread(str(p)) for p in tiles[N_TRAIN : N_TRAIN + 40]]
+
+
+@pytest.fixture(scope="session")
+def photos(cifar10_npz) -> list[np.ndarray]:
+    return cifar_images(cifar10_npz, 40)
+
+
+@pytest.fixture(scope="session")
+def fit_result(seed_ir, normal_dir, tmp_path_factory) -> tuple[dict, Path]:
+    """`ovdoc fit --json` through the click command (same code path as the console script)."""
+    out = tmp_path_factory.mktemp("bundles") / "knn.bundle"
+    result = CliRunner().invoke(
+        cli, ["fit", str(seed_ir), "--normal", str(normal_dir), "--out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), out
+
+
+@pytest.fixture(scope="session")
+def detector(fit_result):
+    from ovdoc.detector import Detector
+
+    return Detector.load(fit_result[1], device="CPU")
+
+
+def test_fit_json_schema(fit_result):
+    report, out = fit_result
+    assert set(report) >= {
+        "bundle",
+        "n_images",
+        "feature_dim",
+        "scorer",
+        "index",
+        "k",
+        "threshold",
+        "calibration",
+        "device",
+        "inference_precision",
+        "weight_precision",
+        "wall_s",
+    }
+    assert report["n_images"] == N_TRAIN
+    assert report["feature_dim"] == 1280
+    assert report["scorer"] == "knn" and report["index"] == "flat" and report["k"] == 5
+    assert report["calibration"]["method"] == "leave-one-out"
+    assert report["device"] == "CPU" and report["inference_precision"] == "f32"
+    assert report["threshold"] > 1.0
+
+
+def test_manifest_records_everything_and_no_pickle(fit_result):
+    import faiss
+
+    from ovdoc.bundle import FORMAT_VERSION, sha256_file
+
+    _, out = fit_result
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["preprocess"] == {
+        "height": 96,
+        "width": 96,
+        "color": "RGB",
+        "mean": [0.0, 0.0, 0.0],
+        "std": [255.0, 255.0, 255.0],
+        "resize": "center_crop",
+    }
+    assert manifest["feature_dim"] == 1280 and manifest["k"] == 5
+    assert (
+        manifest["built_with"]["device"] == "CPU" and manifest["built_with"]["inference_precision"] == "f32"
+    )
+    assert {"openvino", "faiss", "numpy", "opencv", "scikit-learn"} <= set(manifest["versions"])
+    assert manifest["threshold"]["method"] == "leave-one-out" and manifest["threshold"]["fpr"] == 0.01
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["index.faiss", "manifest.json", "model.bin", "model.xml"]
+    assert set(manifest["files"]) == {"index.faiss", "model.bin", "model.xml"}
+    for name, digest in manifest["files"].items():
+        assert sha256_file(out / name) == digest
+    index = faiss.read_index(str(out / "index.faiss"))
+    assert index.ntotal == N_TRAIN and index.d == 1280
+
+
+def test_threshold_is_leave_one_out_quantile(detector, normal_dir):
+    """Independent check: brute-force numpy kNN without self matches, 99th percentile."""
+    feats = detector.features(normal_dir)
+    assert feats.shape == (N_TRAIN, 1280) and feats.dtype == np.float32
+    d = np.sqrt(np.maximum(((feats[:, None, :] - feats[None, :, :]) ** 2).sum(-1), 0))
+    np.fill_diagonal(d, np.inf)
+    loo = np.sort(d, axis=1)[:, :5].mean(axis=1)
+    assert detector.threshold_ == pytest.approx(np.quantile(loo, 0.99), rel=1e-3)
+    # scoring the training set against itself (self match at distance 0) would set a much lower threshold
+    with_self = np.sort(np.where(np.isinf(d), 0, d), axis=1)[:, :5].mean(axis=1)
+    assert np.quantile(with_self, 0.99) < 0.9 * detector.threshold_
+
+
+def test_detector_api_consistency(detector, held_out, photos):
+    images = held_out + photos
+    scores = detector.score_samples(images)
+    assert scores.shape == (len(images),) and np.isfinite(scores).all()
+    np.testing.assert_allclose(detector.decision_function(images), scores - detector.threshold_, rtol=1e-5)
+    np.testing.assert_array_equal(detector.predict(images), (scores > detector.threshold_).astype(int))
+    pred = detector.predict(images)
+    assert pred[len(held_out) :].mean() == 1.0  # photos are not magnetic tiles
+    assert pred[: len(held_out)].mean() <= 0.1  # held-out tiles: about the calibrated FPR
+    assert detector.spec_.height == 96 and detector.k_ == 5
+
+
+def test_detector_preprocessing_matches_reference(detector, seed_ir, held_out):
+    """The uint8 in-graph path equals host-side reference arithmetic on the float model."""
+    import openvino as ov
+
+    from ovdoc.ir import compile_ir, read_ir
+
+    model, spec, _ = read_ir(seed_ir)
+    batch = spec.prepare_batch(held_out[:8])
+    compiled = compile_ir(model, spec, uint8_input=False)  # the float model as is (batch 1)
+    floats = spec.to_float(batch).astype(np.float32)
+    ref = np.concatenate([compiled(floats[i : i + 1])[0].reshape(1, -1) for i in range(8)])
+    ours = detector.features(held_out[:8])
+    cos = (ref * ours).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(ours, axis=1)
+    assert cos.min() > 0.9999
+    assert isinstance(compiled, ov.CompiledModel)
+
+
+def test_hnsw_index_agrees_with_flat(seed_ir, normal_dir, detector, held_out, photos, tmp_path):
+    from ovdoc.bundle import fit_bundle
+    from ovdoc.detector import Detector
+
+    manifest = fit_bundle(seed_ir, normal_dir, tmp_path / "hnsw", index="hnsw", progress=False)
+    assert manifest["scorer"]["index"] == "hnsw" and manifest["scorer"]["hnsw"]["ef_search"] > 0
+    hnsw = Detector.load(tmp_path / "hnsw")
+    images = held_out + photos
+    np.testing.assert_allclose(hnsw.score_samples(images), detector.score_samples(images), rtol=0.05)
+    assert hnsw.threshold_ == pytest.approx(detector.threshold_, rel=0.05)
+
+
+def test_lof_baseline_bundle(seed_ir, normal_dir, held_out, photos, tmp_path):
+    result = CliRunner().invoke(
+        cli,
+        [
+            "fit",
+            str(seed_ir),
+            "--normal",
+            str(normal_dir),
+            "--out",
+            str(tmp_path / "lof"),
+            "--scorer",
+            "lof",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["scorer"] == "lof" and report["index"] is None
+    assert sorted(p.name for p in (tmp_path / "lof").iterdir()) == [
+        "manifest.json",
+        "model.bin",
+        "model.xml",
+        "reference.npy",
+    ]
+    ref = np.load(tmp_path / "lof" / "reference.npy", allow_pickle=False)
+    assert ref.shape == (N_TRAIN, 1280)
+    from ovdoc.detector import Detector
+
+    det = Detector.load(tmp_path / "lof")
+    assert 1.0 < det.threshold_ < 10  # local outlier factors of normal points sit near 1
+    assert det.predict(photos).mean() == 1.0
+    assert det.predict(held_out).mean() <= 0.15
+
+
+def test_knn_leave_one_out_with_duplicates():
+    """A duplicated vector keeps its twin as a (distance 0) neighbour; only the self match is dropped."""
+    from ovdoc.scoring import KNNScorer
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 16)).astype(np.float32)
+    x = np.concatenate([x, x[:10]])  # 10 exact duplicates
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    expected = np.sort(d, axis=1)[:, :3].mean(axis=1)
+    for index in ("flat", "hnsw"):
+        loo = KNNScorer(k=3, index=index).fit(x).loo_scores()
+        np.testing.assert_allclose(loo, expected, rtol=1e-4, atol=1e-5)
+    assert expected[:10].min() < expected[10:60].min()  # twins are closer than anyone else
+
+
+def test_tampered_bundles_are_refused(fit_result, tmp_path):
+    from ovdoc.detector import Detector
+
+    _, out = fit_result
+    cases = {}
+    for name in ("bin", "index", "version", "threshold"):
+        copy = tmp_path / name
+        shutil.copytree(out, copy)
+        cases[name] = copy
+    data = bytearray((cases["bin"] / "model.bin").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (cases["bin"] / "model.bin").write_bytes(bytes(data))
+    with open(cases["index"] / "index.faiss", "ab") as fh:
+        fh.write(b"\0")
+    for name, edit in (
+        ("version", lambda m: m.__setitem__("format_version", m["format_version"] + 1)),
+        ("threshold", lambda m: m["threshold"].__setitem__("value", 1e9)),
+    ):
+        manifest = json.loads((cases[name] / "manifest.json").read_text())
+        edit(manifest)
+        (cases[name] / "manifest.json").write_text(json.dumps(manifest))
+    expect = {
+        "bin": "model.bin does not match its sha256",
+        "index": "index.faiss does not match its sha256",
+        "version": "format version 2",
+        "threshold": "manifest.json was modified",
+    }
+    for name, message in expect.items():
+        with pytest.raises(OvdocError, match=message):
+            Detector.load(cases[name])
+    (cases["bin"] / "manifest.json").unlink()
+    with pytest.raises(OvdocError, match="not an ovdoc bundle"):
+        Detector.load(cases["bin"])
+    proc = ovdoc_cli("run", str(cases["version"]), "--source", str(tmp_path), "--headless")
+    assert proc.returncode != 0
+    assert "format version 2" in error_line(proc)
+
+
+def test_fit_bad_inputs_are_one_line(seed_ir, normal_dir, tmp_path):
+    from ovdoc.bundle import fit_bundle
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    with pytest.raises(OvdocError, match="no images in folder"):
+        fit_bundle(seed_ir, empty, tmp_path / "b")
+    with pytest.raises(OvdocError, match="no images match"):
+        fit_bundle(seed_ir, str(tmp_path / "*.png"), tmp_path / "b")
+    with pytest.raises(OvdocError, match="not found"):
+        fit_bundle(seed_ir, tmp_path / "missing", tmp_path / "b")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "x.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(OvdocError, match="cannot read image"):
+        fit_bundle(seed_ir, corrupt, tmp_path / "b", progress=False)
+    with pytest.raises(OvdocError, match="not an OpenVINO IR"):
+        fit_bundle(tmp_path / "corrupt" / "x.png", normal_dir, tmp_path / "b")
+    assert not (tmp_path / "b").exists()  # nothing half-written
+    proc = ovdoc_cli("fit", str(seed_ir), "--normal", str(empty), "--out", str(tmp_path / "b"))
+    assert proc.returncode != 0 and "no images in folder" in error_line(proc)
+
+
+def test_failed_fit_keeps_the_previous_bundle(fit_result, seed_ir, tmp_path):
+    from ovdoc.bundle import fit_bundle
+
+    _, out = fit_result
+    copy = tmp_path / "keep"
+    shutil.copytree(out, copy)
+    before = (copy / "manifest.json").read_bytes()
+    few = write_pngs([np.zeros((40, 40, 3), np.uint8)] * 3, tmp_path / "few")  # fewer than k+1 images
+    with pytest.raises(OvdocError, match="at least k\\+1"):
+        fit_bundle(seed_ir, few, copy, progress=False)
+    assert (copy / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_runtime_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ovdoc.detector, ovdoc.bundle, ovdoc.stream.pipeline, ovdoc.commands.run, "
+        "ovdoc.commands.fit; bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

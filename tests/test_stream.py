@@ -1,0 +1,388 @@
+"""`ovdoc run`: real videos, real decoding, real OpenVINO + FAISS, events, anomalies, failing sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _runtime_helpers import (
+    build_seed_ir,
+    cifar_images,
+    error_line,
+    ovdoc_cli,
+    read_all,
+    tile_files,
+    write_video,
+)
+from click.testing import CliRunner
+
+from ovdoc.cli import cli
+
+SUMMARY_KEYS = {
+    "source",
+    "live",
+    "bundle",
+    "device",
+    "frames",
+    "anomalies",
+    "dropped",
+    "wall_s",
+    "fps",
+    "threshold",
+    "smooth",
+    "stopped",
+    "events_file",
+    "video_file",
+}
+ANOMALY_AT, ANOMALY_LEN = 30, 15
+
+
+@pytest.fixture(scope="session")
+def streams(seed_dir, magnetic_tile_dir, cifar10_npz, tmp_path_factory) -> dict[str, Path]:
+    """train.avi: 200 normal tiles; normal.avi: 60 held-out tiles; anomalous.avi: held-out tiles with
+    15 CIFAR photos inserted at frame 30. All through the same codec, so fit and run see the same thing."""
+    root = tmp_path_factory.mktemp("streams")
+    tiles = [cv2.imread(str(p)) for p in tile_files(magnetic_tile_dir)[:290]]
+    photos = cifar_images(cifar10_npz, ANOMALY_LEN, start=100)
+    held = tiles[200:260]
+    anomalous = held[:ANOMALY_AT] + photos + tiles[260:290]
+    return {
+        "train": write_video(tiles[:200], root / "train.avi"),
+        "normal": write_video(held, root / "normal.avi"),
+        "anomalous": write_video(anomalous, root / "anomalous.avi"),
+        "ir": build_seed_ir(seed_dir, root / "ir"),
+    }
+
+
+@pytest.fixture(scope="session")
+def bundle(streams, tmp_path_factory) -> Path:
+    from ovdoc.bundle import fit_bundle
+
+    out = tmp_path_factory.mktemp("run") / "tiles.bundle"
+    manifest = fit_bundle(streams["ir"], streams["train"], out, progress=False)  # fit from a video file
+    assert manifest["n_images"] == 200
+    return out
+
+
+def run_json(*args: str) -> dict:
+    result = CliRunner().invoke(cli, ["run", *args, "--headless", "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_anomalies_flagged_where_inserted(bundle, streams, tmp_path):
+    events = tmp_path / "events.jsonl"
+    summary = run_json(str(bundle), "--source", str(streams["anomalous"]), "--events", str(events))
+    assert set(summary) >= SUMMARY_KEYS
+    frames = read_events(events)
+    assert summary["frames"] == len(frames) == ANOMALY_AT + ANOMALY_LEN + 30
+    assert [e["frame"] for e in frames] == list(range(len(frames)))
+    assert all(set(e) == {"frame", "timestamp", "score", "smoothed", "anomalous"} for e in frames)
+    assert all(np.isfinite(e["score"]) and np.isfinite(e["smoothed"]) for e in frames)
+    assert frames[1]["timestamp"] > frames[0]["timestamp"] or frames[2]["timestamp"] > frames[1]["timestamp"]
+    flagged = [e["frame"] for e in frames if e["anomalous"]]
+    assert summary["anomalies"] == len(flagged) >= ANOMALY_LEN // 2
+    smooth = summary["smooth"]
+    assert all(ANOMALY_AT <= f < ANOMALY_AT + ANOMALY_LEN + smooth for f in flagged), flagged
+    raw = np.array([e["score"] for e in frames])
+    smoothed = np.array([e["smoothed"] for e in frames])
+    expected = [raw[max(0, i - smooth + 1) : i + 1].mean() for i in range(len(raw))]
+    np.testing.assert_allclose(smoothed, expected, rtol=1e-5)  # mean of the last --smooth raw scores
+    assert raw[ANOMALY_AT : ANOMALY_AT + ANOMALY_LEN].min() > raw[:ANOMALY_AT].max()
+
+
+def test_normal_stream_not_flagged(bundle, streams, tmp_path):
+    events = tmp_path / "events.jsonl"
+    summary = run_json(str(bundle), "--source", str(streams["normal"]), "--events", str(events))
+    assert summary["frames"] == 60 == len(read_events(events))
+    assert summary["anomalies"] == 0
+    assert summary["stopped"] == "end" and summary["dropped"] == 0
+
+
+@pytest.mark.parametrize("name", ["vtest.avi", "bikes.mp4"])
+def test_real_videos_at_640x480(bundle, video_dir, tmp_path, name):
+    events, video = tmp_path / "events.jsonl", tmp_path / "annotated.avi"
+    summary = run_json(
+        str(bundle),
+        "--source",
+        str(video_dir / name),
+        "--res",
+        "640x480",
+        "--max-frames",
+        "40",
+        "--events",
+        str(events),
+        "--save-video",
+        str(video),
+    )
+    frames = read_events(events)
+    assert summary["frames"] == len(frames) == 40
+    assert summary["stopped"] == "max_frames" and summary["fps"] > 0
+    assert all(np.isfinite(e["score"]) for e in frames)
+    assert summary["anomalies"] == 40  # street scenes are not magnetic tiles
+    saved = read_all(video)
+    assert len(saved) == 40 and saved[0].shape == (480, 640, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi", "events.jsonl"]  # no temp left
+
+
+def test_image_folder_source_and_threshold_override(bundle, streams, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(read_all(streams["normal"])[:12]):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    summary = run_json(str(bundle), "--source", str(folder), "--threshold", "0.001", "--smooth", "1")
+    assert summary["frames"] == 12 and summary["anomalies"] == 12 and summary["threshold"] == 0.001
+
+
+def test_bad_device(bundle, streams):
+    proc = ovdoc_cli(
+        "run", str(bundle), "--source", str(streams["normal"]), "--device", "MYRIAD", "--headless"
+    )
+    assert proc.returncode != 0 and "MYRIAD plugin" in error_line(proc)
+    proc = ovdoc_cli("run", str(bundle), "--source", str(streams["normal"]), "--device", "TPU", "--headless")
+    assert proc.returncode != 0 and "devices present: CPU" in error_line(proc)
+
+
+def test_bad_sources(bundle, tmp_path):
+    proc = ovdoc_cli("run", str(bundle), "--source", str(tmp_path / "nope.avi"), "--headless")
+    assert proc.returncode != 0 and "source not found" in error_line(proc)
+    corrupt = tmp_path / "corrupt.avi"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 255, 20000, dtype=np.uint8).tobytes())
+    proc = ovdoc_cli("run", str(bundle), "--source", str(corrupt), "--headless")
+    assert proc.returncode != 0 and "cannot open video" in error_line(proc)
+    proc = ovdoc_cli("run", str(bundle), "--source", "rtsp://127.0.0.1:9/none", "--headless", timeout=120)
+    assert proc.returncode != 0 and "cannot open stream" in error_line(proc)
+
+
+def _live(opener_paths: list[Path], name: str = "camera-sim"):
+    """A live CaptureSource whose successive (re)connections open the given paths; the real
+    VideoCapture fails to read at the end of a file or to open a missing path, like an unplugged camera."""
+    from ovdoc.stream.sources import CaptureSource
+
+    paths = iter(opener_paths)
+
+    def opener() -> cv2.VideoCapture:
+        return cv2.VideoCapture(str(next(paths, opener_paths[-1])))
+
+    source = CaptureSource(opener, name, live=True, what="camera")
+    source.open()
+    return source
+
+
+def test_live_source_dropout_gives_up_with_events(bundle, streams, tmp_path):
+    from ovdoc.detector import Detector
+    from ovdoc.stream.pipeline import Pipeline, RunOptions
+
+    short = write_video(read_all(streams["normal"])[:20], tmp_path / "short.avi")
+    source = _live([short, tmp_path / "unplugged.avi"])
+    events = tmp_path / "events.jsonl"
+    summary = Pipeline(
+        Detector.load(bundle), source, RunOptions(retries=3, backoff_s=0.01, events=events, queue_size=64)
+    ).run()
+    assert summary["stopped"] == "error"
+    assert "stopped delivering frames; gave up after 3 retries" in summary["error"]
+    records = read_events(events)
+    incidents = [r for r in records if "event" in r]
+    assert [r["event"] for r in incidents] == ["source_lost"] * 3 + ["source_gave_up"]
+    assert [r["attempt"] for r in incidents[:3]] == [1, 2, 3]
+    assert [r["retry_in_s"] for r in incidents[:3]] == [0.01, 0.02, 0.04]  # exponential backoff
+    frames = [r for r in records if "frame" in r]
+    assert summary["frames"] == len(frames) and summary["frames"] + summary["dropped"] == 20
+    assert summary["source_incidents"] == 4
+
+
+def test_live_source_recovers(bundle, streams, tmp_path):
+    from ovdoc.detector import Detector
+    from ovdoc.stream.pipeline import Pipeline, RunOptions
+
+    short = write_video(read_all(streams["normal"])[:20], tmp_path / "short.avi")
+    source = _live([short, tmp_path / "unplugged.avi", short])  # drops, fails once, comes back
+    events = tmp_path / "events.jsonl"
+    summary = Pipeline(
+        Detector.load(bundle),
+        source,
+        RunOptions(retries=5, backoff_s=0.01, events=events, max_frames=30, queue_size=64),
+    ).run()
+    assert "error" not in summary and summary["stopped"] == "max_frames"
+    kinds = [r["event"] for r in read_events(events) if "event" in r]
+    assert kinds[:3] == ["source_lost", "source_lost", "source_recovered"]
+    assert summary["frames"] == 30
+
+
+def test_lost_live_source_cli_exit(bundle, streams, tmp_path, monkeypatch):
+    """The CLI prints the summary, then one Error line and a non-zero exit (not a traceback)."""
+    import ovdoc.stream.sources as sources
+
+    short = write_video(read_all(streams["normal"])[:10], tmp_path / "short.avi")
+    monkeypatch.setattr(sources, "camera_opener", lambda index, res: lambda: cv2.VideoCapture(str(short)))
+    result = CliRunner().invoke(
+        cli, ["run", str(bundle), "--source", "0", "--retries", "0", "--headless", "--json"]
+    )
+    assert result.exit_code != 0
+    summary = json.loads(result.stdout)
+    assert summary["live"] is True and summary["stopped"] == "error"
+    assert "gave up after 0 retries" in str(result.exception)
+
+
+def test_default_demo_path(tmp_path):
+    from ovdoc.commands.run import demo_paths, resolve_defaults
+    from ovdoc.errors import OvdocError
+
+    demo_bundle, demo_stream = demo_paths()
+    assert demo_bundle.parent == demo_stream.parent and demo_bundle.parent.name == "demo"
+    if demo_bundle.exists() and demo_stream.exists():
+        summary = run_json("--max-frames", "5")
+        assert summary["frames"] == 5 and summary["source"] == str(demo_stream)
+    else:
+        with pytest.raises(OvdocError, match="converters/build_demo.py"):
+            resolve_defaults(None, None)
+    assert resolve_defaults(str(tmp_path), None) == (str(tmp_path), "0")
+
+
+def test_model_cache_dir_is_used(bundle, streams, tmp_path, monkeypatch):
+    cache = tmp_path / "ov-cache"
+    monkeypatch.setenv("OVDOC_CACHE_DIR", str(cache))
+    run_json(str(bundle), "--source", str(streams["normal"]), "--max-frames", "2")
+    assert any(p.suffix == ".blob" for p in cache.iterdir())
+
+
+def test_headless_without_display(monkeypatch):
+    from ovdoc.stream.display import display_available
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert display_available() is False
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert display_available() is True
+
+
+def test_res_parsing():
+    from ovdoc.errors import OvdocError
+    from ovdoc.stream.sources import parse_res
+
+    assert parse_res("640x480") == (640, 480) and parse_res(None) is None
+    for bad in ("640", "axb", "0x480"):
+        with pytest.raises(OvdocError, match="--res"):
+            parse_res(bad)
+
+
+def test_sources_deliver_frames_at_res(video_dir, tmp_path):
+    from ovdoc.stream.sources import open_source
+
+    video = open_source(str(video_dir / "bikes.mp4"), res=(640, 480))
+    assert video.live is False
+    assert video.read().image.shape == (480, 640, 3)
+    assert video.read_raw().image.shape == (272, 640, 3)  # as decoded; the pipeline resizes in its own thread
+    video.close()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((50, 70, 3), 128, np.uint8))
+    images = open_source(str(folder), res=(320, 240))
+    assert images.read().image.shape == (240, 320, 3) and images.read() is None
+
+
+def test_fused_model_crop_matches_resize_then_crop(video_dir):
+    """prepare_at (one resize) gives the pixels of resizing to --res first, then cropping."""
+    from ovdoc.preprocess import PreprocessSpec
+    from ovdoc.stream.sources import fit_to, prepare_at
+
+    spec = PreprocessSpec(96, 96)
+    for name in ("vtest.avi", "bikes.mp4"):  # 4:3 like 640x480, and 640x272 (stretched to 640x480)
+        frame = cv2.VideoCapture(str(video_dir / name)).read()[1]
+        fused = prepare_at(spec, frame, (640, 480)).astype(int)
+        twice = spec.prepare(fit_to(frame, (640, 480))).astype(int)
+        assert fused.shape == (96, 96, 3)
+        assert np.abs(fused - twice).mean() < 1.0  # of 255: interpolation rounding only
+    wide = PreprocessSpec(64, 128, resize="stretch")
+    assert prepare_at(wide, frame, (320, 240)).shape == (64, 128, 3)
+
+
+def test_events_stream_live_and_ctrl_c_prints_summary(bundle, video_dir, tmp_path):
+    """Events are readable while the run goes on (flushed per frame); Ctrl-C ends with a summary."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    events = tmp_path / "events.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ovdoc",
+            "run",
+            str(bundle),
+            "--source",
+            str(video_dir / "vtest.avi"),
+            "--smooth",
+            "1",
+            "--batch",
+            "1",
+            "--events",
+            str(events),
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        seen = 0
+        while time.monotonic() < deadline and seen < 5:
+            time.sleep(0.05)
+            seen = len(events.read_text().splitlines()) if events.exists() else 0
+        assert seen >= 5, "no events appeared while the run was going on"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["stopped"] in ("interrupted", "end")
+    assert summary["frames"] == len(read_events(events)) >= 5
+
+
+def test_annotation_colours():
+    from ovdoc.stream.display import annotate
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+    below = annotate(frame, score=1.0, threshold=2.0, anomalous=False, fps=30.0)
+    above = annotate(frame, score=3.0, threshold=2.0, anomalous=True, fps=30.0)
+    text = (slice(0, 18), slice(0, 320))  # the score line (the grey FPS line is below it)
+    assert below[text][..., 1].max() > 150 and below[text][..., 2].max() < 50  # green text, no red
+    assert above[text][..., 2].max() > 200 and above[text][..., 1].max() < 200  # red text
+    assert above[-1, 160, 2] == 255  # red border when anomalous
+    assert frame.max() == 0  # the source frame is not drawn on
+
+
+def test_live_queue_drops_oldest_files_never_drop(bundle, streams, tmp_path):
+    """Behind a live source the OLDEST queued frame goes (show what happens now); a file blocks instead."""
+    import queue
+
+    from ovdoc.detector import Detector
+    from ovdoc.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.stream.sources import Frame, open_source
+
+    det = Detector.load(bundle)
+    live = _live([streams["normal"]])
+    pipe = Pipeline(det, live, RunOptions(queue_size=2))
+    target: queue.Queue = queue.Queue(maxsize=2)
+    for i in range(5):
+        pipe._put(Frame(i, float(i), np.zeros((4, 4, 3), np.uint8)), target, drop_oldest=True)
+    assert [target.get_nowait().index for _ in range(2)] == [3, 4] and pipe.dropped == 3
+    live.close()
+    video = open_source(str(streams["normal"]))
+    summary = Pipeline(det, video, RunOptions(queue_size=2)).run()
+    assert video.live is False and summary["dropped"] == 0 and summary["frames"] == 60
