@@ -110,13 +110,13 @@ def frames(limit: int | None = None):
 def original_crop(frame: np.ndarray) -> np.ndarray:
     """The original app's input: the centre square of the 640x480 frame at 96x96, BGR->RGB, x/255.
 
-    The crop/resize is the runtime's own `prepare_at` (one resampling step, --res geometry), so all three
-    loops do the same image work and differ only in inference and scoring.
+    The resize to --res and the crop are the runtime's own (`fit_to`, `PreprocessSpec.prepare`), so all
+    three loops do the same image work and differ only in inference and scoring.
     """
     from ovdoc.preprocess import PreprocessSpec
-    from ovdoc.stream.sources import prepare_at
+    from ovdoc.stream.sources import fit_to
 
-    img = prepare_at(PreprocessSpec(96, 96), frame, RES)
+    img = PreprocessSpec(96, 96).prepare(fit_to(frame, RES))
     return (img[..., ::-1].astype(np.float32) / 255.0)[None]
 
 
@@ -281,8 +281,8 @@ def main() -> None:
             "all)",
             "(1) and (2) score with sklearn LOF fitted on the same 6,000 vectors the FAISS index of (3) "
             "holds",
-            "all three crop the model input with the same function (ovdoc.stream.sources.prepare_at: the "
-            "centre crop of the 640x480 frame, resized to 96x96 in one step from the decoded frame)",
+            "all three resize each decoded frame to 640x480 first, then take the model's centre crop at "
+            "96x96, with the runtime's own functions (ovdoc.stream.sources.fit_to, PreprocessSpec.prepare)",
             "a shared machine: the load average at start/end shows how busy it was",
         ],
     }

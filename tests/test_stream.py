@@ -288,22 +288,6 @@ def test_sources_deliver_frames_at_res(video_dir, tmp_path):
     assert images.read().image.shape == (240, 320, 3) and images.read() is None
 
 
-def test_fused_model_crop_matches_resize_then_crop(video_dir):
-    """prepare_at (one resize) gives the pixels of resizing to --res first, then cropping."""
-    from ovdoc.preprocess import PreprocessSpec
-    from ovdoc.stream.sources import fit_to, prepare_at
-
-    spec = PreprocessSpec(96, 96)
-    for name in ("vtest.avi", "bikes.mp4"):  # 4:3 like 640x480, and 640x272 (stretched to 640x480)
-        frame = cv2.VideoCapture(str(video_dir / name)).read()[1]
-        fused = prepare_at(spec, frame, (640, 480)).astype(int)
-        twice = spec.prepare(fit_to(frame, (640, 480))).astype(int)
-        assert fused.shape == (96, 96, 3)
-        assert np.abs(fused - twice).mean() < 1.0  # of 255: interpolation rounding only
-    wide = PreprocessSpec(64, 128, resize="stretch")
-    assert prepare_at(wide, frame, (320, 240)).shape == (64, 128, 3)
-
-
 def test_events_stream_live_and_ctrl_c_prints_summary(bundle, video_dir, tmp_path):
     """Events are readable while the run goes on (flushed per frame); Ctrl-C ends with a summary."""
     import os

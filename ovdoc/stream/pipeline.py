@@ -25,7 +25,7 @@ import numpy as np
 from ovdoc.errors import OvdocError
 from ovdoc.stream.display import VideoSink, Window, annotate
 from ovdoc.stream.events import EventWriter
-from ovdoc.stream.sources import Frame, FrameSource, fit_to, prepare_at
+from ovdoc.stream.sources import Frame, FrameSource, fit_to
 
 _END = object()
 MAX_BACKOFF_S = 8.0
@@ -155,7 +155,7 @@ class Pipeline:
             self._put(_END, self.captured, drop_oldest=self.source.live)
 
     def _prepare_loop(self) -> None:
-        """The model's crop at --res geometry, overlapping with decoding (OpenCV drops the GIL)."""
+        """Resize to --res, then the model's crop, overlapping with decoding (OpenCV drops the GIL)."""
         spec, res = self.det.spec_, self.source.res
         try:
             while True:
@@ -167,9 +167,8 @@ class Pipeline:
                     continue
                 if frame is _END:
                     break
-                prepared = prepare_at(spec, frame.image, res)
-                if self.opt.show or self.opt.save_video:  # the full --res frame only when someone sees it
-                    frame.image = fit_to(frame.image, res)
+                frame.image = fit_to(frame.image, res)  # --res first: the same work for every source
+                prepared = spec.prepare(frame.image)
                 self._put((frame, prepared), self.queue, drop_oldest=False)
         except BaseException as exc:
             self.fatal = exc

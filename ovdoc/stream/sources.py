@@ -7,7 +7,6 @@ ends cleanly at its last one.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ import numpy as np
 
 from ovdoc.errors import OvdocError
 from ovdoc.images import IMAGE_SUFFIXES, expand_sources, is_image_file, read_image
-from ovdoc.preprocess import PreprocessSpec
 
 Opener = Callable[[], "cv2.VideoCapture"]
 
@@ -53,29 +51,6 @@ def fit_to(image: np.ndarray, res: tuple[int, int] | None) -> np.ndarray:
         return image
     big_shrink = image.shape[1] >= 2 * res[0] or image.shape[0] >= 2 * res[1]
     return cv2.resize(image, res, interpolation=cv2.INTER_AREA if big_shrink else cv2.INTER_LINEAR)
-
-
-def prepare_at(spec: PreprocessSpec, image: np.ndarray, res: tuple[int, int] | None) -> np.ndarray:
-    """`spec.prepare(fit_to(image, res))` in ONE resampling step: the same crop geometry, less work.
-
-    The model only needs its crop of the `res` frame. Mapping that crop back onto the decoded frame and
-    resizing it straight to the model size skips building the whole `res` frame (about 1 ms of a
-    ~3 ms frame budget on a small CPU); the full `res` frame is made only for a window or a saved video.
-    """
-    if res is None or (image.shape[1], image.shape[0]) == res:
-        return spec.prepare(image)
-    rw, rh = res
-    cw, ch = float(rw), float(rh)
-    if spec.resize == "center_crop":
-        aspect = spec.width / spec.height
-        if rw / rh > aspect:
-            cw = rh * aspect
-        else:
-            ch = rw / aspect
-    sx, sy = image.shape[1] / rw, image.shape[0] / rh
-    x0, y0 = round((rw - cw) / 2 * sx), round((rh - ch) / 2 * sy)
-    x1, y1 = max(x0 + 1, round((rw + cw) / 2 * sx)), max(y0 + 1, round((rh + ch) / 2 * sy))
-    return dataclasses.replace(spec, resize="stretch").prepare(image[y0:y1, x0:x1])
 
 
 class FrameSource:

@@ -1,0 +1,198 @@
+"""`ovdoc bench`: speed and accuracy of a bundle across devices, precisions, batches, hints and scorers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ovdoc.errors import OvdocError
+
+
+def _list(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise OvdocError(f"--{what} needs at least one value")
+    return items
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(t) for t in _list(text, what)]
+    except ValueError as exc:
+        raise OvdocError(f"--{what} takes comma-separated integers such as 1,8,32, got {text!r}") from exc
+
+
+def default_source() -> Path | None:
+    """The demo stream shipped with the repository (what `ovdoc run` plays with no arguments)."""
+    import ovdoc
+
+    path = Path(ovdoc.__file__).resolve().parents[1] / "irmodels" / "demo" / "stream.avi"
+    return path if path.is_file() else None
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option(
+    "--devices",
+    default="CPU",
+    show_default=True,
+    help="Comma-separated OpenVINO devices (CPU, GPU, NPU, AUTO). Absent ones are listed as skipped.",
+)
+@click.option(
+    "--precisions",
+    default="FP32,FP16,INT8",
+    show_default=True,
+    help="FP32 = the bundle's IR; FP16 = its weights compressed; INT8 = verified NNCF quantization "
+    "(needs --calib). Each precision is re-indexed by the model that scores.",
+)
+@click.option("--batch", "batches", default="1,8", show_default=True, help="Comma-separated batch sizes.")
+@click.option(
+    "--hints", default="latency,throughput", show_default=True, help="OpenVINO performance hints to compare."
+)
+@click.option(
+    "--scorers",
+    default="flat,hnsw,lof",
+    show_default=True,
+    help="flat = exact FAISS kNN, hnsw = FAISS HNSW kNN, lof = the original app's sklearn LOF.",
+)
+@click.option(
+    "--source",
+    type=click.Path(),
+    default=None,
+    help="Video (or image folder) every configuration runs on; default: the demo stream.",
+)
+@click.option("--res", default="640x480", show_default=True, help="Frame size frames are resized to first.")
+@click.option(
+    "--frames",
+    type=click.IntRange(1),
+    default=300,
+    show_default=True,
+    help="Frames per pipeline run (the same first N frames for every configuration).",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Pipeline runs per configuration; the median FPS is reported (shared machines are noisy).",
+)
+@click.option(
+    "--calib",
+    multiple=True,
+    metavar="PATH",
+    help="Normal images: re-index FP16/INT8 and calibrate INT8 (default: the bundle's recorded "
+    "normal sources when they exist here). Repeatable.",
+)
+@click.option(
+    "--eval-normal", multiple=True, metavar="PATH", help="Labelled normal images for AUC. Repeatable."
+)
+@click.option(
+    "--eval-anomalous", multiple=True, metavar="PATH", help="Labelled anomalies for AUC. Repeatable."
+)
+@click.option(
+    "--max-auc-drop",
+    type=float,
+    default=0.005,
+    show_default=True,
+    help="INT8 is refused (skipped with the measured drop) if its AUC drops more than this.",
+)
+@click.option(
+    "--baselines",
+    is_flag=True,
+    help="Also time the original app's loop (Keras + LOF, needs TensorFlow) and the 2019 OpenVINO "
+    "port's loop (sync per frame + LOF), and print ovdoc's speed-up over each.",
+)
+@click.option(
+    "--keras-model",
+    type=click.Path(),
+    default=None,
+    help="Keras model for the original-app baseline when the bundle records none.",
+)
+@click.option("--keras-weights", type=click.Path(), default=None, help="weights.h5 for a legacy model.json.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(),
+    default=None,
+    help="Folder for bench.json, bench.md and PNG charts (FPS; accuracy vs speed).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON on stdout.")
+def bench(
+    bundle,
+    devices,
+    precisions,
+    batches,
+    hints,
+    scorers,
+    source,
+    res,
+    frames,
+    repeats,
+    calib,
+    eval_normal,
+    eval_anomalous,
+    max_auc_drop,
+    baselines,
+    keras_model,
+    keras_weights,
+    out_dir,
+    as_json,
+) -> int:
+    """Measure a detector bundle on this machine: model images/s, latency p50/p99, scorer µs per query,
+    end-to-end pipeline FPS (decode + resize + infer + score + smoothing, `ovdoc run`'s own loop), memory,
+    start-up time with and without OpenVINO's model cache, and AUC per precision with --eval-*.
+
+    \b
+    Every combination runs on the same frames of --source; the decode-only ceiling shows how close
+    the pipeline gets to what the video decoder alone allows.
+      ovdoc bench my.bundle --source clip.avi
+      ovdoc bench my.bundle --calib good/ --eval-normal test/good --eval-anomalous test/bad --out results/
+      ovdoc bench my.bundle --devices CPU,GPU,NPU --batch 1,8,32 --baselines --json
+    """
+    from ovdoc.bench.report import terminal_table, write_outputs
+    from ovdoc.bench.suite import BenchConfig, run_bench
+    from ovdoc.stream.sources import parse_res
+
+    src = Path(source) if source else default_source()
+    if src is None:
+        raise OvdocError(
+            "give --source (a video or image folder): the demo stream irmodels/demo/stream.avi "
+            "is not in this install"
+        )
+    if not src.exists():
+        raise OvdocError(f"source not found: {src}")
+    cfg = BenchConfig(
+        bundle=Path(bundle),
+        source=src,
+        devices=_list(devices, "devices"),
+        precisions=[p.upper() for p in _list(precisions, "precisions")],
+        batches=_ints(batches, "batch"),
+        hints=[h.lower() for h in _list(hints, "hints")],
+        scorers=[s.lower() for s in _list(scorers, "scorers")],
+        res=parse_res(res) if res.lower() != "native" else None,
+        frames=frames,
+        repeats=repeats,
+        calib=list(calib) or None,
+        eval_normal=list(eval_normal) or None,
+        eval_anomalous=list(eval_anomalous) or None,
+        max_auc_drop=max_auc_drop,
+        baselines=baselines,
+        keras_model=keras_model,
+        keras_weights=keras_weights,
+        progress=True,
+    )
+    result = run_bench(cfg)
+    if out_dir:
+        written = write_outputs(result, out_dir)
+        result["written"] = [str(p) for p in written]
+    table = terminal_table(result)
+    if as_json:
+        click.echo(table, err=True)
+        click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(table)
+        if out_dir:
+            click.echo("wrote " + ", ".join(result["written"]))
+    return 0

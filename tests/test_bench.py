@@ -1,0 +1,171 @@
+"""`ovdoc bench` end to end on a tiny real bundle (seed IR + magnetic tiles) and a real video.
+
+Real OpenVINO, FAISS, sklearn LOF and OpenCV decoding; few frames so the file stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from _runtime_helpers import build_seed_ir, error_line, ovdoc_cli, tile_files
+
+FRAMES = 16
+
+
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory, seed_dir, magnetic_tile_dir):
+    from ovdoc.bundle import fit_bundle
+
+    root = tmp_path_factory.mktemp("bench")
+    ir = build_seed_ir(seed_dir, root / "ir")
+    files = tile_files(magnetic_tile_dir)
+    normal = root / "normal"
+    normal.mkdir()
+    for f in files[:24]:
+        (normal / f.name).symlink_to(f)
+    eval_n = root / "eval_normal"
+    eval_n.mkdir()
+    for f in files[24:36]:
+        (eval_n / f.name).symlink_to(f)
+    eval_a = root / "eval_anomalous"
+    eval_a.mkdir()
+    for f in sorted((magnetic_tile_dir / "MT_Blowhole").rglob("*.jpg"))[:12]:
+        (eval_a / f.name).symlink_to(f)
+    bundle = root / "bundle"
+    fit_bundle(ir, normal, bundle, progress=False)
+    return {"root": root, "ir": ir, "bundle": bundle, "normal": normal, "eval_n": eval_n, "eval_a": eval_a}
+
+
+@pytest.fixture(scope="module")
+def bench_run(bench_data, video_dir):
+    """One real run: CPU FP32/FP16, two batch sizes, three scorers, absent GPU/NPU, AUC, baselines, files."""
+    out = bench_data["root"] / "out"
+    proc = ovdoc_cli(
+        "bench", str(bench_data["bundle"]), "--source", str(video_dir / "vtest.avi"), "--res", "320x240",
+        "--frames", str(FRAMES), "--devices", "CPU,GPU,NPU", "--precisions", "FP32,FP16", "--batch", "1,4",
+        "--hints", "throughput", "--repeats", "2", "--scorers", "flat,hnsw,lof",
+        "--calib", str(bench_data["normal"]),
+        "--eval-normal", str(bench_data["eval_n"]), "--eval-anomalous", str(bench_data["eval_a"]),
+        "--baselines", "--out", str(out), "--json", timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout), out, proc.stderr
+
+
+def test_every_combination_measured(bench_run):
+    result, _, _ = bench_run
+    rows = result["results"]
+    combos = {(r["device"], r["precision"], r["batch"], r["hint"], r["scorer"]) for r in rows}
+    expected = {("CPU", p, b, "throughput", s) for p in ("FP32", "FP16") for b in (1, 4)
+                for s in ("flat", "hnsw", "lof")}
+    assert combos == expected
+    for r in rows:
+        assert "error" not in r, r
+        assert r["model_ips"] > 0 and r["pipeline_fps"] > 0
+        assert r["pipeline_frames"] == FRAMES  # every configuration ran on the same frames
+        assert len(r["pipeline_fps_runs"]) == 2 and min(r["pipeline_fps_runs"]) <= r["pipeline_fps"]
+        assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"]
+        assert r["scorer_us_per_query"] > 0
+        assert 0.0 <= r["auc"] <= 1.0
+        assert r["first_result_s_cold"] > 0 and r["first_result_s_warm"] > 0
+        assert r["index_vectors"] == 24  # re-indexed from --calib by this precision's own model
+        assert r["inference_precision"] == "f32"
+        assert r["fraction_of_ceiling"] == pytest.approx(r["pipeline_fps"] / result["ceiling"]["decode_fps"],
+                                                         abs=1e-3)
+    # exact and HNSW kNN agree on AUC at this size; FP16 weights stay close to FP32
+    by = {(r["precision"], r["batch"], r["scorer"]): r["auc"] for r in rows}
+    assert by[("FP32", 1, "flat")] == pytest.approx(by[("FP32", 1, "hnsw")], abs=1e-3)
+    assert by[("FP16", 1, "flat")] == pytest.approx(by[("FP32", 1, "flat")], abs=0.05)
+
+
+def test_absent_devices_are_listed_with_reasons(bench_run):
+    result, _, stderr = bench_run
+    skipped = {s["device"]: s["reason"] for s in result["skipped"] if "device" in s}
+    assert set(skipped) == {"GPU", "NPU"}
+    assert "not available" in skipped["GPU"] and "CPU" in skipped["GPU"]
+    assert "skipped GPU" in stderr and "skipped NPU" in stderr  # the terminal table says so too
+
+
+def test_json_schema_ceiling_and_baselines(bench_run):
+    result, _, _ = bench_run
+    m = result["machine"]
+    for key in ("cpu_model", "logical_cores", "isa", "openvino", "os", "devices"):
+        assert key in m
+    assert result["ceiling"]["decode_fps"] > 0
+    b = result["baselines"]
+    assert set(b) >= {"original_app_fps", "openvino_2019_fps", "speedup_vs_original_app",
+                      "speedup_vs_openvino_2019"}
+    assert b["openvino_2019_fps"] > 0
+    assert b["speedup_vs_openvino_2019"] == pytest.approx(
+        b["ovdoc_best"]["pipeline_fps"] / b["openvino_2019_fps"], rel=0.02)
+    # the seed IR here comes from ONNX: no Keras source recorded, so the Keras loop is skipped with why
+    assert b["original_app_fps"] is None and "Keras" in b["original_app_skipped"]
+
+
+def test_output_files(bench_run):
+    result, out, _ = bench_run
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["results"] == result["results"]
+    md = (out / "bench.md").read_text()
+    assert md.count("\n| CPU ") == len(result["results"])
+    for png in ("bench-fps.png", "bench-accuracy.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_normal_images_fp32_uses_bundle_index_and_no_tensorflow(bench_data, video_dir, tmp_path):
+    """A bundle fitted from images in memory: FP16/INT8 cannot be re-indexed, so they are skipped with
+    the reason; FP32 scores with the stored index. TensorFlow is never imported by bench."""
+    from ovdoc.bundle import fit_bundle_images
+    from ovdoc.images import load_images
+
+    bundle = tmp_path / "mem.bundle"
+    fit_bundle_images(bench_data["ir"], load_images(bench_data["normal"]), bundle, progress=False)
+    code = (
+        "import json, sys\n"
+        "from ovdoc.cli import cli\n"
+        f"cli.main(['bench', {str(bundle)!r}, '--source', {str(video_dir / 'bikes.mp4')!r}, '--frames', '8',"
+        " '--batch', '2', '--hints', 'latency', '--scorers', 'flat', '--json'], standalone_mode=False)\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'bench imported TF'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    reasons = {s["precision"]: s["reason"] for s in result["skipped"] if "precision" in s}
+    assert set(reasons) == {"FP16", "INT8"} and "--calib" in reasons["INT8"]
+    [row] = result["results"]
+    assert row["precision"] == "FP32" and row["pipeline_fps"] > 0 and "bundle" in row["index_note"]
+    assert row["auc"] is None
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--precisions", "FP64"], "unknown precision"),
+        (["--batch", "1,x"], "--batch"),
+        (["--eval-normal", "."], "--eval-anomalous"),
+        (["--source", "/nonexistent.avi"], "not found"),
+    ],
+)
+def test_bad_options_are_one_line(bench_data, video_dir, args, needle):
+    base = ["bench", str(bench_data["bundle"]), "--source", str(video_dir / "vtest.avi")]
+    proc = ovdoc_cli(*base, *args)
+    assert proc.returncode != 0
+    assert needle in error_line(proc)
+
+
+def test_read_cpuinfo_parses_flags(tmp_path):
+    from ovdoc.bench.machine import CPU_FLAGS, read_cpuinfo
+
+    text = ("processor\t: 0\nmodel name\t: Test CPU\nphysical id\t: 0\ncore id\t: 0\nflags\t\t: sse avx2 "
+            "avx512f avx512_vnni amx_tile\n\nprocessor\t: 1\nmodel name\t: Test CPU\nphysical id\t: 0\n"
+            "core id\t: 0\nflags\t\t: sse avx2 avx512f avx512_vnni amx_tile\n\n")
+    (tmp_path / "cpuinfo").write_text(text)
+    info = read_cpuinfo(tmp_path / "cpuinfo")
+    assert info["cpu_model"] == "Test CPU"
+    assert info["logical_cores"] == 2 and info["physical_cores"] == 1  # hyper-threads of one core
+    assert {CPU_FLAGS[f] for f in ("avx2", "avx512_vnni", "amx_tile")} <= {
+        CPU_FLAGS[f] for f in info["flags"] if f in CPU_FLAGS}
+    assert read_cpuinfo(tmp_path / "missing") == {}
