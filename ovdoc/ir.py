@@ -170,6 +170,9 @@ def compile_ir(
     config: dict = {"PERFORMANCE_HINT": {"latency": "LATENCY", "throughput": "THROUGHPUT"}[hint]}
     if inference_precision and _is_cpu_like(device):
         config["INFERENCE_PRECISION_HINT"] = inference_precision
+    elif inference_precision and device.split(":")[0] in ("AUTO", "MULTI", "HETERO"):
+        # AUTO may pick the CPU: pin its precision too, or it silently runs bf16 on AVX512-BF16/AMX CPUs
+        config["DEVICE_PROPERTIES"] = {"CPU": {"INFERENCE_PRECISION_HINT": inference_precision}}
     if cache_dir:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         config["CACHE_DIR"] = str(cache_dir)

@@ -93,3 +93,13 @@ def test_missing_model_and_non_ir(tmp_path):
 def test_ir_from_2018_is_refused_as_too_old(seed_dir):
     with pytest.raises(OvdocError, match=r"IR v4 \(OpenVINO 2018-2020\).*reads IR v10\+ only"):
         read_ir(seed_dir / "ir2018-FP32" / "weights.xml")
+
+
+def test_auto_device_keeps_the_cpu_at_f32():
+    """AUTO picks the CPU here; without pinning, a BF16-capable CPU would move the features."""
+    spec = PreprocessSpec(12, 10)
+    model = name_ports(tiny_model())
+    batch = np.random.default_rng(3).integers(0, 256, size=(4, 12, 10, 3), dtype=np.uint8)
+    cpu_f32 = compile_ir(model, spec, batch=4, device="CPU")(batch)[0]
+    auto = compile_ir(model, spec, batch=4, device="AUTO")(batch)[0]
+    np.testing.assert_array_equal(auto, cpu_f32)
