@@ -1,0 +1,1 @@
+"""Host-side DOC training (`ovdoc train`). Submodules import TensorFlow lazily, inside functions."""
