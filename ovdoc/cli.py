@@ -13,7 +13,7 @@ import sys
 import click
 
 from ovdoc import __version__
-from ovdoc.errors import OvdocError
+from ovdoc.errors import OvdocError, first_line
 
 # verb -> (module, attribute, one-line help shown in `ovdoc --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -86,9 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # last line of defence: still one line, with a way to see more
         if debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         click.echo(
-            f"Error: {type(exc).__name__}: {message[:300]} (OVDOC_DEBUG=1 shows the traceback)", err=True
+            f"Error: {type(exc).__name__}: {first_line(exc)} (OVDOC_DEBUG=1 shows the traceback)", err=True
         )
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -13,6 +13,20 @@ class OvdocError(Exception):
     exit_code = 2
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first telling line of an exception's message, for one-line errors.
+
+    OpenVINO's messages run to many lines and open with "Check ..." / "FrontEnd API failed" boilerplate;
+    the line after it is the one that says what went wrong.
+    """
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Check ", "FrontEnd API failed")):
+            return line[:limit]
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class VerificationError(OvdocError):
     """A converted or quantized model does not compute what its source computes."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import openvino as ov
 
 from ovdoc.devices import check_device
-from ovdoc.errors import OvdocError
+from ovdoc.errors import OvdocError, first_line
 from ovdoc.preprocess import PreprocessSpec
 
 INPUT_NAME = "image"
@@ -71,8 +71,7 @@ def read_ir(path: str | Path, core: ov.Core | None = None) -> tuple[ov.Model, Pr
     try:
         model = core.read_model(str(xml))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OvdocError(f"cannot read IR {xml}: corrupt or truncated ({first[:200]})") from exc
+        raise OvdocError(f"cannot read IR {xml}: corrupt or truncated ({first_line(exc, 200)})") from exc
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise OvdocError(
             f"{xml} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; ovdoc needs one image "
@@ -179,8 +178,7 @@ def compile_ir(
     try:
         return core.compile_model(prepared, device, config)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OvdocError(f"cannot compile the model for {device}: {first[:300]}") from exc
+        raise OvdocError(f"cannot compile the model for {device}: {first_line(exc)}") from exc
 
 
 def _is_cpu_like(device: str) -> bool:

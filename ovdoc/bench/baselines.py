@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from ovdoc.errors import OvdocError
+from ovdoc.errors import OvdocError, first_line
 from ovdoc.ir import RT_SOURCE
 from ovdoc.preprocess import PreprocessSpec
 
@@ -138,11 +138,6 @@ def original_app_loop(
     return _loop(source, res, frames, features_of, lof)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def run_baselines(
     model: ov.Model,
     spec: PreprocessSpec,
@@ -183,5 +178,5 @@ def run_baselines(
             out["original_app_skipped"] = str(exc)
         except Exception as exc:  # a broken Keras install must not lose the rest of the benchmark
             out["original_app_fps"] = None
-            out["original_app_skipped"] = f"Keras failed: {_first_line(exc)}"
+            out["original_app_skipped"] = f"Keras failed: {first_line(exc)}"
     return out

@@ -10,6 +10,8 @@ import os
 import platform
 from pathlib import Path
 
+from ovdoc.errors import first_line
+
 # flag in /proc/cpuinfo -> name in the report
 CPU_FLAGS = {
     "avx2": "AVX2",
@@ -86,7 +88,7 @@ def describe_machine(core=None) -> dict:
         desc["openvino"] = ov.__version__
         desc["devices"] = describe_devices(core)
     except Exception as exc:  # the description must not stop a benchmark
-        desc["openvino_error"] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        desc["openvino_error"] = first_line(exc, 200)
     return desc
 
 

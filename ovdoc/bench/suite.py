@@ -21,7 +21,7 @@ import numpy as np
 import openvino as ov
 
 from ovdoc.bench import measure
-from ovdoc.errors import OvdocError, VerificationError
+from ovdoc.errors import OvdocError, VerificationError, first_line
 
 PRECISIONS = ("FP32", "FP16", "INT8")
 HINTS = ("latency", "throughput")
@@ -72,11 +72,6 @@ def failed_row(device: str, precision: str, batch, hint, error: str) -> dict:
         "auc": None,
         "error": error,
     }
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def validate(cfg: BenchConfig) -> None:

@@ -22,8 +22,8 @@ import openvino as ov
 from ovdoc import __version__
 from ovdoc.atomic import atomic_dir
 from ovdoc.convert import formats, verify
-from ovdoc.convert.converted import Converted, first_line
-from ovdoc.errors import OvdocError, VerificationError, require_tensorflow
+from ovdoc.convert.converted import Converted
+from ovdoc.errors import OvdocError, VerificationError, first_line, require_tensorflow
 from ovdoc.ir import annotate, name_ports, save_ir
 from ovdoc.preprocess import PreprocessSpec
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from ovdoc.errors import OvdocError
+from ovdoc.errors import OvdocError, first_line
 
 # NHWC float32 batch (already preprocessed) -> [N, ...] features, computed by the source framework
 Reference = Callable[[np.ndarray], np.ndarray]
@@ -45,12 +45,3 @@ def per_sample(run_one: Callable[[np.ndarray], np.ndarray]) -> Reference:
         return np.concatenate(outs)
 
     return run
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Check ", "FrontEnd API failed")):
-            return line[:300]
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -12,7 +12,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from ovdoc.errors import OvdocError
+from ovdoc.errors import OvdocError, first_line
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -126,7 +126,7 @@ def _detect_h5(path: Path) -> Source:
         with h5py.File(path, "r") as f:
             has_model = "model_config" in f.attrs
     except Exception as exc:  # h5py raises OSError/RuntimeError variants for damaged files
-        raise OvdocError(f"{path} is a corrupt or truncated HDF5 file ({_first_line(exc)})") from exc
+        raise OvdocError(f"{path} is a corrupt or truncated HDF5 file ({first_line(exc)})") from exc
     if not has_model:
         raise OvdocError(
             f"{path} holds weights only (no model architecture): pass the architecture file "
@@ -161,8 +161,3 @@ def _xml_message(path: Path, head: bytes) -> str:
             "OpenVINO (IR v10+); convert the original Keras/TF/ONNX model with `ovdoc convert` instead"
         )
     return f"{path.name} is already an OpenVINO IR v{version}; use it directly (e.g. `ovdoc fit {path}`)"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from ovdoc.convert import formats
-from ovdoc.errors import OvdocError, require_tensorflow
+from ovdoc.errors import OvdocError, first_line, require_tensorflow
 
 
 def load_keras_source(src: str | Path, weights: str | Path | None = None):
@@ -41,7 +41,7 @@ def _load_keras3(path: Path):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:
-        raise OvdocError(f"cannot load Keras model {path}: {_first_line(exc)}") from exc
+        raise OvdocError(f"cannot load Keras model {path}: {first_line(exc)}") from exc
 
 
 def _load_h5(path: Path):
@@ -54,11 +54,11 @@ def _load_h5(path: Path):
         try:
             import tf_keras
         except ImportError:
-            raise OvdocError(f"cannot load Keras .h5 model {path}: {_first_line(first)}") from first
+            raise OvdocError(f"cannot load Keras .h5 model {path}: {first_line(first)}") from first
         try:
             return tf_keras.models.load_model(path, compile=False)
         except Exception as exc:
-            raise OvdocError(f"cannot load Keras .h5 model {path}: {_first_line(exc)}") from exc
+            raise OvdocError(f"cannot load Keras .h5 model {path}: {first_line(exc)}") from exc
 
 
 def _load_json_pair(json_path: Path, weights: Path):
@@ -71,12 +71,12 @@ def _load_json_pair(json_path: Path, weights: Path):
     try:
         model = tf_keras.models.model_from_json(json_path.read_text())
     except Exception as exc:
-        raise OvdocError(f"cannot build the Keras architecture in {json_path}: {_first_line(exc)}") from exc
+        raise OvdocError(f"cannot build the Keras architecture in {json_path}: {first_line(exc)}") from exc
     try:
         model.load_weights(str(weights))
     except Exception as exc:
         raise OvdocError(
-            f"cannot load weights {weights} into {json_path.name}: {_first_line(exc)} "
+            f"cannot load weights {weights} into {json_path.name}: {first_line(exc)} "
             "(corrupt/truncated file, or weights of another model?)"
         ) from exc
     return model
@@ -88,8 +88,3 @@ def _quiet():
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdoc.convert.converted import Converted, first_line, ov_convert, per_sample
-from ovdoc.errors import OvdocError
+from ovdoc.convert.converted import Converted, ov_convert, per_sample
+from ovdoc.errors import OvdocError, first_line
 
 
 def convert_onnx(path: Path) -> Converted:

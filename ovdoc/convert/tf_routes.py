@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdoc.convert.converted import Converted, first_line, ov_convert, per_sample
-from ovdoc.errors import OvdocError, VerificationError, require_tensorflow
+from ovdoc.convert.converted import Converted, ov_convert, per_sample
+from ovdoc.errors import OvdocError, VerificationError, first_line, require_tensorflow
 
 _NOT_OUTPUTS = {"Const", "NoOp", "Assert", "Placeholder", "VarHandleOp", "SaveV2", "RestoreV2"}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ovdoc.errors import OvdocError
+from ovdoc.errors import OvdocError, first_line
 
 GREEN = (0, 200, 0)
 RED = (0, 0, 255)
@@ -74,7 +74,7 @@ class Window:
             cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
             raise OvdocError(
-                f"cannot open a window ({str(exc).splitlines()[0][:120]}); use --headless"
+                f"cannot open a window ({first_line(exc, 120)}); use --headless"
             ) from exc
 
     def show(self, image: np.ndarray) -> str | None:
