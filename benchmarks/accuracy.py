@@ -30,13 +30,15 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def bundle_auc(model_xml: Path, normal_train: Path, normal_test, anomalous_test: dict, out: Path) -> dict:
+def bundle_auc(
+    model_xml: Path, normal_train: Path, normal_test, anomalous_test: dict, out: Path, metric: str = "cosine"
+) -> dict:
     """Fit a bundle on `normal_train` with `model_xml`, score test sets; {name: auc} + the bundle path."""
     from ovdoc.bundle import fit_bundle
     from ovdoc.detector import Detector
     from ovdoc.evaluation import EvalResult
 
-    fit_bundle(model_xml, normal_train, out, progress=False)
+    fit_bundle(model_xml, normal_train, out, metric=metric, progress=False)
     det = Detector.load(out)
     normal_scores = det.score_samples(list(normal_test))
     results = {}
@@ -114,6 +116,7 @@ def sneaker_vs_boot(opts: dict) -> dict:
             test_normal,
             {"ankle_boot": test_anomalous},
             work / "untrained.bundle",
+            metric=opts["metric"],
         )
         timings["untrained_knn_s"] = round(time.perf_counter() - t0, 1)
         base_auc = base["results"]["ankle_boot"].metrics()["auc"]
@@ -127,6 +130,7 @@ def sneaker_vs_boot(opts: dict) -> dict:
             config,
             target_data=target,
             reference_data=reference,
+            metric=opts["metric"],
             progress=opts["progress"],
         )
         timings["train_convert_fit_s"] = round(time.perf_counter() - t0, 1)
@@ -137,6 +141,7 @@ def sneaker_vs_boot(opts: dict) -> dict:
             test_normal,
             {"ankle_boot": test_anomalous},
             work / "doc-fp32.bundle",
+            metric=opts["metric"],
         )
         fp16 = bundle_auc(
             work / "doc" / "ir" / "FP16" / "model.xml",
@@ -144,6 +149,7 @@ def sneaker_vs_boot(opts: dict) -> dict:
             test_normal,
             {"ankle_boot": test_anomalous},
             work / "doc-fp16.bundle",
+            metric=opts["metric"],
         )
         timings["score_s"] = round(time.perf_counter() - t0, 1)
         result = doc["results"]["ankle_boot"]
@@ -170,7 +176,7 @@ def sneaker_vs_boot(opts: dict) -> dict:
         "n_reference": train["n_reference"],
         "n_test_normal": len(test_normal),
         "n_test_anomalous": len(test_anomalous),
-        "settings": {k: v for k, v in train["config"].items()},
+        "settings": {k: v for k, v in train["config"].items()} | {"metric": opts["metric"]},
         "losses": {
             k: train[k] for k in ("loss_d_first", "loss_d_last", "loss_c_first", "loss_c_last", "steps")
         },
@@ -219,7 +225,12 @@ def magnetic_tile(opts: dict) -> dict:
         work = Path(work)
         normal_dir = write_image_folder(train_imgs, work / "normal")
         base = bundle_auc(
-            untrained_ir(config.size, work / "untrained"), normal_dir, test_normal, defects, work / "u.bundle"
+            untrained_ir(config.size, work / "untrained"),
+            normal_dir,
+            test_normal,
+            defects,
+            work / "u.bundle",
+            metric=opts["metric"],
         )
         train_to_bundle(
             str(normal_dir),
@@ -227,10 +238,16 @@ def magnetic_tile(opts: dict) -> dict:
             work / "doc",
             config,
             target_data=Images(train_imgs, None),
+            metric=opts["metric"],
             progress=opts["progress"],
         )
         doc = bundle_auc(
-            work / "doc" / "ir" / "FP32" / "model.xml", normal_dir, test_normal, defects, work / "d.bundle"
+            work / "doc" / "ir" / "FP32" / "model.xml",
+            normal_dir,
+            test_normal,
+            defects,
+            work / "d.bundle",
+            metric=opts["metric"],
         )
     per_type = {name: round(r.metrics()["auc"], 4) for name, r in doc["results"].items()}
     base_type = {name: round(r.metrics()["auc"], 4) for name, r in base["results"].items()}
@@ -250,6 +267,7 @@ def magnetic_tile(opts: dict) -> dict:
         "n_test_normal": len(test_normal),
         "n_test_anomalous": {k: len(v) for k, v in defects.items()},
         "reference": reference,
+        "metric": opts["metric"],
         "settings": vars(config)
         if not hasattr(config, "__dataclass_fields__")
         else {k: getattr(config, k) for k in config.__dataclass_fields__},
@@ -297,10 +315,16 @@ def fmnist_one_class(opts: dict) -> dict:
                 config,
                 target_data=Images(tr, None),
                 reference_data=ref,
+                metric=opts["metric"],
                 progress=opts["progress"],
             )
             res = bundle_auc(
-                work / "doc" / "ir" / "FP32" / "model.xml", normal_dir, te_n, {"other": te_a}, work / "b"
+                work / "doc" / "ir" / "FP32" / "model.xml",
+                normal_dir,
+                te_n,
+                {"other": te_a},
+                work / "b",
+                metric=opts["metric"],
             )
         per_class[name] = round(res["results"]["other"].metrics()["auc"], 4)
         say(f"  AUC {per_class[name]}")
@@ -311,7 +335,8 @@ def fmnist_one_class(opts: dict) -> dict:
         "n_train_per_class": n_train,
         "n_test_each": n_test,
         "settings": {
-            k: opts[k] for k in ("size", "epochs", "lam", "lr", "freeze_until", "reference_per_class")
+            k: opts[k]
+            for k in ("size", "epochs", "lam", "lr", "freeze_until", "reference_per_class", "metric")
         },
         "timings_s": {"total": round(time.perf_counter() - started, 1)},
     }
@@ -354,6 +379,13 @@ def write_results(result: dict, command: str) -> None:
 @click.option("--reference-per-class", default=2000, show_default=True, type=int)
 @click.option("--lambda", "lam", default=1.0, show_default=True, type=float)
 @click.option("--lr", default=1e-4, show_default=True, type=float)
+@click.option(
+    "--metric",
+    type=click.Choice(["euclidean", "cosine"]),
+    default="cosine",
+    show_default=True,
+    help="kNN distance of every bundle (cosine = L2-normalised features).",
+)
 @click.option(
     "--reference", default="fashion-mnist:*", show_default=True, help="magnetic-tile only: the reference set."
 )

@@ -93,6 +93,7 @@ def fit_bundle(
     k: int = 5,
     fpr: float = 0.01,
     scorer: str = "knn",
+    metric: str = "euclidean",
     batch: int = 8,
     progress: bool = True,
     cache_dir: str | Path | None = None,
@@ -104,8 +105,8 @@ def fit_bundle(
     sources = expand_sources(items)  # clear errors before any compile
     names = [str(p) for p in items]
     return fit_bundle_images(model_path, iter_images(sources), out_dir, device=device, index=index, k=k,
-                             fpr=fpr, scorer=scorer, batch=batch, progress=progress, cache_dir=cache_dir,
-                             total=count_hint(sources), sources=names)
+                             fpr=fpr, scorer=scorer, metric=metric, batch=batch, progress=progress,
+                             cache_dir=cache_dir, total=count_hint(sources), sources=names)
 
 
 def fit_bundle_images(
@@ -118,6 +119,7 @@ def fit_bundle_images(
     k: int = 5,
     fpr: float = 0.01,
     scorer: str = "knn",
+    metric: str = "euclidean",
     batch: int = 8,
     progress: bool = True,
     cache_dir: str | Path | None = None,
@@ -128,7 +130,7 @@ def fit_bundle_images(
     from ovdoc.features import FeatureExtractor, default_cache_dir
     from ovdoc.scoring import make_scorer
 
-    scorer_obj = make_scorer(scorer, k=k, index=index)
+    scorer_obj = make_scorer(scorer, k=k, index=index, metric=metric)
     if not 0.0 < fpr < 1.0:
         raise OvdocError(f"--fpr must be between 0 and 1 (exclusive), got {fpr}")
     core = ov.Core()

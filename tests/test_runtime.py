@@ -231,6 +231,98 @@ def test_knn_leave_one_out_with_duplicates():
     assert expected[:10].min() < expected[10:60].min()  # twins are closer than anyone else
 
 
+def _cosine_knn(train: np.ndarray, query: np.ndarray, k: int, *, leave_one_out: bool = False) -> np.ndarray:
+    """Independent numpy reference: mean Euclidean distance between unit vectors to the k nearest."""
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = query / np.linalg.norm(query, axis=1, keepdims=True)
+    d = np.sqrt(np.maximum(2.0 - 2.0 * (b.astype(np.float64) @ a.T.astype(np.float64)), 0.0))
+    if leave_one_out:
+        np.fill_diagonal(d, np.inf)
+    return np.sort(d, axis=1)[:, :k].mean(axis=1)
+
+
+def test_cosine_bundle_round_trip(seed_ir, normal_dir, held_out, photos, detector, tmp_path):
+    """`ovdoc fit --metric cosine`: manifest says so, scores and threshold equal a brute-force cosine kNN."""
+    from ovdoc.detector import Detector
+
+    out = tmp_path / "cosine.bundle"
+    result = CliRunner().invoke(
+        cli,
+        ["fit", str(seed_ir), "--normal", str(normal_dir), "--out", str(out), "--metric", "cosine", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metric"] == "cosine"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["scorer"]["metric"] == "cosine" and manifest["scorer"]["index"] == "flat"
+    det = Detector.load(out)
+    assert det.scorer_.metric == "cosine"
+    train = det.features(normal_dir)
+    query = np.concatenate([det.features(held_out), det.features(photos)])
+    got = np.concatenate([det.score_samples(held_out), det.score_samples(photos)])
+    np.testing.assert_allclose(got, _cosine_knn(train, query, 5), rtol=1e-4, atol=1e-5)
+    assert got.max() <= 2.0  # distances between unit vectors
+    loo = _cosine_knn(train, train, 5, leave_one_out=True)
+    assert det.threshold_ == pytest.approx(np.quantile(loo, 0.99), rel=1e-3)
+    # a different metric really is a different detector: euclidean scores are in feature units
+    assert not np.allclose(detector.score_samples(held_out), det.score_samples(held_out), rtol=0.1)
+
+
+def test_cosine_scorer_flat_and_hnsw_agree_with_numpy():
+    from ovdoc.scoring import KNNScorer
+
+    rng = np.random.default_rng(2)
+    # rows of very different lengths: cosine must ignore the length, euclidean must not
+    x = (rng.normal(size=(300, 24)) * rng.uniform(0.1, 10.0, size=(300, 1))).astype(np.float32)
+    q = (rng.normal(size=(50, 24)) * rng.uniform(0.1, 10.0, size=(50, 1))).astype(np.float32)
+    want = _cosine_knn(x, q, 4)
+    want_loo = _cosine_knn(x, x, 4, leave_one_out=True)
+    for index in ("flat", "hnsw"):
+        scorer = KNNScorer(k=4, index=index, metric="cosine").fit(x)
+        np.testing.assert_allclose(scorer.score_samples(q), want, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(scorer.loo_scores(), want_loo, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(scorer.score_samples(q * 7.0), want, rtol=1e-3, atol=1e-4)
+    euclid = KNNScorer(k=4, index="flat").fit(x)
+    assert not np.allclose(euclid.score_samples(q), want, rtol=0.1)
+    with pytest.raises(OvdocError, match="unknown metric"):
+        KNNScorer(metric="manhattan")
+    from ovdoc.scoring import make_scorer
+
+    with pytest.raises(OvdocError, match="knn scorer only"):
+        make_scorer("lof", metric="cosine")
+
+
+def test_manifest_without_metric_loads_as_euclidean(fit_result, detector, held_out, tmp_path):
+    """Bundles written before --metric existed have no scorer.metric: they must load as euclidean."""
+    import hashlib
+
+    from ovdoc.bundle import SELF_HASH_KEY, _canonical
+    from ovdoc.detector import Detector
+
+    _, out = fit_result
+    old = tmp_path / "old.bundle"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["scorer"]["metric"]
+    manifest[SELF_HASH_KEY] = hashlib.sha256(_canonical(manifest)).hexdigest()  # as the old writer did
+    (old / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    det = Detector.load(old)
+    assert det.scorer_.metric == "euclidean"
+    np.testing.assert_array_equal(det.score_samples(held_out), detector.score_samples(held_out))
+
+
+def test_demo_bundle_still_loads():
+    import ovdoc
+    from ovdoc.detector import Detector
+
+    bundle = Path(ovdoc.__file__).resolve().parents[1] / "irmodels" / "demo" / "bundle"
+    if not bundle.is_dir():
+        pytest.skip("no demo bundle in this checkout")
+    det = Detector.load(bundle)
+    assert det.scorer_.metric == json.loads((bundle / "manifest.json").read_text())["scorer"].get(
+        "metric", "euclidean"
+    )
+
+
 def test_tampered_bundles_are_refused(fit_result, tmp_path):
     from ovdoc.detector import Detector
 

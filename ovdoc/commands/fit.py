@@ -51,6 +51,14 @@ import click
     help="knn: FAISS distance (fast). lof: the original app's LocalOutlierFactor (baseline).",
 )
 @click.option(
+    "--metric",
+    type=click.Choice(["euclidean", "cosine"]),
+    default="euclidean",
+    show_default=True,
+    help="kNN distance: euclidean on raw features, or cosine (features L2-normalised first; use it for "
+    "models trained with `ovdoc train`, which default to it).",
+)
+@click.option(
     "--batch", type=click.IntRange(1, 256), default=8, show_default=True, help="Images per inference."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -63,6 +71,7 @@ def fit(
     k: int,
     fpr: float,
     scorer: str,
+    metric: str,
     batch: int,
     as_json: bool,
 ) -> None:
@@ -89,6 +98,7 @@ def fit(
         k=k,
         fpr=fpr,
         scorer=scorer,
+        metric=metric,
         batch=batch,
         progress=True,
     )
@@ -101,6 +111,7 @@ def fit(
         "scorer": s["kind"],
         "index": s.get("index"),
         "k": s["k"],
+        "metric": s.get("metric"),
         "threshold": t["value"],
         "calibration": {
             key: t[key] for key in ("method", "fpr", "n", "score_median", "score_max") if key in t
@@ -113,7 +124,7 @@ def fit(
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    where = f" ({s['index']} index)" if s["kind"] == "knn" else ""
+    where = f" ({s['index']} index, {s['metric']})" if s["kind"] == "knn" else ""
     click.echo(f"bundle {out}: {result['n_images']} normal images, {s['kind']}{where}, k={s['k']}")
     click.echo(
         f"threshold {t['value']:.4g} at FPR {t['fpr']} ({t['method']}; median normal score "

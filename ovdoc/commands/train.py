@@ -90,6 +90,13 @@ Weights (--weights):
 @click.option(
     "--fpr", default=0.01, show_default=True, type=float, help="Threshold: this false-positive rate."
 )
+@click.option(
+    "--metric",
+    type=click.Choice(["euclidean", "cosine"]),
+    default="cosine",
+    show_default=True,
+    help="kNN distance of the bundle: cosine (features L2-normalised first) or euclidean on raw features.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def train(
@@ -109,6 +116,7 @@ def train(
     bundle_precision,
     k,
     fpr,
+    metric,
     seed,
     as_json,
 ) -> int:
@@ -138,7 +146,9 @@ def train(
         reference_per_class=reference_per_class or None,
         seed=seed,
     )
-    report = train_to_bundle(target, reference, out, config, bundle_precision=bundle_precision, k=k, fpr=fpr)
+    report = train_to_bundle(
+        target, reference, out, config, bundle_precision=bundle_precision, k=k, fpr=fpr, metric=metric
+    )
     report.pop("model", None)
     summary = report["train"]
     if as_json:

@@ -44,6 +44,7 @@ def train_to_bundle(
     bundle_precision: str = "FP32",
     k: int = 5,
     fpr: float = 0.01,
+    metric: str = "cosine",
     progress: bool = True,
     target_data: Images | None = None,
     reference_data: Images | None = None,
@@ -76,6 +77,7 @@ def train_to_bundle(
             tmp / "bundle",
             k=k,
             fpr=fpr,
+            metric=metric,
             progress=progress,
         )
         report = {
@@ -90,6 +92,7 @@ def train_to_bundle(
                 "n_images": manifest["n_images"],
                 "feature_dim": manifest["feature_dim"],
                 "precision": bundle_precision,
+                "metric": manifest["scorer"].get("metric", "euclidean"),
             },
         }
         (tmp / "train.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
