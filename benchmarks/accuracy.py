@@ -104,6 +104,7 @@ def sneaker_vs_boot(opts: dict) -> dict:
         augment=0,
         reference_per_class=opts["reference_per_class"],
         seed=opts["seed"],
+        ema=opts["ema"],
     )
     with tempfile.TemporaryDirectory(prefix="ovdoc-acc-") as work:
         work = Path(work)
@@ -220,6 +221,7 @@ def magnetic_tile(opts: dict) -> dict:
         augment=None,
         reference_per_class=opts["reference_per_class"],
         seed=opts["seed"],
+        ema=opts["ema"],
     )
     with tempfile.TemporaryDirectory(prefix="ovdoc-mt-") as work:
         work = Path(work)
@@ -304,6 +306,7 @@ def fmnist_one_class(opts: dict) -> dict:
             augment=0,
             reference_per_class=opts["reference_per_class"],
             seed=opts["seed"],
+            ema=opts["ema"],
         )
         with tempfile.TemporaryDirectory(prefix="ovdoc-fm-") as work:
             work = Path(work)
@@ -336,7 +339,7 @@ def fmnist_one_class(opts: dict) -> dict:
         "n_test_each": n_test,
         "settings": {
             k: opts[k]
-            for k in ("size", "epochs", "lam", "lr", "freeze_until", "reference_per_class", "metric")
+            for k in ("size", "epochs", "lam", "lr", "freeze_until", "reference_per_class", "metric", "ema")
         },
         "timings_s": {"total": round(time.perf_counter() - started, 1)},
     }
@@ -394,6 +397,9 @@ def write_results(result: dict, command: str) -> None:
 )
 @click.option(
     "--fmnist-test", default=1000, show_default=True, type=int, help="fmnist-one-class: test images each."
+)
+@click.option(
+    "--ema", default=0.0, show_default=True, type=float, help="Weight averaging decay (0 = last weights)."
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-record", is_flag=True, help="Do not write benchmarks/results/.")

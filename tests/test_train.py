@@ -68,6 +68,32 @@ def test_joint_training_decreases_both_losses(fashion_mnist_dir, mobilenet_pth):
     assert result.n_classes == 3
 
 
+def test_weight_averaging_returns_the_average_not_the_last_step(fashion_mnist_dir, mobilenet_pth):
+    """--ema: the saved model holds the moving average of the weights, which lags the last step."""
+    from ovdoc.train.doc import TrainConfig, train_doc
+
+    target = _fmnist("fashion-mnist:sneaker", 32)
+    reference = _fmnist("fashion-mnist:trouser,bag", 32, labelled=True)
+    base = dict(weights="offline", size=32, epochs=1, batch=16, augment=0, steps_per_epoch=8, lr=1e-3, seed=4)
+    last = train_doc(target, reference, TrainConfig(**base), progress=False)
+    averaged = train_doc(target, reference, TrainConfig(**base, ema=0.9), progress=False)
+    frozen = train_doc(target, reference, TrainConfig(**base, ema=0.999999), progress=False)
+    untrained = train_doc(
+        target, reference, TrainConfig(**(base | {"steps_per_epoch": 1, "lr": 1e-12})), progress=False
+    )
+    assert last.loss_d == averaged.loss_d  # same trajectory: averaging only changes what is kept
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    f_last, f_avg, f_frozen, f_start = (
+        np.asarray(r.model(x, training=False)) for r in (last, averaged, frozen, untrained)
+    )
+    assert np.abs(f_avg - f_last).max() > 1e-4  # the average is not the last step's weights
+    # a decay of ~1 keeps (almost exactly) the starting weights: the average has not moved
+    np.testing.assert_allclose(f_frozen, f_start, atol=1e-3)
+    assert np.abs(f_last - f_start).max() > 10 * np.abs(f_frozen - f_start).max()
+    with pytest.raises(OvdocError, match="--ema"):
+        train_doc(target, reference, TrainConfig(**base, ema=1.0), progress=False)
+
+
 def test_same_seed_same_model(fashion_mnist_dir, mobilenet_pth):
     from ovdoc.train.doc import TrainConfig, train_doc
 

@@ -39,6 +39,7 @@ class TrainConfig:
     reference_per_class: int | None = 2000
     steps_per_epoch: int | None = None  # default: one pass over the larger of target and reference
     seed: int = 0
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = last step's weights)
 
 
 @dataclass
@@ -220,6 +221,13 @@ def train_doc(
     if not head.trainable_variables:
         raise OvdocError("nothing to train: --freeze-until leaves no trainable layer")
     lam = tf.constant(config.lam, tf.float32)
+    if not 0.0 <= config.ema < 1.0:
+        raise OvdocError(f"--ema must be in [0, 1), got {config.ema}")
+    # The kNN AUC swings by +-0.02 from step to step; an average of the recent weights is steadier than
+    # whichever weights the last step happened to leave (Polyak averaging).
+    ema_decay = tf.constant(config.ema, tf.float32)
+    weights = head.trainable_variables if config.ema else []
+    averaged = [(tf.Variable(v, trainable=False), v) for v in weights]  # (shadow, weight); none without --ema
     # ImageNet BatchNorm statistics are kept; a randomly initialised network has none worth keeping
     bn_training = backbone.source == "random"
 
@@ -234,6 +242,8 @@ def train_doc(
             loss = loss_d + lam * loss_c
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
+        for shadow, var in averaged:
+            shadow.assign(ema_decay * shadow + (1.0 - ema_decay) * var)
         return loss_d, loss_c
 
     batch = max(2, min(config.batch, len(cached_t)))
@@ -264,6 +274,8 @@ def train_doc(
             result.loss_d.append(float(loss_d))
             result.loss_c.append(float(loss_c))
             bar.set_postfix(l_D=f"{result.loss_d[-1]:.3f}", l_C=f"{result.loss_c[-1]:.4f}")
+    for shadow, var in averaged:
+        var.assign(shadow)
     image = keras.Input((spec.height, spec.width, 3), name="image")
     x = frozen(image, training=False) if frozen is not None else image
     result.model = keras.Model(image, head(x, training=False), name="doc_mobilenetv2")
