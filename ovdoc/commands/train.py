@@ -97,6 +97,14 @@ Weights (--weights):
     show_default=True,
     help="kNN distance of the bundle: cosine (features L2-normalised first) or euclidean on raw features.",
 )
+@click.option(
+    "--ema",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Keep an exponential moving average of the weights with this decay (e.g. 0.99) instead of "
+    "the last step's: steadier when the score swings from step to step. 0 = off.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def train(
@@ -117,6 +125,7 @@ def train(
     k,
     fpr,
     metric,
+    ema,
     seed,
     as_json,
 ) -> int:
@@ -145,6 +154,7 @@ def train(
         augment=augment,
         reference_per_class=reference_per_class or None,
         seed=seed,
+        ema=ema,
     )
     report = train_to_bundle(
         target, reference, out, config, bundle_precision=bundle_precision, k=k, fpr=fpr, metric=metric
