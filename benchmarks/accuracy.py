@@ -399,7 +399,7 @@ def write_results(result: dict, command: str) -> None:
     "--fmnist-test", default=1000, show_default=True, type=int, help="fmnist-one-class: test images each."
 )
 @click.option(
-    "--ema", default=0.0, show_default=True, type=float, help="Weight averaging decay (0 = last weights)."
+    "--ema", default=0.99, show_default=True, type=float, help="Weight averaging decay (0 = last weights)."
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-record", is_flag=True, help="Do not write benchmarks/results/.")
