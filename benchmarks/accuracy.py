@@ -82,10 +82,27 @@ def latency_ms(model_xml: Path, runs: int = 200) -> dict:
     return out
 
 
+def doc_config(opts: dict, *, augment: int | None):
+    """The training settings every experiment shares, from the command line (augment: None = automatic)."""
+    from ovdoc.train.doc import TrainConfig
+
+    return TrainConfig(
+        weights="offline",
+        size=opts["size"],
+        epochs=opts["epochs"],
+        lam=opts["lam"],
+        lr=opts["lr"],
+        freeze_until=opts["freeze_until"],
+        augment=augment,
+        reference_per_class=opts["reference_per_class"],
+        seed=opts["seed"],
+        ema=opts["ema"],
+    )
+
+
 def sneaker_vs_boot(opts: dict) -> dict:
     from ovdoc.evaluation import plot_roc
     from ovdoc.train.datasets import load_labelled, load_unlabelled, write_image_folder
-    from ovdoc.train.doc import TrainConfig
     from ovdoc.train.pipeline import train_to_bundle
 
     started = time.perf_counter()
@@ -93,19 +110,7 @@ def sneaker_vs_boot(opts: dict) -> dict:
     reference = load_labelled("fashion-mnist:-sneaker,-ankle_boot")
     test_normal = load_unlabelled("fashion-mnist-test:sneaker").images
     test_anomalous = load_unlabelled("fashion-mnist-test:ankle_boot").images
-    config = TrainConfig(
-        weights="offline",
-        size=opts["size"],
-        epochs=opts["epochs"],
-        batch=64,
-        lam=opts["lam"],
-        lr=opts["lr"],
-        freeze_until=opts["freeze_until"],
-        augment=0,
-        reference_per_class=opts["reference_per_class"],
-        seed=opts["seed"],
-        ema=opts["ema"],
-    )
+    config = doc_config(opts, augment=0)
     with tempfile.TemporaryDirectory(prefix="ovdoc-acc-") as work:
         work = Path(work)
         normal_dir = write_image_folder(target.images, work / "train-sneakers")
@@ -191,7 +196,6 @@ def magnetic_tile(opts: dict) -> dict:
     """Normal = a fixed 70% of MT_Free (seeded), test = the other 30% vs every defect image, per type."""
     from ovdoc.images import expand_sources, read_image
     from ovdoc.train.datasets import Images, write_image_folder
-    from ovdoc.train.doc import TrainConfig
     from ovdoc.train.pipeline import train_to_bundle
 
     root = SHARED / "data" / "magnetic-tile"
@@ -211,18 +215,7 @@ def magnetic_tile(opts: dict) -> dict:
         d.name.removeprefix("MT_"): images_of(d) for d in sorted(root.glob("MT_*")) if d.name != "MT_Free"
     }
     reference = opts["reference"]
-    config = TrainConfig(
-        weights="offline",
-        size=opts["size"],
-        epochs=opts["epochs"],
-        lam=opts["lam"],
-        lr=opts["lr"],
-        freeze_until=opts["freeze_until"],
-        augment=None,
-        reference_per_class=opts["reference_per_class"],
-        seed=opts["seed"],
-        ema=opts["ema"],
-    )
+    config = doc_config(opts, augment=None)
     with tempfile.TemporaryDirectory(prefix="ovdoc-mt-") as work:
         work = Path(work)
         normal_dir = write_image_folder(train_imgs, work / "normal")
@@ -280,7 +273,6 @@ def magnetic_tile(opts: dict) -> dict:
 def fmnist_one_class(opts: dict) -> dict:
     """Each Fashion-MNIST class normal in turn (reference: the other 9), mean AUC over the 10."""
     from ovdoc.train.datasets import FASHION_MNIST_CLASSES, Images, load_fashion_mnist, write_image_folder
-    from ovdoc.train.doc import TrainConfig
     from ovdoc.train.pipeline import train_to_bundle
 
     started = time.perf_counter()
@@ -296,18 +288,7 @@ def fmnist_one_class(opts: dict) -> dict:
         ref = Images(xtr[others], ytr[others], FASHION_MNIST_CLASSES)
         te_n = xte[rng.permutation(np.flatnonzero(yte == c))[:n_test]]
         te_a = xte[rng.permutation(np.flatnonzero(yte != c))[:n_test]]
-        config = TrainConfig(
-            weights="offline",
-            size=opts["size"],
-            epochs=opts["epochs"],
-            lam=opts["lam"],
-            lr=opts["lr"],
-            freeze_until=opts["freeze_until"],
-            augment=0,
-            reference_per_class=opts["reference_per_class"],
-            seed=opts["seed"],
-            ema=opts["ema"],
-        )
+        config = doc_config(opts, augment=0)
         with tempfile.TemporaryDirectory(prefix="ovdoc-fm-") as work:
             work = Path(work)
             normal_dir = write_image_folder(tr, work / "normal")
