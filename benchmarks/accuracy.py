@@ -34,9 +34,9 @@ def bundle_auc(
     model_xml: Path, normal_train: Path, normal_test, anomalous_test: dict, out: Path, metric: str = "cosine"
 ) -> dict:
     """Fit a bundle on `normal_train` with `model_xml`, score test sets; {name: auc} + the bundle path."""
-    from ovdoc.bundle import fit_bundle
-    from ovdoc.detector import Detector
-    from ovdoc.evaluation import EvalResult
+    from ovdoc.runtime.bundle import fit_bundle
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.evaluation import EvalResult
 
     fit_bundle(model_xml, normal_train, out, metric=metric, progress=False)
     det = Detector.load(out)
@@ -52,8 +52,8 @@ def untrained_ir(size: int, work: Path) -> Path:
     """The ImageNet backbone as is (GAP features): the no-training baseline, through the same converter."""
     import keras
 
-    from ovdoc.convert import convert_keras_model
-    from ovdoc.train.backbone import make_backbone
+    from ovdoc.host.convert import convert_keras_model
+    from ovdoc.host.train.backbone import make_backbone
 
     bb = make_backbone("offline", size=size)
     model = keras.Model(
@@ -65,7 +65,7 @@ def untrained_ir(size: int, work: Path) -> Path:
 
 def latency_ms(model_xml: Path, runs: int = 200) -> dict:
     """Batch-1 latency and batch-8 throughput of an IR on CPU (f32), the figure a camera loop sees."""
-    from ovdoc.ir import compile_ir, read_ir
+    from ovdoc.runtime.ir import compile_ir, read_ir
 
     model, spec, _ = read_ir(model_xml)
     out = {}
@@ -84,7 +84,7 @@ def latency_ms(model_xml: Path, runs: int = 200) -> dict:
 
 def doc_config(opts: dict, *, augment: int | None):
     """The training settings every experiment shares, from the command line (augment: None = automatic)."""
-    from ovdoc.train.doc import TrainConfig
+    from ovdoc.host.train.doc import TrainConfig
 
     return TrainConfig(
         weights="offline",
@@ -101,9 +101,9 @@ def doc_config(opts: dict, *, augment: int | None):
 
 
 def sneaker_vs_boot(opts: dict) -> dict:
-    from ovdoc.evaluation import plot_roc
-    from ovdoc.train.datasets import load_labelled, load_unlabelled, write_image_folder
-    from ovdoc.train.pipeline import train_to_bundle
+    from ovdoc.host.train.pipeline import train_to_bundle
+    from ovdoc.runtime.datasets import load_labelled, load_unlabelled, write_image_folder
+    from ovdoc.runtime.evaluation import plot_roc
 
     started = time.perf_counter()
     target = load_unlabelled("fashion-mnist:sneaker")
@@ -194,9 +194,9 @@ def sneaker_vs_boot(opts: dict) -> dict:
 
 def magnetic_tile(opts: dict) -> dict:
     """Normal = a fixed 70% of MT_Free (seeded), test = the other 30% vs every defect image, per type."""
-    from ovdoc.images import expand_sources, read_image
-    from ovdoc.train.datasets import Images, write_image_folder
-    from ovdoc.train.pipeline import train_to_bundle
+    from ovdoc.host.train.pipeline import train_to_bundle
+    from ovdoc.runtime.datasets import Images, write_image_folder
+    from ovdoc.runtime.images import expand_sources, read_image
 
     root = SHARED / "data" / "magnetic-tile"
     if not root.is_dir():
@@ -246,7 +246,7 @@ def magnetic_tile(opts: dict) -> dict:
         )
     per_type = {name: round(r.metrics()["auc"], 4) for name, r in doc["results"].items()}
     base_type = {name: round(r.metrics()["auc"], 4) for name, r in base["results"].items()}
-    from ovdoc.evaluation import auc
+    from ovdoc.runtime.evaluation import auc
 
     normal_scores = next(iter(doc["results"].values())).normal_scores
     all_anom = np.concatenate([r.anomalous_scores for r in doc["results"].values()])
@@ -272,8 +272,8 @@ def magnetic_tile(opts: dict) -> dict:
 
 def fmnist_one_class(opts: dict) -> dict:
     """Each Fashion-MNIST class normal in turn (reference: the other 9), mean AUC over the 10."""
-    from ovdoc.train.datasets import FASHION_MNIST_CLASSES, Images, load_fashion_mnist, write_image_folder
-    from ovdoc.train.pipeline import train_to_bundle
+    from ovdoc.host.train.pipeline import train_to_bundle
+    from ovdoc.runtime.datasets import FASHION_MNIST_CLASSES, Images, load_fashion_mnist, write_image_folder
 
     started = time.perf_counter()
     xtr, ytr = load_fashion_mnist("train")

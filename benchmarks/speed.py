@@ -73,8 +73,8 @@ def build_ir(out: Path) -> Path:
     """The seed ONNX (same weights as the Keras model) as an ovdoc IR, FP32."""
     import openvino as ov
 
-    from ovdoc.ir import annotate, name_ports, save_ir
-    from ovdoc.preprocess import PreprocessSpec
+    from ovdoc.runtime.ir import annotate, name_ports, save_ir
+    from ovdoc.runtime.preprocess import PreprocessSpec
 
     model = ov.convert_model(str(SEED / "onnx" / "weights.onnx"))
     name_ports(model)
@@ -86,7 +86,7 @@ def build_bundle(ir: Path, out: Path) -> tuple[Path, np.ndarray]:
     """Index 6,000 CIFAR-10 test images' features; return the bundle and the vectors (for LOF)."""
     import faiss
 
-    from ovdoc.bundle import fit_bundle_images
+    from ovdoc.runtime.bundle import fit_bundle_images
 
     x = np.load(CIFAR)["x"][:N_INDEX]
     fit_bundle_images(ir, (im[..., ::-1] for im in x), out, total=N_INDEX, progress=True)
@@ -113,15 +113,15 @@ def original_crop(frame: np.ndarray) -> np.ndarray:
     The resize to --res and the crop are the runtime's own (`fit_to`, `PreprocessSpec.prepare`), so all
     three loops do the same image work and differ only in inference and scoring.
     """
-    from ovdoc.preprocess import PreprocessSpec
-    from ovdoc.stream.sources import fit_to
+    from ovdoc.runtime.preprocess import PreprocessSpec
+    from ovdoc.runtime.stream.sources import fit_to
 
     img = PreprocessSpec(96, 96).prepare(fit_to(frame, RES))
     return (img[..., ::-1].astype(np.float32) / 255.0)[None]
 
 
 def loop_original(lof, limit: int) -> dict:
-    from ovdoc.convert import load_keras_source
+    from ovdoc.host.convert import load_keras_source
 
     model = load_keras_source(SEED / "keras" / "model.json", SEED / "keras" / "weights.h5")
     model.predict(np.zeros((1, 96, 96, 3), np.float32), verbose=0)  # warm-up, as the app's start did
@@ -136,7 +136,7 @@ def loop_original(lof, limit: int) -> dict:
 
 
 def loop_port(ir: Path, lof) -> dict:
-    from ovdoc.ir import compile_ir, read_ir
+    from ovdoc.runtime.ir import compile_ir, read_ir
 
     model, spec, _ = read_ir(ir)
     compiled = compile_ir(model, spec, uint8_input=False, hint="latency")  # float input, batch 1
@@ -282,7 +282,8 @@ def main() -> None:
             "(1) and (2) score with sklearn LOF fitted on the same 6,000 vectors the FAISS index of (3) "
             "holds",
             "all three resize each decoded frame to 640x480 first, then take the model's centre crop at "
-            "96x96, with the runtime's own functions (ovdoc.stream.sources.fit_to, PreprocessSpec.prepare)",
+            "96x96, with the runtime's own functions (ovdoc.runtime.stream.sources.fit_to, "
+            "PreprocessSpec.prepare)",
             "a shared machine: the load average at start/end shows how busy it was",
         ],
     }

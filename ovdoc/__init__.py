@@ -13,7 +13,7 @@ __all__ = ["Detector", "__version__"]
 
 def __getattr__(name: str):  # lazy: `from ovdoc import Detector` without loading OpenVINO at import time
     if name == "Detector":
-        from ovdoc.detector import Detector
+        from ovdoc.runtime.detector import Detector
 
         return Detector
     raise AttributeError(name)

@@ -7,6 +7,7 @@ host-side verbs (convert from Keras/TF, train) import TensorFlow only when they 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 

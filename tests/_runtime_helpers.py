@@ -22,8 +22,8 @@ def build_seed_ir(seed_dir: Path, out_dir: Path) -> Path:
     """The seed ONNX (MMdnn export of the Keras model, NHWC input) as an ovdoc IR."""
     import openvino as ov
 
-    from ovdoc.ir import annotate, name_ports, save_ir
-    from ovdoc.preprocess import PreprocessSpec
+    from ovdoc.runtime.ir import annotate, name_ports, save_ir
+    from ovdoc.runtime.preprocess import PreprocessSpec
 
     model = ov.convert_model(str(seed_dir / "onnx" / "weights.onnx"))
     shape = model.inputs[0].get_partial_shape()

@@ -17,7 +17,7 @@ FRAMES = 16
 
 @pytest.fixture(scope="module")
 def bench_data(tmp_path_factory, seed_dir, magnetic_tile_dir):
-    from ovdoc.bundle import fit_bundle
+    from ovdoc.runtime.bundle import fit_bundle
 
     root = tmp_path_factory.mktemp("bench")
     ir = build_seed_ir(seed_dir, root / "ir")
@@ -118,8 +118,8 @@ def test_output_files(bench_run):
 def test_without_normal_images_fp32_uses_bundle_index_and_no_tensorflow(bench_data, video_dir, tmp_path):
     """A bundle fitted from images in memory: FP16/INT8 cannot be re-indexed, so they are skipped with
     the reason; FP32 scores with the stored index. TensorFlow is never imported by bench."""
-    from ovdoc.bundle import fit_bundle_images
-    from ovdoc.images import load_images
+    from ovdoc.runtime.bundle import fit_bundle_images
+    from ovdoc.runtime.images import load_images
 
     bundle = tmp_path / "mem.bundle"
     fit_bundle_images(bench_data["ir"], load_images(bench_data["normal"]), bundle, progress=False)
@@ -157,7 +157,7 @@ def test_bad_options_are_one_line(bench_data, video_dir, args, needle):
 
 
 def test_read_cpuinfo_parses_flags(tmp_path):
-    from ovdoc.bench.machine import CPU_FLAGS, read_cpuinfo
+    from ovdoc.runtime.bench.machine import CPU_FLAGS, read_cpuinfo
 
     text = ("processor\t: 0\nmodel name\t: Test CPU\nphysical id\t: 0\ncore id\t: 0\nflags\t\t: sse avx2 "
             "avx512f avx512_vnni amx_tile\n\nprocessor\t: 1\nmodel name\t: Test CPU\nphysical id\t: 0\n"

@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from ovdoc.cli import cli
-from ovdoc.convert import convert_source
 from ovdoc.errors import OvdocError, VerificationError
-from ovdoc.ir import read_ir
+from ovdoc.host.convert import convert_source
+from ovdoc.runtime.ir import read_ir
 
 SIZE = 32
 REPO = Path(__file__).resolve().parents[1]
@@ -154,8 +154,8 @@ def test_preprocessing_options_are_recorded_and_verified(models, tmp_path):
 
 def test_in_memory_keras_model(small_keras, tmp_path):
     """The API `ovdoc train` uses: a live Keras model, the preprocessing given, verified the same way."""
-    from ovdoc.convert import convert_keras_model
-    from ovdoc.preprocess import PreprocessSpec
+    from ovdoc.host.convert import convert_keras_model
+    from ovdoc.runtime.preprocess import PreprocessSpec
 
     spec = PreprocessSpec(height=SIZE, width=SIZE, color="BGR", mean=(127.5,) * 3, std=(127.5,) * 3)
     report = convert_keras_model(small_keras, tmp_path / "ir", spec=spec, precisions=("FP32",), name="doc")
@@ -264,7 +264,7 @@ def test_seed_caffe_and_ir2018_are_refused(seed_dir, tmp_path):
 def test_int8_hook(models, tmp_path):
     import importlib.util
 
-    if importlib.util.find_spec("ovdoc.quantize") is None:
+    if importlib.util.find_spec("ovdoc.host.quantize") is None:
         with pytest.raises(OvdocError, match="^INT8 is not available in this build$"):
             convert_source(models["onnx"][0], tmp_path / "ir", precisions=["INT8"], int8={"calib": "x"})
         return
@@ -352,11 +352,11 @@ def test_onnx_route_and_help_need_no_tensorflow(models, tmp_path):
 import sys
 for blocked in ("tensorflow", "keras", "tf_keras"):
     sys.modules[blocked] = None  # any import of it now raises ImportError
-import ovdoc.convert
+import ovdoc.host.convert
 from click.testing import CliRunner
 from ovdoc.cli import cli
 assert CliRunner().invoke(cli, ["convert", "--help"]).exit_code == 0
-from ovdoc.convert import convert_source
+from ovdoc.host.convert import convert_source
 r = convert_source({str(models["onnx"][0])!r}, {str(tmp_path / "ir")!r}, precisions=["FP32"])
 assert r["precisions"]["FP32"]["cosine_min"] >= 0.9999
 print("ok")
@@ -364,7 +364,7 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
     help_proc = subprocess.run(
-        [sys.executable, "-c", "import sys; import ovdoc.convert, ovdoc.commands.convert; "
+        [sys.executable, "-c", "import sys; import ovdoc.host.convert, ovdoc.commands.convert; "
          "print(any(m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras') for m in sys.modules))"],
         capture_output=True, text=True, timeout=120,
     )
@@ -373,7 +373,7 @@ print("ok")
 
 def test_ir_on_disk_matches_keras_independently(models, small_keras, tmp_path):
     """Not only the converter's own check: read the written IR back and run it against Keras here."""
-    from ovdoc.ir import compile_ir
+    from ovdoc.runtime.ir import compile_ir
 
     out = tmp_path / "ir"
     convert_source(models["pb"][0], out, precisions=["FP32"])

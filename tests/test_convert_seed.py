@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from ovdoc.convert import convert_source, load_keras_source
 from ovdoc.errors import OvdocError, VerificationError
-from ovdoc.ir import read_ir
+from ovdoc.host.convert import convert_source, load_keras_source
+from ovdoc.runtime.ir import read_ir
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ovdoc.devices import check_device, describe_devices
 from ovdoc.errors import OvdocError
+from ovdoc.runtime.devices import check_device, describe_devices
 
 
 def test_cpu_is_accepted_in_any_case():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovdoc.evaluation import EvalResult, auc, image_grid, tpr_at_fpr
+from ovdoc.runtime.evaluation import EvalResult, auc, image_grid, tpr_at_fpr
 
 
 def test_metrics_by_hand(tmp_path):
@@ -53,7 +53,7 @@ def test_eval_imports_no_tensorflow():
     import sys
 
     code = (
-        "import sys, ovdoc.commands.evaluate, ovdoc.evaluation, ovdoc.train.datasets; "
+        "import sys, ovdoc.commands.evaluate, ovdoc.runtime.evaluation, ovdoc.runtime.datasets; "
         "print(any(m.startswith('tensorflow') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

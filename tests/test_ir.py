@@ -8,8 +8,16 @@ import openvino.opset13 as ops
 import pytest
 
 from ovdoc.errors import OvdocError
-from ovdoc.ir import annotate, compile_ir, name_ports, preprocess_of, read_ir, resolve_ir_path, save_ir
-from ovdoc.preprocess import PreprocessSpec
+from ovdoc.runtime.ir import (
+    annotate,
+    compile_ir,
+    name_ports,
+    preprocess_of,
+    read_ir,
+    resolve_ir_path,
+    save_ir,
+)
+from ovdoc.runtime.preprocess import PreprocessSpec
 
 
 def tiny_model(h: int = 12, w: int = 10) -> ov.Model:

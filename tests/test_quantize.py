@@ -27,7 +27,7 @@ def qdata(tmp_path_factory, seed_dir, magnetic_tile_dir, cifar10_npz):
 @pytest.fixture(scope="module")
 def verified(qdata):
     """The success path: INT8 measured on labelled data and within the (test-sized) bound."""
-    from ovdoc.quantize import quantize_int8
+    from ovdoc.host.quantize import quantize_int8
 
     out = qdata["root"] / "int8" / "model.xml"
     report = quantize_int8(
@@ -46,7 +46,7 @@ def verified(qdata):
 def test_verified_int8_keeps_auc_and_conventions(verified, qdata):
     import openvino as ov
 
-    from ovdoc.ir import INPUT_NAME, OUTPUT_NAME, read_ir
+    from ovdoc.runtime.ir import INPUT_NAME, OUTPUT_NAME, read_ir
 
     report, out = verified
     assert report["accuracy_verified"] is True
@@ -72,8 +72,8 @@ def test_verified_int8_keeps_auc_and_conventions(verified, qdata):
 
 def test_int8_scores_through_the_runtime(verified, qdata, tmp_path):
     """The INT8 IR is a normal ovdoc IR: fit a bundle with it and score."""
-    from ovdoc.bundle import fit_bundle
-    from ovdoc.detector import Detector
+    from ovdoc.runtime.bundle import fit_bundle
+    from ovdoc.runtime.detector import Detector
 
     _, out = verified
     fit_bundle(out, qdata["calib"][:20], tmp_path / "b", progress=False)
@@ -84,7 +84,7 @@ def test_int8_scores_through_the_runtime(verified, qdata, tmp_path):
 
 
 def test_refuses_when_drop_exceeds_bound_and_writes_nothing(qdata):
-    from ovdoc.quantize import quantize_int8
+    from ovdoc.host.quantize import quantize_int8
 
     out = qdata["root"] / "refused" / "model.xml"
     with pytest.raises(VerificationError) as err:
@@ -105,7 +105,7 @@ def test_refuses_when_drop_exceeds_bound_and_writes_nothing(qdata):
 
 
 def test_without_eval_sets_reports_cosine_and_warns(qdata, tmp_path, capsys):
-    from ovdoc.quantize import quantize_int8
+    from ovdoc.host.quantize import quantize_int8
 
     out = tmp_path / "int8.xml"
     report = quantize_int8(qdata["ir"], out, calib_sources=qdata["calib"], progress=True)
@@ -117,7 +117,7 @@ def test_without_eval_sets_reports_cosine_and_warns(qdata, tmp_path, capsys):
 
 
 def test_bad_inputs_are_one_line(qdata, tmp_path):
-    from ovdoc.quantize import quantize_int8
+    from ovdoc.host.quantize import quantize_int8
 
     with pytest.raises(OvdocError, match="both --eval-normal and --eval-anomalous"):
         quantize_int8(
@@ -134,7 +134,7 @@ def test_bad_inputs_are_one_line(qdata, tmp_path):
 
 
 def test_already_quantized_is_refused(verified, tmp_path, qdata):
-    from ovdoc.quantize import quantize_int8
+    from ovdoc.host.quantize import quantize_int8
 
     _, out = verified
     with pytest.raises(OvdocError, match="already quantized"):

@@ -67,7 +67,7 @@ def fit_result(seed_ir, normal_dir, tmp_path_factory) -> tuple[dict, Path]:
 
 @pytest.fixture(scope="session")
 def detector(fit_result):
-    from ovdoc.detector import Detector
+    from ovdoc.runtime.detector import Detector
 
     return Detector.load(fit_result[1], device="CPU")
 
@@ -99,7 +99,7 @@ def test_fit_json_schema(fit_result):
 def test_manifest_records_everything_and_no_pickle(fit_result):
     import faiss
 
-    from ovdoc.bundle import FORMAT_VERSION, sha256_file
+    from ovdoc.runtime.bundle import FORMAT_VERSION, sha256_file
 
     _, out = fit_result
     manifest = json.loads((out / "manifest.json").read_text())
@@ -156,7 +156,7 @@ def test_detector_preprocessing_matches_reference(detector, seed_ir, held_out):
     """The uint8 in-graph path equals host-side reference arithmetic on the float model."""
     import openvino as ov
 
-    from ovdoc.ir import compile_ir, read_ir
+    from ovdoc.runtime.ir import compile_ir, read_ir
 
     model, spec, _ = read_ir(seed_ir)
     batch = spec.prepare_batch(held_out[:8])
@@ -170,8 +170,8 @@ def test_detector_preprocessing_matches_reference(detector, seed_ir, held_out):
 
 
 def test_hnsw_index_agrees_with_flat(seed_ir, normal_dir, detector, held_out, photos, tmp_path):
-    from ovdoc.bundle import fit_bundle
-    from ovdoc.detector import Detector
+    from ovdoc.runtime.bundle import fit_bundle
+    from ovdoc.runtime.detector import Detector
 
     manifest = fit_bundle(seed_ir, normal_dir, tmp_path / "hnsw", index="hnsw", progress=False)
     assert manifest["scorer"]["index"] == "hnsw" and manifest["scorer"]["hnsw"]["ef_search"] > 0
@@ -207,7 +207,7 @@ def test_lof_baseline_bundle(seed_ir, normal_dir, held_out, photos, tmp_path):
     ]
     ref = np.load(tmp_path / "lof" / "reference.npy", allow_pickle=False)
     assert ref.shape == (N_TRAIN, 1280)
-    from ovdoc.detector import Detector
+    from ovdoc.runtime.detector import Detector
 
     det = Detector.load(tmp_path / "lof")
     assert 1.0 < det.threshold_ < 10  # local outlier factors of normal points sit near 1
@@ -217,7 +217,7 @@ def test_lof_baseline_bundle(seed_ir, normal_dir, held_out, photos, tmp_path):
 
 def test_knn_leave_one_out_with_duplicates():
     """A duplicated vector keeps its twin as a (distance 0) neighbour; only the self match is dropped."""
-    from ovdoc.scoring import KNNScorer
+    from ovdoc.runtime.scoring import KNNScorer
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(60, 16)).astype(np.float32)
@@ -243,7 +243,7 @@ def _cosine_knn(train: np.ndarray, query: np.ndarray, k: int, *, leave_one_out: 
 
 def test_cosine_bundle_round_trip(seed_ir, normal_dir, held_out, photos, detector, tmp_path):
     """`ovdoc fit --metric cosine`: manifest says so, scores and threshold equal a brute-force cosine kNN."""
-    from ovdoc.detector import Detector
+    from ovdoc.runtime.detector import Detector
 
     out = tmp_path / "cosine.bundle"
     result = CliRunner().invoke(
@@ -268,7 +268,7 @@ def test_cosine_bundle_round_trip(seed_ir, normal_dir, held_out, photos, detecto
 
 
 def test_cosine_scorer_flat_and_hnsw_agree_with_numpy():
-    from ovdoc.scoring import KNNScorer
+    from ovdoc.runtime.scoring import KNNScorer
 
     rng = np.random.default_rng(2)
     # rows of very different lengths: cosine must ignore the length, euclidean must not
@@ -285,7 +285,7 @@ def test_cosine_scorer_flat_and_hnsw_agree_with_numpy():
     assert not np.allclose(euclid.score_samples(q), want, rtol=0.1)
     with pytest.raises(OvdocError, match="unknown metric"):
         KNNScorer(metric="manhattan")
-    from ovdoc.scoring import make_scorer
+    from ovdoc.runtime.scoring import make_scorer
 
     with pytest.raises(OvdocError, match="knn scorer only"):
         make_scorer("lof", metric="cosine")
@@ -295,8 +295,8 @@ def test_manifest_without_metric_loads_as_euclidean(fit_result, detector, held_o
     """Bundles written before --metric existed have no scorer.metric: they must load as euclidean."""
     import hashlib
 
-    from ovdoc.bundle import SELF_HASH_KEY, _canonical
-    from ovdoc.detector import Detector
+    from ovdoc.runtime.bundle import SELF_HASH_KEY, _canonical
+    from ovdoc.runtime.detector import Detector
 
     _, out = fit_result
     old = tmp_path / "old.bundle"
@@ -311,12 +311,11 @@ def test_manifest_without_metric_loads_as_euclidean(fit_result, detector, held_o
 
 
 def test_demo_bundle_still_loads():
-    import ovdoc
-    from ovdoc.detector import Detector
+    from ovdoc.irmodels import demo_bundle
+    from ovdoc.runtime.detector import Detector
 
-    bundle = Path(ovdoc.__file__).resolve().parents[1] / "irmodels" / "demo" / "bundle"
-    if not bundle.is_dir():
-        pytest.skip("no demo bundle in this checkout")
+    bundle = demo_bundle()
+    assert bundle.is_dir(), "the demo bundle ships inside the package"
     det = Detector.load(bundle)
     assert det.scorer_.metric == json.loads((bundle / "manifest.json").read_text())["scorer"].get(
         "metric", "euclidean"
@@ -324,7 +323,7 @@ def test_demo_bundle_still_loads():
 
 
 def test_tampered_bundles_are_refused(fit_result, tmp_path):
-    from ovdoc.detector import Detector
+    from ovdoc.runtime.detector import Detector
 
     _, out = fit_result
     cases = {}
@@ -362,7 +361,7 @@ def test_tampered_bundles_are_refused(fit_result, tmp_path):
 
 
 def test_fit_bad_inputs_are_one_line(seed_ir, normal_dir, tmp_path):
-    from ovdoc.bundle import fit_bundle
+    from ovdoc.runtime.bundle import fit_bundle
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -386,7 +385,7 @@ def test_fit_bad_inputs_are_one_line(seed_ir, normal_dir, tmp_path):
 
 
 def test_failed_fit_keeps_the_previous_bundle(fit_result, seed_ir, tmp_path):
-    from ovdoc.bundle import fit_bundle
+    from ovdoc.runtime.bundle import fit_bundle
 
     _, out = fit_result
     copy = tmp_path / "keep"
@@ -404,7 +403,8 @@ def test_runtime_does_not_import_tensorflow():
     import sys
 
     code = (
-        "import sys, ovdoc.detector, ovdoc.bundle, ovdoc.stream.pipeline, ovdoc.commands.run, "
+        "import sys, ovdoc.runtime.detector, ovdoc.runtime.bundle, ovdoc.runtime.stream.pipeline, "
+        "ovdoc.commands.run, "
         "ovdoc.commands.fit; bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

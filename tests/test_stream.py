@@ -59,7 +59,7 @@ def streams(seed_dir, magnetic_tile_dir, cifar10_npz, tmp_path_factory) -> dict[
 
 @pytest.fixture(scope="session")
 def bundle(streams, tmp_path_factory) -> Path:
-    from ovdoc.bundle import fit_bundle
+    from ovdoc.runtime.bundle import fit_bundle
 
     out = tmp_path_factory.mktemp("run") / "tiles.bundle"
     manifest = fit_bundle(streams["ir"], streams["train"], out, progress=False)  # fit from a video file
@@ -164,7 +164,7 @@ def test_bad_sources(bundle, tmp_path):
 def _live(opener_paths: list[Path], name: str = "camera-sim"):
     """A live CaptureSource whose successive (re)connections open the given paths; the real
     VideoCapture fails to read at the end of a file or to open a missing path, like an unplugged camera."""
-    from ovdoc.stream.sources import CaptureSource
+    from ovdoc.runtime.stream.sources import CaptureSource
 
     paths = iter(opener_paths)
 
@@ -177,8 +177,8 @@ def _live(opener_paths: list[Path], name: str = "camera-sim"):
 
 
 def test_live_source_dropout_gives_up_with_events(bundle, streams, tmp_path):
-    from ovdoc.detector import Detector
-    from ovdoc.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
 
     short = write_video(read_all(streams["normal"])[:20], tmp_path / "short.avi")
     source = _live([short, tmp_path / "unplugged.avi"])
@@ -199,8 +199,8 @@ def test_live_source_dropout_gives_up_with_events(bundle, streams, tmp_path):
 
 
 def test_live_source_recovers(bundle, streams, tmp_path):
-    from ovdoc.detector import Detector
-    from ovdoc.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
 
     short = write_video(read_all(streams["normal"])[:20], tmp_path / "short.avi")
     source = _live([short, tmp_path / "unplugged.avi", short])  # drops, fails once, comes back
@@ -218,7 +218,7 @@ def test_live_source_recovers(bundle, streams, tmp_path):
 
 def test_lost_live_source_cli_exit(bundle, streams, tmp_path, monkeypatch):
     """The CLI prints the summary, then one Error line and a non-zero exit (not a traceback)."""
-    import ovdoc.stream.sources as sources
+    import ovdoc.runtime.stream.sources as sources
 
     short = write_video(read_all(streams["normal"])[:10], tmp_path / "short.avi")
     monkeypatch.setattr(sources, "camera_opener", lambda index, res: lambda: cv2.VideoCapture(str(short)))
@@ -254,7 +254,7 @@ def test_model_cache_dir_is_used(bundle, streams, tmp_path, monkeypatch):
 
 
 def test_headless_without_display(monkeypatch):
-    from ovdoc.stream.display import display_available
+    from ovdoc.runtime.stream.display import display_available
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -265,7 +265,7 @@ def test_headless_without_display(monkeypatch):
 
 def test_res_parsing():
     from ovdoc.errors import OvdocError
-    from ovdoc.stream.sources import parse_res
+    from ovdoc.runtime.stream.sources import parse_res
 
     assert parse_res("640x480") == (640, 480) and parse_res(None) is None
     for bad in ("640", "axb", "0x480"):
@@ -274,7 +274,7 @@ def test_res_parsing():
 
 
 def test_sources_deliver_frames_at_res(video_dir, tmp_path):
-    from ovdoc.stream.sources import open_source
+    from ovdoc.runtime.stream.sources import open_source
 
     video = open_source(str(video_dir / "bikes.mp4"), res=(640, 480))
     assert video.live is False
@@ -339,7 +339,7 @@ def test_events_stream_live_and_ctrl_c_prints_summary(bundle, video_dir, tmp_pat
 
 
 def test_annotation_colours():
-    from ovdoc.stream.display import annotate
+    from ovdoc.runtime.stream.display import annotate
 
     frame = np.zeros((240, 320, 3), np.uint8)
     below = annotate(frame, score=1.0, threshold=2.0, anomalous=False, fps=30.0)
@@ -355,9 +355,9 @@ def test_live_queue_drops_oldest_files_never_drop(bundle, streams, tmp_path):
     """Behind a live source the OLDEST queued frame goes (show what happens now); a file blocks instead."""
     import queue
 
-    from ovdoc.detector import Detector
-    from ovdoc.stream.pipeline import Pipeline, RunOptions
-    from ovdoc.stream.sources import Frame, open_source
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.runtime.stream.sources import Frame, open_source
 
     det = Detector.load(bundle)
     live = _live([streams["normal"]])

@@ -14,7 +14,7 @@ pytest.importorskip("tensorflow")
 
 
 def test_compactness_loss_matches_hand_computation():
-    from ovdoc.train.losses import compactness_loss, compactness_loss_numpy
+    from ovdoc.host.train.losses import compactness_loss, compactness_loss_numpy
 
     z = np.array([[1.0, 2.0], [3.0, 0.0], [2.0, 4.0]])
     # by hand: m_0 = mean(rows 1,2) = (2.5, 2.0); m_1 = (1.5, 3.0); m_2 = (2.0, 1.0)
@@ -30,7 +30,7 @@ def test_compactness_loss_matches_hand_computation():
 
 
 def _fmnist(spec: str, n: int, *, labelled: bool = False):
-    from ovdoc.train.datasets import Images, load_labelled, load_unlabelled
+    from ovdoc.runtime.datasets import Images, load_labelled, load_unlabelled
 
     data = load_labelled(spec) if labelled else load_unlabelled(spec)
     rng = np.random.default_rng(0)
@@ -43,7 +43,7 @@ def _fmnist(spec: str, n: int, *, labelled: bool = False):
 
 
 def test_joint_training_decreases_both_losses(fashion_mnist_dir, mobilenet_pth):
-    from ovdoc.train.doc import TrainConfig, train_doc
+    from ovdoc.host.train.doc import TrainConfig, train_doc
 
     target = _fmnist("fashion-mnist:sneaker", 128)
     reference = _fmnist("fashion-mnist:trouser,bag,sandal", 128, labelled=True)
@@ -70,7 +70,7 @@ def test_joint_training_decreases_both_losses(fashion_mnist_dir, mobilenet_pth):
 
 def test_weight_averaging_returns_the_average_not_the_last_step(fashion_mnist_dir, mobilenet_pth):
     """--ema: the saved model holds the moving average of the weights, which lags the last step."""
-    from ovdoc.train.doc import TrainConfig, train_doc
+    from ovdoc.host.train.doc import TrainConfig, train_doc
 
     target = _fmnist("fashion-mnist:sneaker", 32)
     reference = _fmnist("fashion-mnist:trouser,bag", 32, labelled=True)
@@ -95,7 +95,7 @@ def test_weight_averaging_returns_the_average_not_the_last_step(fashion_mnist_di
 
 
 def test_same_seed_same_model(fashion_mnist_dir, mobilenet_pth):
-    from ovdoc.train.doc import TrainConfig, train_doc
+    from ovdoc.host.train.doc import TrainConfig, train_doc
 
     target = _fmnist("fashion-mnist:sneaker", 32)
     reference = _fmnist("fashion-mnist:trouser,bag", 32, labelled=True)
@@ -117,8 +117,8 @@ def _run_cli(argv, capsys):
 
 
 def test_train_to_bundle_round_trip(tmp_path, capsys, fashion_mnist_dir, mobilenet_pth):
-    from ovdoc.detector import Detector
-    from ovdoc.train.datasets import load_unlabelled
+    from ovdoc.runtime.datasets import load_unlabelled
+    from ovdoc.runtime.detector import Detector
 
     good = tmp_path / "good"
     good.mkdir()
@@ -225,7 +225,7 @@ def test_clear_errors(case, tmp_path, capsys, fashion_mnist_dir):
 
 
 def test_reference_class_folders(tmp_path):
-    from ovdoc.train.datasets import load_labelled
+    from ovdoc.runtime.datasets import load_labelled
 
     for cls in ("a", "b"):
         (tmp_path / cls).mkdir()

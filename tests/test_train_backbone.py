@@ -27,7 +27,7 @@ def _resize_center_crop(image: np.ndarray, resize: int = 256, crop: int = 224) -
 
 
 def test_offline_port_classifies_imagenet_jpegs(foolbox_data_dir, mobilenet_pth):
-    from ovdoc.train.backbone import offline_mobilenet_v2, torchvision_spec
+    from ovdoc.host.train.backbone import offline_mobilenet_v2, torchvision_spec
 
     files = sorted(foolbox_data_dir.glob("imagenet_*.jpg"))
     assert len(files) == 20
@@ -40,7 +40,7 @@ def test_offline_port_classifies_imagenet_jpegs(foolbox_data_dir, mobilenet_pth)
 
 
 def test_state_dict_shapes(mobilenet_pth):
-    from ovdoc.train.torch_pickle import load_legacy_state_dict
+    from ovdoc.host.train.torch_pickle import load_legacy_state_dict
 
     state = load_legacy_state_dict(mobilenet_pth)
     assert state["features.0.0.weight"].shape == (32, 3, 3, 3)
@@ -66,7 +66,7 @@ class _Evil:
 
 
 def test_unpickler_refuses_os_system(tmp_path):
-    from ovdoc.train.torch_pickle import load_legacy_state_dict
+    from ovdoc.host.train.torch_pickle import load_legacy_state_dict
 
     path = tmp_path / "evil.pth"
     _legacy_file(path, pickle.dumps(_Evil(), protocol=2))
@@ -75,7 +75,7 @@ def test_unpickler_refuses_os_system(tmp_path):
 
 
 def test_unpickler_refuses_builtins_eval(tmp_path):
-    from ovdoc.train.torch_pickle import load_legacy_state_dict
+    from ovdoc.host.train.torch_pickle import load_legacy_state_dict
 
     payload = b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R."
     path = tmp_path / "evil2.pth"
@@ -85,7 +85,7 @@ def test_unpickler_refuses_builtins_eval(tmp_path):
 
 
 def test_truncated_and_foreign_files(tmp_path, mobilenet_pth):
-    from ovdoc.train.torch_pickle import load_legacy_state_dict
+    from ovdoc.host.train.torch_pickle import load_legacy_state_dict
 
     cut = tmp_path / "cut.pth"
     cut.write_bytes(mobilenet_pth.read_bytes()[:1_000_000])
@@ -98,7 +98,7 @@ def test_truncated_and_foreign_files(tmp_path, mobilenet_pth):
 
 
 def test_keras_layer_names_for_freezing():
-    from ovdoc.train.backbone import build_mobilenet_v2
+    from ovdoc.host.train.backbone import build_mobilenet_v2
 
     model = build_mobilenet_v2(32, 0.35)
     names = {layer.name for layer in model.layers}

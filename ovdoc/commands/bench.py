@@ -25,10 +25,10 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def default_source() -> Path | None:
-    """The demo stream shipped with the repository (what `ovdoc run` plays with no arguments)."""
-    import ovdoc
+    """The demo stream shipped in the package (what `ovdoc run` plays with no arguments)."""
+    from ovdoc.irmodels import demo_stream
 
-    path = Path(ovdoc.__file__).resolve().parents[1] / "irmodels" / "demo" / "stream.avi"
+    path = demo_stream()
     return path if path.is_file() else None
 
 
@@ -151,14 +151,14 @@ def bench(
       ovdoc bench my.bundle --calib good/ --eval-normal test/good --eval-anomalous test/bad --out results/
       ovdoc bench my.bundle --devices CPU,GPU,NPU --batch 1,8,32 --baselines --json
     """
-    from ovdoc.bench.report import terminal_table, write_outputs
-    from ovdoc.bench.suite import BenchConfig, run_bench
-    from ovdoc.stream.sources import parse_res
+    from ovdoc.runtime.bench.report import terminal_table, write_outputs
+    from ovdoc.runtime.bench.suite import BenchConfig, run_bench
+    from ovdoc.runtime.stream.sources import parse_res
 
     src = Path(source) if source else default_source()
     if src is None:
         raise OvdocError(
-            "give --source (a video or image folder): the demo stream irmodels/demo/stream.avi "
+            "give --source (a video or image folder): the built-in demo stream "
             "is not in this install"
         )
     if not src.exists():

@@ -100,7 +100,7 @@ def convert(
       ovdoc convert mobilenet.keras --out ir --scale tf
       ovdoc convert model.keras --out ir --precision INT8 --calib normal/
     """
-    from ovdoc.convert import convert_source
+    from ovdoc.host.convert import convert_source
 
     spec: dict = {"color": color, "resize": resize}
     preset_mean, preset_std = SCALE_PRESETS[scale]  # listed in RGB order

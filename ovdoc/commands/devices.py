@@ -16,7 +16,7 @@ def devices(as_json: bool) -> None:
     GPU and NPU appear only when their system drivers are installed (see the README's board section);
     pass any listed name to `--device` of `fit`, `run` or `bench`.
     """
-    from ovdoc.devices import describe_devices
+    from ovdoc.runtime.devices import describe_devices
 
     rows = describe_devices()
     if as_json:

@@ -41,9 +41,9 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, as_json) ->
     does on images it has never seen.
     """
     from ovdoc.atomic import atomic_path
-    from ovdoc.detector import Detector
-    from ovdoc.evaluation import evaluate_detector, image_grid, plot_roc
-    from ovdoc.train.datasets import load_unlabelled
+    from ovdoc.runtime.datasets import load_unlabelled
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.evaluation import evaluate_detector, image_grid, plot_roc
 
     normal_data = load_unlabelled(normal)
     anomalous_data = load_unlabelled(anomalous)

@@ -86,7 +86,7 @@ def fit(
     Example:
       ovdoc fit ir/FP32 --normal data/good --out good.bundle --fpr 0.01
     """
-    from ovdoc.bundle import fit_bundle
+    from ovdoc.runtime.bundle import fit_bundle
 
     t0 = time.perf_counter()
     manifest = fit_bundle(

@@ -12,11 +12,10 @@ from ovdoc.errors import OvdocError
 
 
 def demo_paths() -> tuple[Path, Path]:
-    """The embedded demo: (bundle, stream), located relative to the repository (editable install)."""
-    import ovdoc
+    """The embedded demo: (bundle, stream), shipped as package data (works from a wheel)."""
+    from ovdoc.irmodels import demo_bundle, demo_stream
 
-    root = Path(ovdoc.__file__).resolve().parents[1] / "irmodels" / "demo"
-    return root / "bundle", root / "stream.avi"
+    return demo_bundle(), demo_stream()
 
 
 def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
@@ -30,8 +29,8 @@ def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
         )
         if missing:
             raise OvdocError(
-                f"the built-in demo is not built yet ({missing[0]} missing): build it with "
-                "`python converters/build_demo.py`, or give a bundle: ovdoc run BUNDLE --source 0"
+                f"the built-in demo is missing ({missing[0]}): reinstall ovdoc (it ships as package data), "
+                "or give a bundle: ovdoc run BUNDLE --source 0"
             )
         return str(demo_bundle), str(demo_stream) if source is None else source
     return bundle, source if source is not None else "0"
@@ -119,10 +118,10 @@ def run(
       ovdoc run good.bundle --source 0 --res 640x480   # a USB camera
       ovdoc run good.bundle --source line.mp4 --headless --events events.jsonl --json
     """
-    from ovdoc.stream.display import display_available
-    from ovdoc.stream.pipeline import Pipeline, RunOptions
-    from ovdoc.stream.runtime import load_detector_for_run
-    from ovdoc.stream.sources import open_source, parse_res
+    from ovdoc.runtime.stream.display import display_available
+    from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.runtime.stream.runtime import load_detector_for_run
+    from ovdoc.runtime.stream.sources import open_source, parse_res
 
     bundle, source = resolve_defaults(bundle, source)
     size = parse_res(res)

@@ -136,8 +136,8 @@ def train(
     minutes. The result is converted to a verified OpenVINO IR and fitted on the target images.
     """
     from ovdoc.errors import require_tensorflow
-    from ovdoc.train.doc import TrainConfig
-    from ovdoc.train.pipeline import train_to_bundle
+    from ovdoc.host.train.doc import TrainConfig
+    from ovdoc.host.train.pipeline import train_to_bundle
 
     require_tensorflow("ovdoc train")
     if lam < 0:

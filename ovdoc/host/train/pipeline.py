@@ -1,0 +1,100 @@
+"""`ovdoc train` end to end: data -> joint DOC training -> .keras -> verified IR -> fitted bundle.
+
+The output folder is built beside its final place and swapped in only when every step succeeded:
+
+    OUT/model.keras       the trained image -> features network
+    OUT/loss.png          both losses per step
+    OUT/ir/FP32|FP16/     verified OpenVINO IR (ovdoc.host.convert)
+    OUT/bundle/           detector bundle fitted on the target images (feeds `ovdoc run`)
+    OUT/train.json        settings, losses, conversion and bundle summaries
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from ovdoc.atomic import atomic_dir
+from ovdoc.errors import OvdocError
+from ovdoc.host.train.doc import TrainConfig, plot_losses, train_doc
+from ovdoc.runtime.datasets import Images, load_labelled, load_unlabelled, write_image_folder
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def normal_folder(spec_text: str, data: Images, scratch: Path) -> Path:
+    """A folder the runtime can read with the target images: the user's own, or PNGs of a data set."""
+    path = Path(spec_text)
+    if path.is_dir():
+        return path
+    return write_image_folder(data.images, scratch / "normal")
+
+
+def train_to_bundle(
+    target: str,
+    reference: str,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    bundle_precision: str = "FP32",
+    k: int = 5,
+    fpr: float = 0.01,
+    metric: str = "cosine",
+    progress: bool = True,
+    target_data: Images | None = None,
+    reference_data: Images | None = None,
+) -> dict:
+    """Run the whole `ovdoc train` pipeline; returns the report also written to OUT/train.json."""
+    from ovdoc.host.convert import convert_keras_model
+    from ovdoc.runtime.bundle import fit_bundle
+
+    if bundle_precision not in ("FP32", "FP16"):
+        raise OvdocError(f"bundle precision must be FP32 or FP16, got {bundle_precision}")
+    target_data = target_data or load_unlabelled(target)
+    reference_data = reference_data or load_labelled(reference)
+    say(
+        f"ovdoc train: {len(target_data)} target images ({target}), {len(reference_data)} reference images "
+        f"({reference})"
+    )
+    result = train_doc(target_data, reference_data, config, progress=progress)
+    out = Path(out)
+    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="ovdoc-train-") as scratch:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result.model.save(tmp / "model.keras")
+        plot_losses(result, tmp / "loss.png")
+        say("converting to OpenVINO IR (verified against Keras)")
+        conversion = convert_keras_model(result.model, tmp / "ir", spec=result.spec, name="doc")
+        say(f"fitting the detector bundle on the target images ({bundle_precision} IR)")
+        manifest = fit_bundle(
+            tmp / "ir" / bundle_precision / "model.xml",
+            normal_folder(target, target_data, Path(scratch)),
+            tmp / "bundle",
+            k=k,
+            fpr=fpr,
+            metric=metric,
+            progress=progress,
+        )
+        report = {
+            "target": target,
+            "reference": reference,
+            "out": str(out),
+            "train": result.summary(),
+            "convert": conversion,
+            "bundle": {
+                "path": str(out / "bundle"),
+                "threshold": manifest["threshold"],
+                "n_images": manifest["n_images"],
+                "feature_dim": manifest["feature_dim"],
+                "precision": bundle_precision,
+                "metric": manifest["scorer"].get("metric", "euclidean"),
+            },
+        }
+        (tmp / "train.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    report["model"] = result.model
+    return report

@@ -1,0 +1,460 @@
+"""One benchmark run: every device x precision x batch x hint x scorer asked for, on the same frames.
+
+Rules the figures obey:
+* the kNN index of a precision is extracted by the very compiled model that scores (FP16 features
+  scored against an FP32 index would measure a detector nobody runs);
+* a device that is absent is listed as skipped with the reason, a device that fails is reported with its
+  error, and the rest goes on;
+* pipeline FPS comes from `ovdoc run`'s own Pipeline and is shown against the decode-only ceiling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from ovdoc.errors import OvdocError, VerificationError, first_line
+from ovdoc.runtime.bench import measure
+
+PRECISIONS = ("FP32", "FP16", "INT8")
+HINTS = ("latency", "throughput")
+SCORERS = ("flat", "hnsw", "lof")
+MAX_NORMAL = 1000  # normal images indexed per precision
+MAX_EVAL = 500  # per class
+SCORER_QUERIES = 200
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    bundle: Path
+    source: Path
+    devices: list[str] = dataclasses.field(default_factory=lambda: ["CPU"])
+    precisions: list[str] = dataclasses.field(default_factory=lambda: ["FP32", "FP16", "INT8"])
+    batches: list[int] = dataclasses.field(default_factory=lambda: [1, 8])
+    hints: list[str] = dataclasses.field(default_factory=lambda: list(HINTS))
+    scorers: list[str] = dataclasses.field(default_factory=lambda: list(SCORERS))
+    res: tuple[int, int] | None = (640, 480)
+    frames: int = 300
+    calib: list[str] | None = None
+    eval_normal: list[str] | None = None
+    eval_anomalous: list[str] | None = None
+    max_auc_drop: float = 0.005
+    baselines: bool = False
+    keras_model: str | None = None
+    keras_weights: str | None = None
+    k: int | None = None
+    repeats: int = 3
+    progress: bool = True
+
+
+def say(cfg: BenchConfig, text: str) -> None:
+    if cfg.progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def failed_row(device: str, precision: str, batch, hint, error: str) -> dict:
+    """A configuration that failed keeps every schema key (None), plus the error line."""
+    return {
+        "device": device,
+        "precision": precision,
+        "batch": batch,
+        "hint": hint,
+        "scorer": None,
+        "model_ips": None,
+        "pipeline_fps": None,
+        "auc": None,
+        "error": error,
+    }
+
+
+def validate(cfg: BenchConfig) -> None:
+    """Every bad option is one clear line before anything is compiled."""
+    for p in cfg.precisions:
+        if p not in PRECISIONS:
+            raise OvdocError(f"unknown precision {p!r}: use {', '.join(PRECISIONS)}")
+    for h in cfg.hints:
+        if h not in HINTS:
+            raise OvdocError(f"unknown hint {h!r}: use {', '.join(HINTS)}")
+    for s in cfg.scorers:
+        if s not in SCORERS:
+            raise OvdocError(f"unknown scorer {s!r}: use {', '.join(SCORERS)}")
+    if not cfg.batches or any(b < 1 for b in cfg.batches):
+        raise OvdocError(f"--batch sizes must be positive integers, got {cfg.batches}")
+    if cfg.frames < 1:
+        raise OvdocError(f"--frames must be at least 1, got {cfg.frames}")
+    if (cfg.eval_normal is None) != (cfg.eval_anomalous is None):
+        raise OvdocError("give both --eval-normal and --eval-anomalous (or neither)")
+    if not cfg.devices or not all(d.strip() for d in cfg.devices):
+        raise OvdocError("--devices needs at least one device name, e.g. CPU,GPU")
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Measure everything `cfg` asks for; return the JSON-ready result (see `ovdoc bench --help`)."""
+    from ovdoc.runtime.bench.machine import describe_machine
+    from ovdoc.runtime.bundle import load_manifest
+    from ovdoc.runtime.images import load_images
+    from ovdoc.runtime.ir import read_ir
+    from ovdoc.runtime.stream.runtime import tune_threads
+
+    validate(cfg)
+    started = time.perf_counter()
+    load_at_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    manifest, folder = load_manifest(cfg.bundle)
+    core = ov.Core()
+    model, spec, xml = read_ir(folder / manifest["model"]["file"], core)
+    k = cfg.k or int(manifest.get("k") or manifest["scorer"].get("k", 5))
+    tune_threads()  # the same thread settings as `ovdoc run`
+    say(
+        cfg, f"bench: {folder.name}, source {cfg.source}, {cfg.frames} frames at {measure._res_text(cfg.res)}"
+    )
+
+    frames = measure.read_frames(cfg.source, cfg.res, cfg.frames)
+    prepared = spec.prepare_batch(frames)
+    ceiling = measure.decode_ceiling(cfg.source, cfg.res, cfg.frames, spec)
+    say(cfg, f"  decode + resize ceiling: {ceiling['decode_fps']} FPS")
+
+    notes: list[str] = []
+    normal_images, normal_from = _normal_images(cfg, manifest, notes, load_images)
+    ev_n = ev_a = None
+    if cfg.eval_normal is not None:
+        ev_n = _limited(load_images(cfg.eval_normal), MAX_EVAL)
+        ev_a = _limited(load_images(cfg.eval_anomalous), MAX_EVAL)
+        if not ev_n or not ev_a:
+            raise OvdocError("evaluation needs at least one normal and one anomalous image")
+
+    results: list[dict] = []
+    skipped: list[dict] = []
+    fp32_reference = None
+    with tempfile.TemporaryDirectory(prefix="ovdoc-bench-") as tmp:
+        models, int8_report = _precision_models(
+            cfg, model, xml, Path(tmp), normal_images, ev_n, ev_a, skipped
+        )
+        for device in cfg.devices:
+            device_name = _check(device, core, skipped)
+            if device_name is None:
+                continue
+            for precision, pmodel in models.items():
+                say(cfg, f"  {device} {precision}")
+                try:
+                    rows, ref = _bench_precision(
+                        cfg,
+                        core,
+                        device_name,
+                        precision,
+                        pmodel,
+                        spec,
+                        manifest,
+                        folder,
+                        frames,
+                        prepared,
+                        normal_images,
+                        ev_n,
+                        ev_a,
+                        k,
+                    )
+                except Exception as exc:  # a present device that fails: report it, go on
+                    results.append(failed_row(device_name, precision, None, None, first_line(exc)))
+                    say(cfg, f"    failed: {first_line(exc)}")
+                    continue
+                results.extend(rows)
+                if precision == "FP32" and fp32_reference is None:
+                    fp32_reference = ref
+
+    # the ceiling again at the end, on a warmer and maybe quieter machine: the best of both counts
+    again = measure.decode_ceiling(cfg.source, cfg.res, cfg.frames, spec)
+    ceiling["decode_fps_start_end"] = [ceiling["decode_fps"], again["decode_fps"]]
+    ceiling["decode_fps"] = max(ceiling["decode_fps"], again["decode_fps"])
+    for row in results:
+        if row.get("pipeline_fps") is not None and ceiling["decode_fps"]:
+            row["fraction_of_ceiling"] = round(row["pipeline_fps"] / ceiling["decode_fps"], 3)
+
+    baselines = _baselines(cfg, model, spec, fp32_reference, normal_images, results)
+
+    machine = describe_machine(core)
+    machine["load_average_1m_at_start"] = load_at_start
+    return {
+        "machine": machine,
+        "bundle": str(folder),
+        "config": {
+            "source": str(cfg.source),
+            "res": measure._res_text(cfg.res),
+            "frames": len(frames),
+            "devices": cfg.devices,
+            "precisions": cfg.precisions,
+            "batches": cfg.batches,
+            "hints": cfg.hints,
+            "scorers": cfg.scorers,
+            "k": k,
+            "normal_images": len(normal_images) if normal_images else 0,
+            "normal_from": normal_from,
+            "eval_normal": len(ev_n) if ev_n else 0,
+            "eval_anomalous": len(ev_a) if ev_a else 0,
+        },
+        "ceiling": ceiling,
+        "results": results,
+        "skipped": skipped,
+        "int8": int8_report,
+        "baselines": baselines,
+        "notes": notes,
+        "peak_rss_mb": measure.peak_rss_mb(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+def _limited(images: list, limit: int) -> list:
+    if len(images) <= limit:
+        return images
+    pick = np.linspace(0, len(images) - 1, limit).round().astype(int)
+    return [images[i] for i in pick]
+
+
+def _normal_images(cfg: BenchConfig, manifest: dict, notes: list, load_images):
+    """Normal images to index each precision with: --calib, else the bundle's recorded sources if present."""
+    if cfg.calib:
+        return _limited(load_images(cfg.calib), MAX_NORMAL), "--calib"
+    recorded = [s for s in manifest.get("normal_sources", []) if s and not s.startswith("(")]
+    if recorded and all(Path(s).exists() for s in recorded):
+        try:
+            return _limited(load_images(recorded), MAX_NORMAL), "bundle normal_sources"
+        except OvdocError as exc:
+            notes.append(f"the bundle's normal sources could not be read ({exc}); FP32 uses the stored index")
+    notes.append(
+        "no normal images (--calib, or the bundle's normal_sources on this machine): FP32 scores "
+        "with the bundle's stored index; FP16/INT8 need normal images to be re-indexed"
+    )
+    return None, "bundle index"
+
+
+def _precision_models(cfg, model, xml, tmp: Path, normal_images, ev_n, ev_a, skipped: list):
+    """precision -> ov.Model; FP16 = the same weights compressed; INT8 = verified `quantize_int8`."""
+    from ovdoc.runtime.ir import save_ir
+
+    models: dict[str, ov.Model] = {}
+    int8_report = None
+    core = ov.Core()
+    for precision in cfg.precisions:
+        if precision == "FP32":
+            models["FP32"] = model
+        elif precision == "FP16":
+            if normal_images is None:
+                skipped.append(
+                    {
+                        "precision": "FP16",
+                        "reason": "needs normal images (--calib) to re-extract "
+                        "the kNN index with the FP16 model that scores",
+                    }
+                )
+                continue
+            path = save_ir(model.clone(), tmp / "FP16" / "model.xml", compress_to_fp16=True)
+            models["FP16"] = core.read_model(str(path))
+        elif precision == "INT8":
+            if normal_images is None:
+                skipped.append(
+                    {
+                        "precision": "INT8",
+                        "reason": "needs calibration images: pass --calib (normal "
+                        "images); add --eval-normal/--eval-anomalous to verify its accuracy",
+                    }
+                )
+                continue
+            from ovdoc.host.quantize import quantize_int8
+
+            say(cfg, "  quantizing to INT8 (accuracy-controlled when --eval-* are given)")
+            try:
+                int8_report = quantize_int8(
+                    xml,
+                    tmp / "INT8" / "model.xml",
+                    calib_sources=normal_images,
+                    eval_normal=ev_n,
+                    eval_anomalous=ev_a,
+                    max_auc_drop=cfg.max_auc_drop,
+                    progress=False,
+                )
+            except VerificationError as exc:
+                skipped.append({"precision": "INT8", "reason": str(exc)})
+                continue
+            models["INT8"] = core.read_model(str(tmp / "INT8" / "model.xml"))
+    return models, int8_report
+
+
+def _check(device: str, core: ov.Core, skipped: list) -> str | None:
+    from ovdoc.runtime.devices import check_device
+
+    try:
+        return check_device(device, core)
+    except OvdocError as exc:
+        skipped.append({"device": device, "reason": str(exc)})
+        return None
+
+
+# --- one device x precision -------------------------------------------------------------------------
+def _bench_precision(
+    cfg,
+    core,
+    device,
+    precision,
+    model,
+    spec,
+    manifest,
+    folder,
+    frames,
+    prepared,
+    normal_images,
+    ev_n,
+    ev_a,
+    k,
+):
+    from ovdoc.runtime.features import FeatureExtractor
+
+    first = FeatureExtractor(model, spec, device=device, batch=cfg.batches[0], hint="throughput", core=core)
+    if normal_images is not None:
+        normal = first.extract(normal_images, progress=False)
+        index_note = None
+    else:
+        normal = _bundle_vectors(folder, manifest)
+        index_note = "index from the bundle (built on {})".format(
+            (manifest.get("built_with") or {}).get("device", "?")
+        )
+    scorers = {kind: _fit_scorer(kind, normal, k) for kind in cfg.scorers}
+    queries = first.extract_prepared(prepared[:SCORER_QUERIES])
+    per_scorer: dict[str, dict] = {}
+    eval_feats = None
+    if ev_n is not None:
+        eval_feats = (first.extract(ev_n, progress=False), first.extract(ev_a, progress=False))
+    for kind, (scorer, _threshold) in scorers.items():
+        info = measure.scorer_speed(scorer, queries)
+        if eval_feats is not None:
+            from ovdoc.runtime.evaluation import auc
+
+            info["auc"] = round(
+                auc(scorer.score_samples(eval_feats[0]), scorer.score_samples(eval_feats[1])), 4
+            )
+        per_scorer[kind] = info
+    ttfr = measure.time_to_first_result(
+        model, spec, device, cfg.batches[0], frames[0], next(iter(scorers.values()))[0]
+    )
+    rows = []
+    for batch in cfg.batches:
+        for hint in cfg.hints:
+            try:
+                extractor = FeatureExtractor(model, spec, device=device, batch=batch, hint=hint, core=core)
+                speed = measure.model_speed(extractor, prepared)
+            except Exception as exc:
+                rows.append(failed_row(device, precision, batch, hint, first_line(exc)))
+                continue
+            for kind, (scorer, threshold) in scorers.items():
+                row = {
+                    "device": device,
+                    "precision": precision,
+                    "batch": batch,
+                    "hint": hint,
+                    "scorer": kind,
+                    **speed,
+                    **per_scorer[kind],
+                    "auc": per_scorer[kind].get("auc"),
+                    **ttfr,
+                    "inference_precision": extractor.inference_precision,
+                    "index_vectors": len(normal),
+                }
+                if index_note:
+                    row["index_note"] = index_note
+                try:
+                    detector = _detector(manifest, folder, scorer, threshold, extractor, kind, k)
+                    row.update(
+                        measure.pipeline_fps(detector, cfg.source, cfg.res, cfg.frames, repeats=cfg.repeats)
+                    )
+                except Exception as exc:
+                    row["pipeline_fps"] = None
+                    row["error"] = first_line(exc)
+                row["rss_mb"] = measure.rss_mb()
+                rows.append(row)
+                say(
+                    cfg,
+                    f"    batch {batch:>3} {hint:<10} {kind:<5} model {row['model_ips']:>8.1f} img/s  "
+                    f"pipeline {row.get('pipeline_fps') or 0:>7.1f} FPS",
+                )
+    return rows, normal if precision == "FP32" else None
+
+
+def _bundle_vectors(folder: Path, manifest: dict) -> np.ndarray:
+    """The normal feature vectors stored in the bundle (FAISS index vectors or LOF reference)."""
+    info = manifest["scorer"]
+    if info.get("kind") == "lof":
+        return np.load(folder / info.get("reference_file", "reference.npy"), allow_pickle=False)
+    import faiss
+
+    index = faiss.read_index(str(folder / info.get("index_file", "index.faiss")))
+    return index.reconstruct_n(0, index.ntotal)
+
+
+def _fit_scorer(kind: str, normal: np.ndarray, k: int):
+    from ovdoc.runtime.calibration import threshold_at_fpr
+    from ovdoc.runtime.scoring import KNNScorer, LOFScorer
+
+    k = min(k, len(normal) - 1)
+    scorer = LOFScorer(k=k) if kind == "lof" else KNNScorer(k=k, index=kind)
+    scorer.fit(normal)
+    return scorer, threshold_at_fpr(scorer.loo_scores(), 0.01, method="leave-one-out")
+
+
+def _detector(manifest: dict, folder: Path, scorer, threshold: dict, extractor, kind: str, k: int):
+    """A `Detector` around this run's extractor and scorer: the runtime's class, not a look-alike."""
+    from ovdoc.runtime.detector import Detector
+
+    m = dict(manifest)
+    m["scorer"] = scorer.describe()
+    m["threshold"] = threshold
+    m["feature_dim"] = extractor.dim
+    return Detector(m, folder, scorer, extractor)
+
+
+# --- baselines ---------------------------------------------------------------------------------------
+def _baselines(cfg, model, spec, reference, normal_images, results) -> dict:
+    best = max((r for r in results if r.get("pipeline_fps")), key=lambda r: r["pipeline_fps"], default=None)
+    out: dict = {
+        "original_app_fps": None,
+        "openvino_2019_fps": None,
+        "speedup_vs_original_app": None,
+        "speedup_vs_openvino_2019": None,
+    }
+    if not cfg.baselines:
+        out["note"] = "not measured (pass --baselines)"
+        return out
+    if reference is None:
+        out["note"] = "needs the FP32 results (add FP32 to --precisions) for the LOF reference vectors"
+        return out
+    from ovdoc.runtime.bench.baselines import run_baselines
+
+    say(cfg, "  baselines: original app loop (Keras + LOF) and the 2019 OpenVINO port (sync + LOF)")
+    out.update(
+        run_baselines(
+            model,
+            spec,
+            cfg.source,
+            cfg.res,
+            cfg.frames,
+            reference,
+            normal_images,
+            cfg.keras_model,
+            cfg.keras_weights,
+        )
+    )
+    if best is not None:
+        out["ovdoc_best"] = {
+            key: best.get(key) for key in ("device", "precision", "batch", "hint", "scorer", "pipeline_fps")
+        }
+        for key, base in (
+            ("speedup_vs_original_app", "original_app_fps"),
+            ("speedup_vs_openvino_2019", "openvino_2019_fps"),
+        ):
+            if out.get(base):
+                out[key] = round(best["pipeline_fps"] / out[base], 2)
+    return out
