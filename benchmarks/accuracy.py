@@ -20,25 +20,28 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ovdoc.commands.options import metric_option
+from ovdoc.log import get_logger
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("OVDOC_SHARED", REPO.parent / "shared"))
 REQUIRED_AUC = {"sneaker-vs-boot": 0.95}
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+say = get_logger("ovdoc.benchmarks.accuracy").info  # plain lines on stderr; stdout keeps --json
 
 
 def bundle_auc(
-    model_xml: Path, normal_train: Path, normal_test, anomalous_test: dict, out: Path, metric: str = "cosine"
+    model_xml: Path, normal_train, normal_test, anomalous_test: dict, out: Path, metric: str = "cosine"
 ) -> dict:
-    """Fit a bundle on `normal_train` with `model_xml`, score test sets; {name: auc} + the bundle path."""
-    from ovdoc.runtime.bundle import fit_bundle
+    """Fit a bundle on the `normal_train` images with `model_xml`, score the test sets: {name: auc}."""
+    from ovdoc.runtime.bundle import fit_bundle_images
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.evaluation import EvalResult
 
-    fit_bundle(model_xml, normal_train, out, metric=metric, progress=False)
+    n = len(normal_train)
+    fit_bundle_images(model_xml, iter(normal_train), out, metric=metric, progress=False, total=n)
     det = Detector.load(out)
     normal_scores = det.score_samples(list(normal_test))
     results = {}
@@ -102,7 +105,7 @@ def doc_config(opts: dict, *, augment: int | None):
 
 def sneaker_vs_boot(opts: dict) -> dict:
     from ovdoc.host.train.pipeline import train_to_bundle
-    from ovdoc.runtime.datasets import load_labelled, load_unlabelled, write_image_folder
+    from ovdoc.runtime.datasets import load_labelled, load_unlabelled
     from ovdoc.runtime.evaluation import plot_roc
 
     started = time.perf_counter()
@@ -113,12 +116,12 @@ def sneaker_vs_boot(opts: dict) -> dict:
     config = doc_config(opts, augment=0)
     with tempfile.TemporaryDirectory(prefix="ovdoc-acc-") as work:
         work = Path(work)
-        normal_dir = write_image_folder(target.images, work / "train-sneakers")
+        normal_train = target.images
         timings = {}
         t0 = time.perf_counter()
         base = bundle_auc(
             untrained_ir(config.size, work / "untrained"),
-            normal_dir,
+            normal_train,
             test_normal,
             {"ankle_boot": test_anomalous},
             work / "untrained.bundle",
@@ -141,21 +144,16 @@ def sneaker_vs_boot(opts: dict) -> dict:
         )
         timings["train_convert_fit_s"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
-        doc = bundle_auc(
-            work / "doc" / "ir" / "FP32" / "model.xml",
-            normal_dir,
-            test_normal,
-            {"ankle_boot": test_anomalous},
-            work / "doc-fp32.bundle",
-            metric=opts["metric"],
-        )
-        fp16 = bundle_auc(
-            work / "doc" / "ir" / "FP16" / "model.xml",
-            normal_dir,
-            test_normal,
-            {"ankle_boot": test_anomalous},
-            work / "doc-fp16.bundle",
-            metric=opts["metric"],
+        doc, fp16 = (
+            bundle_auc(
+                work / "doc" / "ir" / precision / "model.xml",
+                normal_train,
+                test_normal,
+                {"ankle_boot": test_anomalous},
+                work / f"doc-{precision.lower()}.bundle",
+                metric=opts["metric"],
+            )
+            for precision in ("FP32", "FP16")
         )
         timings["score_s"] = round(time.perf_counter() - t0, 1)
         result = doc["results"]["ankle_boot"]
@@ -195,7 +193,7 @@ def sneaker_vs_boot(opts: dict) -> dict:
 def magnetic_tile(opts: dict) -> dict:
     """Normal = a fixed 70% of MT_Free (seeded), test = the other 30% vs every defect image, per type."""
     from ovdoc.host.train.pipeline import train_to_bundle
-    from ovdoc.runtime.datasets import Images, write_image_folder
+    from ovdoc.runtime.datasets import Images
     from ovdoc.runtime.images import expand_sources, read_image
 
     root = SHARED / "data" / "magnetic-tile"
@@ -218,17 +216,16 @@ def magnetic_tile(opts: dict) -> dict:
     config = doc_config(opts, augment=None)
     with tempfile.TemporaryDirectory(prefix="ovdoc-mt-") as work:
         work = Path(work)
-        normal_dir = write_image_folder(train_imgs, work / "normal")
         base = bundle_auc(
             untrained_ir(config.size, work / "untrained"),
-            normal_dir,
+            train_imgs,
             test_normal,
             defects,
             work / "u.bundle",
             metric=opts["metric"],
         )
         train_to_bundle(
-            str(normal_dir),
+            "MT_Free (70% split)",
             reference,
             work / "doc",
             config,
@@ -238,7 +235,7 @@ def magnetic_tile(opts: dict) -> dict:
         )
         doc = bundle_auc(
             work / "doc" / "ir" / "FP32" / "model.xml",
-            normal_dir,
+            train_imgs,
             test_normal,
             defects,
             work / "d.bundle",
@@ -270,10 +267,237 @@ def magnetic_tile(opts: dict) -> dict:
     }
 
 
+# --- magnetic tiles, patch mode -------------------------------------------------------------------
+MT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+DEFAULT_SEARCH_GRID = [
+    {"layers": ["block_6_expand_relu", "block_13_expand_relu"], "size": [224, 256]},
+    {"layers": ["block_6_expand_relu", "block_13_expand_relu"], "size": [192, 224]},
+    {"layers": ["block_6_expand_relu", "block_13_expand_relu"], "size": [288, 320]},
+    {"layers": ["block_6_expand_relu", "block_10_expand_relu"], "size": [224, 256]},
+    {"layers": ["block_3_depthwise_relu", "block_6_expand_relu", "block_13_expand_relu"], "size": [224, 256]},
+    {"layers": ["block_6_expand_relu", "block_13_expand_relu"], "size": [224, 256], "nb": 5},
+]
+
+
+def mt_split(seed: int) -> dict:
+    """Seeded split: MT_Free 60% train / 20% validation / 20% test; each defect type 1/3 validation, 2/3 test.
+
+    Settings are chosen on train-held-out normals vs the validation defects; test defects are scored once.
+    """
+    import cv2
+
+    root = SHARED / "data" / "magnetic-tile"
+    if not root.is_dir():
+        raise SystemExit(f"magnetic-tile data not found at {root}")
+    free = sorted((root / "MT_Free").glob("Imgs/*.jpg"))
+    o = np.random.default_rng(seed).permutation(len(free))
+    a, b = int(0.6 * len(free)), int(0.8 * len(free))
+    read = lambda paths: [cv2.imread(str(p)) for p in paths]  # noqa: E731
+    out = {"train": read(free[i] for i in o[:a]), "val_normal": read(free[i] for i in o[a:b]),
+           "test_normal": read(free[i] for i in o[b:]), "val": {}, "test": {}}
+    for kind in MT_TYPES:
+        paths = sorted((root / f"MT_{kind}").glob("Imgs/*.jpg"))
+        o = np.random.default_rng(seed + 1000).permutation(len(paths))
+        k = len(paths) // 3
+        for part, idx in (("val", o[:k]), ("test", o[k:])):
+            chosen = [paths[i] for i in idx]
+            masks = [cv2.imread(str(p.with_suffix(".png")), cv2.IMREAD_GRAYSCALE) > 127 for p in chosen]
+            out[part][kind] = (read(chosen), masks)
+    return out
+
+
+def pixel_auroc(maps: list, masks: list) -> float:
+    """Pixel AUROC over frame-sized maps and their masks (every 2nd pixel in each direction)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.concatenate([m[::2, ::2].ravel() for m in masks])
+    s = np.concatenate([a[::2, ::2].ravel() for a in maps])
+    return float(roc_auc_score(y, s))
+
+
+def patch_fit_config(opts: dict, seed: int):
+    from ovdoc.runtime.bundle import FitConfig, parse_size
+    from ovdoc.runtime.patch import PatchConfig, parse_coreset
+
+    patch = {"seed": seed, "coreset": parse_coreset(opts["coreset"])}
+    if opts.get("layers"):
+        patch["layers"] = tuple(opts["layers"].split(","))
+    for key in ("dim", "neighbourhood", "aggregate", "topk", "normalise"):
+        if opts.get(key) is not None:
+            patch[key] = opts[key]
+    size = parse_size(opts["patch_size"]) if opts.get("patch_size") else None
+    return FitConfig(mode="patch", size=size, patch=PatchConfig(**patch))
+
+
+def magnetic_tile_patch(opts: dict) -> dict:
+    """Patch mode from the untrained shipped ImageNet backbone, through fit_bundle -> Detector; >= 3 seeds."""
+    from ovdoc.irmodels import imagenet_backbone
+    from ovdoc.runtime.bundle import FitConfig, fit_bundle_images
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.evaluation import auc
+
+    started = time.perf_counter()
+    seeds = [int(v) for v in str(opts["seeds"]).split(",")]
+    runs = []
+    for seed in seeds:
+        data = mt_split(seed)
+        config = patch_fit_config(opts, seed)
+        with tempfile.TemporaryDirectory(prefix="ovdoc-mtp-") as work:
+            work = Path(work)
+            t0 = time.perf_counter()
+            manifest = fit_bundle_images(imagenet_backbone(), iter(data["train"]), work / "p", config,
+                                         progress=False)
+            fit_s = time.perf_counter() - t0
+            det = Detector.load(work / "p")
+            fit_bundle_images(imagenet_backbone(), iter(data["train"]), work / "g", FitConfig(metric="cosine"),
+                              progress=False)
+            glob_det = Detector.load(work / "g")
+
+            def standard(d, scores):  # each bundle's own calibration: (s - median) / (threshold - median)
+                t = d.manifest_["threshold"]
+                return (scores - t["score_median"]) / max(t["value"] - t["score_median"], 1e-9)
+
+            run = {"seed": seed, "fit_s": round(fit_s, 1), "size": [det.preprocess.width, det.preprocess.height],
+                   "grid": manifest["patch"]["grid"], "bank": manifest["patch"]["coreset"]["size"],
+                   "bank_mb": round(manifest["patch"]["bank_bytes"] / 1e6, 2)}
+            for part in ("val", "test"):
+                normals = data[f"{part}_normal"]
+                t0 = time.perf_counter()
+                n_maps = det.anomaly_map(normals)
+                n_patch = det.score_samples(normals)
+                score_s = time.perf_counter() - t0
+                n_glob = glob_det.score_samples(normals)
+                res = {"image_auroc": {}, "pixel_auroc": {}, "global_auroc": {}, "combined_auroc": {}}
+                all_p, all_g, all_maps, all_masks = [], [], [], []
+                for kind, (images, masks) in data[part].items():
+                    p = det.score_samples(images)
+                    g = glob_det.score_samples(images)
+                    maps = det.anomaly_map(images)
+                    res["image_auroc"][kind] = round(auc(n_patch, p), 4)
+                    res["global_auroc"][kind] = round(auc(n_glob, g), 4)
+                    res["combined_auroc"][kind] = round(
+                        auc(standard(det, n_patch) + standard(glob_det, n_glob), standard(det, p) + standard(glob_det, g)), 4)
+                    res["pixel_auroc"][kind] = round(
+                        pixel_auroc(n_maps + maps, [np.zeros(m.shape, bool) for m in n_maps] + masks), 4)
+                    all_p.append(p)
+                    all_g.append(g)
+                    all_maps += maps
+                    all_masks += masks
+                p, g = np.concatenate(all_p), np.concatenate(all_g)
+                res["image_auroc"]["all"] = round(auc(n_patch, p), 4)
+                res["global_auroc"]["all"] = round(auc(n_glob, g), 4)
+                res["combined_auroc"]["all"] = round(
+                    auc(standard(det, n_patch) + standard(glob_det, n_glob), standard(det, p) + standard(glob_det, g)), 4)
+                res["pixel_auroc"]["all"] = round(
+                    pixel_auroc(n_maps + all_maps, [np.zeros(m.shape, bool) for m in n_maps] + all_masks), 4)
+                res["tpr_at_threshold"] = round(float(np.mean(p > det.threshold_)), 4)
+                res["fpr_at_threshold"] = round(float(np.mean(n_patch > det.threshold_)), 4)
+                res["normal_score_ms_per_image"] = round(score_s / len(normals) * 1000, 2)
+                run[part] = res
+        say(f"seed {seed}: test image AUROC {run['test']['image_auroc']['all']}, pixel "
+            f"{run['test']['pixel_auroc']['all']} (val {run['val']['image_auroc']['all']})")
+        runs.append(run)
+
+    def mean_std(part: str, key: str) -> dict:
+        names = list(runs[0][part][key])
+        return {n: [round(float(np.mean([r[part][key][n] for r in runs])), 4),
+                    round(float(np.std([r[part][key][n] for r in runs])), 4)] for n in names}
+
+    config = patch_fit_config(opts, seeds[0])
+    return {
+        "experiment": "magnetic-tile-patch",
+        "auc": mean_std("test", "image_auroc")["all"][0],
+        "test_mean_std": {k: mean_std("test", k) for k in ("image_auroc", "pixel_auroc", "global_auroc",
+                                                            "combined_auroc")},
+        "val_mean_std": {k: mean_std("val", k) for k in ("image_auroc", "pixel_auroc", "global_auroc",
+                                                          "combined_auroc")},
+        "targets": {"image_auroc": 0.95, "pixel_auroc": 0.90},
+        "protocol": "MT_Free split 60/20/20 (train/val/test) per seed; defects 1/3 val, 2/3 test per type; "
+        "settings chosen on val (see accuracy-magnetic-tile-patch-search.md), test scored once per seed; "
+        "pixel AUROC per type over that type's test defects + all test normals",
+        "backbone": "ovdoc.irmodels.imagenet_backbone() (untrained ImageNet MobileNetV2, FP16 weights)",
+        "settings": {"size": config.size, "patch": config.patch.to_dict() | {"seed": "per run"}},
+        "seeds": seeds,
+        "runs": runs,
+        "timings_s": {"total": round(time.perf_counter() - started, 1)},
+    }
+
+
+def magnetic_tile_patch_search(opts: dict) -> dict:
+    """Validation grid (never the test defects): layers, size, neighbourhood, normalisation, aggregation.
+
+    Bank = 80% of the training normals (greedy coreset), per-position statistics = the other 20%,
+    AUROC = validation normals vs validation defects. Features cached in /tmp between runs.
+    """
+    import dataclasses
+
+    import faiss
+
+    from ovdoc.irmodels import imagenet_backbone
+    from ovdoc.runtime.evaluation import auc
+    from ovdoc.runtime.features import FeatureExtractor
+    from ovdoc.runtime.ir import read_ir
+    from ovdoc.runtime.patch import PatchConfig, PatchScorer, build_patch_model, greedy_coreset
+
+    started = time.perf_counter()
+    data = mt_split(0)
+    backbone, spec, _ = read_ir(imagenet_backbone())
+    grid = json.loads(opts["search_grid"])
+    rows = []
+    for g in grid:
+        cfg = PatchConfig(layers=tuple(g["layers"]), neighbourhood=g.get("nb", 3), dim=g.get("dim", 128))
+        w, h = g["size"]
+        key = Path(tempfile.gettempdir()) / f"ovdoc-mtp-{'-'.join(cfg.layers)}-{w}x{h}-{cfg.neighbourhood}-{cfg.dim}.npz"
+        if key.is_file():
+            z = np.load(key)
+            feats = {k: z[k] for k in z.files}
+        else:
+            model, rec = build_patch_model(backbone, h, w, cfg)
+            ext = FeatureExtractor(model, dataclasses.replace(spec, height=h, width=w, resize="stretch"))
+            feats = {"train": ext.extract(data["train"], progress=False), "val": ext.extract(data["val_normal"], progress=False)}
+            for kind, (images, _) in data["val"].items():
+                feats[kind] = ext.extract(images, progress=False)
+            gh, gw = rec["grid"]
+            feats = {k: v.reshape(len(v), gh, gw, rec["dim"]) for k, v in feats.items()}
+            np.savez(key, **feats)
+        tr = feats["train"]
+        n, gh, gw, d = tr.shape
+        o = np.random.default_rng(0).permutation(n)
+        stats, bank = tr[o[: n // 5]], tr[o[n // 5 :]].reshape(-1, d)
+        if len(bank) > cfg.max_candidates:
+            bank = bank[np.random.default_rng(0).choice(len(bank), cfg.max_candidates, replace=False)]
+        for m in g.get("coreset", [4096]):
+            t0 = time.perf_counter()
+            picks = greedy_coreset(bank, m, projection_dim=cfg.projection_dim, seed=0)
+            core_s = time.perf_counter() - t0
+            for norm in g.get("normalise", ["none", "z", "ratio"]):
+                scorer = PatchScorer((gh, gw), d, normalise=norm).fit(bank[picks])
+                scorer.fit_position(scorer.raw_maps(stats))
+                vmaps = scorer.patch_maps(feats["val"])
+                dmaps = {k: scorer.patch_maps(feats[k]) for k in MT_TYPES}
+                for agg, topk in [("max", 1), ("smooth_max", 1), ("topk", 3), ("topk", 10), ("topk", 30), ("topk", 100)]:
+                    scorer.aggregate, scorer.topk = agg, topk
+                    nscore = scorer.image_scores(vmaps)
+                    per = {k: round(auc(nscore, scorer.image_scores(v)), 4) for k, v in dmaps.items()}
+                    alls = np.concatenate([scorer.image_scores(v) for v in dmaps.values()])
+                    rows.append({"layers": list(cfg.layers), "size": [w, h], "neighbourhood": cfg.neighbourhood,
+                                 "dim": d, "coreset": m, "coreset_s": round(core_s, 1), "normalise": norm,
+                                 "aggregate": agg, "topk": topk, "val_auroc": round(auc(nscore, alls), 4),
+                                 "val_auroc_per_type": per})
+        best = max((r for r in rows if r["layers"] == list(cfg.layers) and r["size"] == [w, h]),
+                   key=lambda r: r["val_auroc"])
+        say(f"{g}: best val AUROC {best['val_auroc']} ({best['normalise']}, {best['aggregate']} {best['topk']}, "
+            f"coreset {best['coreset']})")
+    rows.sort(key=lambda r: -r["val_auroc"])
+    return {"experiment": "magnetic-tile-patch-search", "auc": rows[0]["val_auroc"], "best": rows[0],
+            "top10": rows[:10], "rows": len(rows), "grid": grid,
+            "timings_s": {"total": round(time.perf_counter() - started, 1)}}
+
+
 def fmnist_one_class(opts: dict) -> dict:
     """Each Fashion-MNIST class normal in turn (reference: the other 9), mean AUC over the 10."""
     from ovdoc.host.train.pipeline import train_to_bundle
-    from ovdoc.runtime.datasets import FASHION_MNIST_CLASSES, Images, load_fashion_mnist, write_image_folder
+    from ovdoc.runtime.datasets import FASHION_MNIST_CLASSES, Images, load_fashion_mnist
 
     started = time.perf_counter()
     xtr, ytr = load_fashion_mnist("train")
@@ -291,9 +515,8 @@ def fmnist_one_class(opts: dict) -> dict:
         config = doc_config(opts, augment=0)
         with tempfile.TemporaryDirectory(prefix="ovdoc-fm-") as work:
             work = Path(work)
-            normal_dir = write_image_folder(tr, work / "normal")
             train_to_bundle(
-                str(normal_dir),
+                f"fashion-mnist:{name} (subsampled)",
                 f"fashion-mnist:-{name}",
                 work / "doc",
                 config,
@@ -304,7 +527,7 @@ def fmnist_one_class(opts: dict) -> dict:
             )
             res = bundle_auc(
                 work / "doc" / "ir" / "FP32" / "model.xml",
-                normal_dir,
+                tr,
                 te_n,
                 {"other": te_a},
                 work / "b",
@@ -363,13 +586,7 @@ def write_results(result: dict, command: str) -> None:
 @click.option("--reference-per-class", default=2000, show_default=True, type=int)
 @click.option("--lambda", "lam", default=1.0, show_default=True, type=float)
 @click.option("--lr", default=1e-4, show_default=True, type=float)
-@click.option(
-    "--metric",
-    type=click.Choice(["euclidean", "cosine"]),
-    default="cosine",
-    show_default=True,
-    help="kNN distance of every bundle (cosine = L2-normalised features).",
-)
+@metric_option("cosine", "kNN distance of every bundle (cosine = L2-normalised features).")
 @click.option(
     "--reference", default="fashion-mnist:*", show_default=True, help="magnetic-tile only: the reference set."
 )
@@ -383,6 +600,20 @@ def write_results(result: dict, command: str) -> None:
     "--ema", default=0.99, show_default=True, type=float, help="Weight averaging decay (0 = last weights)."
 )
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--mode", type=click.Choice(["global", "patch"]), default="global", show_default=True,
+              help="magnetic-tile: global kNN + DOC (as recorded before) or patch mode (untrained backbone).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="patch: seeds (split, projection, coreset).")
+@click.option("--coreset", default="4096", show_default=True, help="patch: memory-bank size or fraction.")
+@click.option("--patch-size", default=None, help="patch: WxH (default: from the normal images' aspect ratio).")
+@click.option("--layers", default=None, help="patch: comma-separated layer names.")
+@click.option("--dim", default=None, type=int, help="patch: projected feature size.")
+@click.option("--neighbourhood", default=None, type=int, help="patch: AvgPool kernel.")
+@click.option("--aggregate", default=None, type=click.Choice(["max", "topk", "smooth_max"]))
+@click.option("--topk", default=None, type=int)
+@click.option("--normalise", default=None, type=click.Choice(["none", "z", "ratio"]))
+@click.option("--search", is_flag=True, help="patch: the validation grid search instead of the test run.")
+@click.option("--search-grid", default=None, help="patch --search: JSON list of {layers, size:[W,H], nb, dim, "
+              "coreset:[..], normalise:[..]}.")
 @click.option("--no-record", is_flag=True, help="Do not write benchmarks/results/.")
 @click.option("--json", "as_json", is_flag=True)
 def main(experiment, no_record, as_json, **opts) -> None:
@@ -393,6 +624,9 @@ def main(experiment, no_record, as_json, **opts) -> None:
         "magnetic-tile": magnetic_tile,
         "fmnist-one-class": fmnist_one_class,
     }[experiment]
+    if experiment == "magnetic-tile" and opts["mode"] == "patch":
+        run = magnetic_tile_patch_search if opts["search"] else magnetic_tile_patch
+        opts["search_grid"] = opts["search_grid"] or json.dumps(DEFAULT_SEARCH_GRID)
     result = run(opts)
     if not no_record:
         write_results(result, "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]))

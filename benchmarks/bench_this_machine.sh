@@ -35,7 +35,7 @@ ovdoc convert "$SEED/model.json" --weights "$SEED/weights.h5" --out "$WORK/ir"
 ovdoc fit "$WORK/ir" --normal "$WORK/normal" --out "$WORK/seed.bundle"
 # shellcheck disable=SC2086
 ovdoc bench "$WORK/seed.bundle" --source "$VIDEO" --res 640x480 --frames 300 \
-  --precisions FP32,FP16,INT8 --batch 1,8 --hints latency,throughput --scorers flat,hnsw,lof \
+  --precisions FP32,FP16,INT8 --batch 1,8 --hints latency,throughput --scorers knn:flat,knn:hnsw,lof \
   --calib "$WORK/normal" --eval-normal "$WORK/eval-normal" --eval-anomalous "$WORK/eval-anomalous" \
   --baselines --out "$OUT" ${BENCH_ARGS:-}
 echo "recorded in $OUT" >&2

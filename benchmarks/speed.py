@@ -10,11 +10,14 @@ seed DOC model):
   (3) ovdoc run      `python -m ovdoc run BUNDLE --source vtest.avi --res 640x480 --headless --json`: the
                      real CLI (decode thread, batched AsyncInferQueue inference, FAISS kNN)
 
+(1) and (2) are `ovdoc bench --baselines`' own loops (ovdoc.host.baselines, ovdoc.runtime.bench.baselines):
+this script only fixes the inputs, runs them and (3) alternately, and writes the results.
 FPS is end to end including decoding (model loading excluded for all three). Required: (3) >= 6x (2)
 and >= 30x (1). Results: benchmarks/results/speed.json and speed.md. TensorFlow is used here for (1)
 only; the runtime under test never imports it.
 
     python benchmarks/speed.py [--keras-frames 150] [--repeats 3]
+    python benchmarks/speed.py --quick --out /tmp/speed   # a smoke run: 1,000 vectors, 100 frames, 1 repeat
 """
 
 from __future__ import annotations
@@ -44,26 +47,17 @@ REQUIRED = {"vs_port": 6.0, "vs_original": 30.0}
 
 
 def machine() -> dict:
-    import openvino as ov
+    """`ovdoc bench`'s machine description, in this file's results format."""
+    from ovdoc.runtime.bench.machine import describe_machine
 
-    model = platform.processor() or "?"
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    desc = describe_machine()
     return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "flags": [f for f in wanted if f in flags],
-        "openvino": ov.__version__,
+        "cpu": desc["cpu_model"],
+        "cores": desc["usable_cores"],
+        "flags": desc["isa"],
+        "openvino": desc.get("openvino"),
         "opencv": cv2.__version__,
-        "python": platform.python_version(),
+        "python": desc["python"],
         "os": platform.platform(),
         "load_average_start": os.getloadavg(),
     }
@@ -82,90 +76,47 @@ def build_ir(out: Path) -> Path:
     return save_ir(model, out / "model.xml", compress_to_fp16=False)
 
 
-def build_bundle(ir: Path, out: Path) -> tuple[Path, np.ndarray]:
-    """Index 6,000 CIFAR-10 test images' features; return the bundle and the vectors (for LOF)."""
-    import faiss
+def build_bundle(ir: Path, out: Path, n_index: int) -> tuple[Path, np.ndarray]:
+    """Index CIFAR-10 test images' features; return the bundle and the vectors (the baselines' LOF)."""
+    from ovdoc.runtime.bench.suite import _bundle_vectors
+    from ovdoc.runtime.bundle import fit_bundle_images, load_manifest
+    from ovdoc.runtime.datasets import load_npz
 
-    from ovdoc.runtime.bundle import fit_bundle_images
-
-    x = np.load(CIFAR)["x"][:N_INDEX]
-    fit_bundle_images(ir, (im[..., ::-1] for im in x), out, total=N_INDEX, progress=True)
-    index = faiss.read_index(str(out / "index.faiss"))
-    return out, index.reconstruct_n(0, index.ntotal)
-
-
-def frames(limit: int | None = None):
-    """The baselines' frames: decoded by OpenCV, as the app read its camera."""
-    cap = cv2.VideoCapture(str(VIDEO))
-    n = 0
-    while limit is None or n < limit:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        yield frame
-        n += 1
-    cap.release()
+    x = load_npz(CIFAR).images[:n_index]  # BGR, as every image in ovdoc
+    fit_bundle_images(ir, iter(x), out, total=len(x), progress=True)
+    manifest, folder = load_manifest(out)
+    return out, _bundle_vectors(folder, manifest)
 
 
-def original_crop(frame: np.ndarray) -> np.ndarray:
-    """The original app's input: the centre square of the 640x480 frame at 96x96, BGR->RGB, x/255.
+def loop_original(ir: Path, vectors: np.ndarray, limit: int) -> dict:
+    """(1) `ovdoc bench`'s original-app baseline (ovdoc.host.baselines) on the seed's Keras files."""
+    from ovdoc.host.baselines import original_app_loop
+    from ovdoc.runtime.bench.baselines import Clip
+    from ovdoc.runtime.ir import read_ir
 
-    The resize to --res and the crop are the runtime's own (`fit_to`, `PreprocessSpec.prepare`), so all
-    three loops do the same image work and differ only in inference and scoring.
-    """
-    from ovdoc.runtime.preprocess import PreprocessSpec
-    from ovdoc.runtime.stream.sources import fit_to
-
-    img = PreprocessSpec(96, 96).prepare(fit_to(frame, RES))
-    return (img[..., ::-1].astype(np.float32) / 255.0)[None]
+    _, spec, _ = read_ir(ir)
+    keras_src = (str(SEED / "keras" / "model.json"), str(SEED / "keras" / "weights.h5"))
+    return _with_wall(original_app_loop(keras_src, spec, Clip(VIDEO, RES, limit), None, reference=vectors))
 
 
-def loop_original(lof, limit: int) -> dict:
-    from ovdoc.host.convert import load_keras_source
-
-    model = load_keras_source(SEED / "keras" / "model.json", SEED / "keras" / "weights.h5")
-    model.predict(np.zeros((1, 96, 96, 3), np.float32), verbose=0)  # warm-up, as the app's start did
-    n, scores = 0, []
-    t0 = time.perf_counter()
-    for frame in frames(limit):
-        feats = model.predict(original_crop(frame), verbose=0)
-        scores.append(float(-lof.score_samples(feats)[0]))
-        n += 1
-    wall = time.perf_counter() - t0
-    return {"frames": n, "wall_s": wall, "fps": n / wall, "score_mean": float(np.mean(scores))}
-
-
-def loop_port(ir: Path, lof) -> dict:
-    from ovdoc.runtime.ir import compile_ir, read_ir
+def loop_port(ir: Path, vectors: np.ndarray, limit: int) -> dict:
+    """(2) `ovdoc bench`'s 2019-port baseline (ovdoc.runtime.bench.baselines)."""
+    from ovdoc.runtime.bench.baselines import Clip, openvino_2019_loop
+    from ovdoc.runtime.ir import read_ir
 
     model, spec, _ = read_ir(ir)
-    compiled = compile_ir(model, spec, uint8_input=False, hint="latency")  # float input, batch 1
-    request = compiled.create_infer_request()
-    request.infer({0: np.zeros((1, 96, 96, 3), np.float32)})
-    n, scores = 0, []
-    t0 = time.perf_counter()
-    for frame in frames():
-        feats = request.infer({0: original_crop(frame)})[0]
-        scores.append(float(-lof.score_samples(feats.reshape(1, -1))[0]))
-        n += 1
-    wall = time.perf_counter() - t0
-    return {"frames": n, "wall_s": wall, "fps": n / wall, "score_mean": float(np.mean(scores))}
+    return _with_wall(openvino_2019_loop(model, spec, Clip(VIDEO, RES, limit), vectors))
 
 
-def loop_ovdoc(bundle: Path) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "ovdoc",
-        "run",
-        str(bundle),
-        "--source",
-        str(VIDEO),
-        "--res",
-        f"{RES[0]}x{RES[1]}",
-        "--headless",
-        "--json",
-    ]
+def _with_wall(result: dict) -> dict:
+    return result | {"wall_s": result["frames"] / result["fps"]}
+
+
+def loop_ovdoc(bundle: Path, limit: int | None = None) -> dict:
+    """(3) the real CLI in its own process, as a user runs it."""
+    cmd = [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(VIDEO)]
+    cmd += ["--res", f"{RES[0]}x{RES[1]}", "--headless", "--json"]
+    cmd += ["--max-frames", str(limit)] if limit else []
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     process_wall = time.perf_counter() - t0
@@ -238,24 +189,28 @@ def main() -> None:
         "--repeats", type=int, default=3, help="runs of (2) and (3), alternating; median kept"
     )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1000 vectors, 100 frames, 30 in Keras, 1 repeat"
+    )
     args = parser.parse_args()
     for path in (SEED, VIDEO, CIFAR):
         if not path.exists():
             raise SystemExit(f"missing {path}: the benchmark needs ../shared")
-    from sklearn.neighbors import LocalOutlierFactor
+    n_index, frames, keras_frames, repeats = (
+        (1000, 100, 30, 1) if args.quick else (N_INDEX, None, args.keras_frames, args.repeats)
+    )
 
     info = machine()
     with tempfile.TemporaryDirectory(prefix="ovdoc-speed-") as tmp:
         ir = build_ir(Path(tmp) / "ir")
-        bundle, vectors = build_bundle(ir, Path(tmp) / "bundle")
-        lof = LocalOutlierFactor(n_neighbors=5, novelty=True).fit(vectors)
+        bundle, vectors = build_bundle(ir, Path(tmp) / "bundle", n_index)
         port_runs, ovdoc_runs = [], []
-        for _ in range(args.repeats):
-            port_runs.append(loop_port(ir, lof))
+        for _ in range(repeats):
+            port_runs.append(loop_port(ir, vectors, frames or 10**9))
             print(f"(2) 2019 port: {port_runs[-1]['fps']:.1f} FPS", flush=True)
-            ovdoc_runs.append(loop_ovdoc(bundle))
+            ovdoc_runs.append(loop_ovdoc(bundle, frames))
             print(f"(3) ovdoc run: {ovdoc_runs[-1]['fps']:.1f} FPS", flush=True)
-        original = loop_original(lof, args.keras_frames)
+        original = loop_original(ir, vectors, keras_frames)
         print(f"(1) original : {original['fps']:.1f} FPS", flush=True)
     loops = {"original": original, "port": median_run(port_runs), "ovdoc": median_run(ovdoc_runs)}
     ratios = {
@@ -268,7 +223,7 @@ def main() -> None:
         "machine": info,
         "video": VIDEO.name,
         "res": f"{RES[0]}x{RES[1]}",
-        "index_vectors": N_INDEX,
+        "index_vectors": len(vectors),
         "loops": loops,
         "ratios": ratios,
         "required": REQUIRED,
@@ -276,14 +231,14 @@ def main() -> None:
         "notes": [
             "model loading/compilation is excluded from every loop's time; (3)'s whole process time is "
             "recorded as process_wall_s",
-            f"(1) runs on the first {args.keras_frames} frames (Keras predict per frame is slow); (2) and "
-            f"(3) on all frames, {args.repeats} alternating runs each, the median run kept (fps_runs lists "
-            "all)",
-            "(1) and (2) score with sklearn LOF fitted on the same 6,000 vectors the FAISS index of (3) "
-            "holds",
-            "all three resize each decoded frame to 640x480 first, then take the model's centre crop at "
-            "96x96, with the runtime's own functions (ovdoc.runtime.stream.sources.fit_to, "
-            "PreprocessSpec.prepare)",
+            f"(1) runs on the first {keras_frames} frames (Keras predict per frame is slow); (2) and "
+            f"(3) on {'the first ' + str(frames) if frames else 'all'} frames, {repeats} alternating runs "
+            "each, the median run kept (fps_runs lists all)",
+            f"(1) and (2) score with sklearn LOF fitted on the same {len(vectors):,} vectors the FAISS index "
+            "of (3) holds; both are `ovdoc bench --baselines`' loops",
+            "all three read frames through the runtime's own source (resized to 640x480 first), then take "
+            "the model's centre crop at 96x96 (PreprocessSpec.prepare)",
+            *(["--quick: a smoke run, not a recorded result"] if args.quick else []),
             "a shared machine: the load average at start/end shows how busy it was",
         ],
     }

@@ -16,7 +16,6 @@ ankle boots and bags, which the demo should flag.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import click
 import cv2
 import numpy as np
+
+from ovdoc.log import get_logger
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "ovdoc" / "irmodels" / "demo"
@@ -41,8 +42,7 @@ STREAM_PLAN = (
 )
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+say = get_logger("ovdoc.converters.build_demo").info  # plain lines on stderr
 
 
 def write_stream(path: Path, *, side: int = 192, hold: int = 3, fps: float = 15.0, seed: int = 0) -> dict:
@@ -98,8 +98,8 @@ def write_stream(path: Path, *, side: int = 192, hold: int = 3, fps: float = 15.
 def main(size, epochs, freeze_until, normals, out, seed) -> None:
     from ovdoc.host.convert import convert_keras_model
     from ovdoc.host.train.doc import TrainConfig, train_doc
-    from ovdoc.runtime.bundle import fit_bundle
-    from ovdoc.runtime.datasets import load_labelled, load_unlabelled, write_image_folder
+    from ovdoc.runtime.bundle import fit_bundle_images
+    from ovdoc.runtime.datasets import load_labelled, load_unlabelled
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.evaluation import auc
 
@@ -115,8 +115,8 @@ def main(size, epochs, freeze_until, normals, out, seed) -> None:
         work = Path(work)
         convert_keras_model(result.model, work / "ir", spec=result.spec, name="demo")
         pick = np.random.default_rng(seed).permutation(len(target))[:normals]
-        normal_dir = write_image_folder(target.images[np.sort(pick)], work / "normal")
-        fit_bundle(work / "ir" / "FP16" / "model.xml", normal_dir, out / "bundle", progress=True)
+        normal = target.images[np.sort(pick)]
+        fit_bundle_images(work / "ir" / "FP16" / "model.xml", iter(normal), out / "bundle", total=len(normal))
     det = Detector.load(out / "bundle")
     test_sneakers = load_unlabelled("fashion-mnist-test:sneaker").images
     normal_scores = det.score_samples(list(test_sneakers))

@@ -31,14 +31,3 @@ class VerificationError(OvdocError):
     """A converted or quantized model does not compute what its source computes."""
 
     exit_code = 3
-
-
-def require_tensorflow(what: str):
-    """Import TensorFlow for host-side work, or say in one line how to get it."""
-    try:
-        import tensorflow as tf  # noqa: F401
-    except ImportError as exc:
-        raise OvdocError(
-            f"{what} needs TensorFlow, which the runtime install leaves out: pip install 'ovdoc[train]'"
-        ) from exc
-    return tf

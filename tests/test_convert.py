@@ -264,9 +264,11 @@ def test_seed_caffe_and_ir2018_are_refused(seed_dir, tmp_path):
 def test_int8_hook(models, tmp_path):
     import importlib.util
 
+    from ovdoc.host.convert import Int8Options
+
     if importlib.util.find_spec("ovdoc.host.quantize") is None:
         with pytest.raises(OvdocError, match="^INT8 is not available in this build$"):
-            convert_source(models["onnx"][0], tmp_path / "ir", precisions=["INT8"], int8={"calib": "x"})
+            convert_source(models["onnx"][0], tmp_path / "ir", precisions=["INT8"], int8=Int8Options("x"))
         return
     with pytest.raises(OvdocError, match="--calib"):
         convert_source(models["onnx"][0], tmp_path / "ir", precisions=["INT8"])
@@ -277,7 +279,7 @@ def test_int8_hook(models, tmp_path):
         img = cv2.GaussianBlur(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), (7, 7), 2)
         cv2.imwrite(str(calib / f"{i:02d}.png"), img)
     out = tmp_path / "ir"
-    report = convert_source(models["onnx"][0], out, precisions=["FP32", "INT8"], int8={"calib": calib})
+    report = convert_source(models["onnx"][0], out, precisions=["FP32", "INT8"], int8=Int8Options(calib))
     assert set(report["precisions"]) == {"FP32", "INT8"}
     int8 = report["precisions"]["INT8"]
     assert int8["path"] == str(out / "INT8" / "model.xml") and (out / "INT8" / "model.bin").is_file()

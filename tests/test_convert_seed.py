@@ -1,8 +1,9 @@
 """The original project's seed model (../shared/models/seed-doc-faces) through `ovdoc convert`.
 
 The 2018 Keras pair, its ONNX (with the Clip op that broke the 2018 toolchain) and its frozen TF graph
-must convert and pass FP32 verification; its weight-quantized TFLite, which today's OpenVINO TFLite
-frontend computes wrongly, must be caught by verification rather than shipped.
+must convert and pass FP32 verification; so must its weight-quantized TFLite, once ovdoc rewrites the
+UINT8-stored weights as float32 the way TFLite reads them. Converted as is, today's OpenVINO TFLite
+frontend computes it wrongly, and verification must catch that rather than ship it.
 """
 
 from __future__ import annotations

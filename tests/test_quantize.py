@@ -11,6 +11,15 @@ from _runtime_helpers import build_seed_ir, cifar_images, tile_files
 from ovdoc.errors import OvdocError, VerificationError
 
 
+def cpu_has_vnni() -> bool:
+    """OpenVINO's CPU INT8 kernels are exact only with VNNI (AVX512-VNNI, AVX-VNNI or AMX); on plain AVX2
+    (older Celeron/Pentium boards) u8 x s8 products saturate and features move far more. The quantizer
+    must then refuse where it cannot verify, so what the tests expect follows this, not one machine."""
+    from ovdoc.runtime.bench.machine import read_cpuinfo
+
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(read_cpuinfo().get("flags", [])))
+
+
 @pytest.fixture(scope="module")
 def qdata(tmp_path_factory, seed_dir, magnetic_tile_dir, cifar10_npz):
     root = tmp_path_factory.mktemp("quant")
@@ -55,7 +64,8 @@ def test_verified_int8_keeps_auc_and_conventions(verified, qdata):
     assert 0.5 < report["auc_fp32"] <= 1.0
     # cosine over normal AND anomalous eval images: photos lie outside the tiles' calibration ranges
     assert 0.5 < report["cosine_to_fp32_min"] <= report["cosine_to_fp32_median"] <= 1.0 + 1e-6
-    assert report["cosine_to_fp32_median"] > 0.95
+    if cpu_has_vnni():
+        assert report["cosine_to_fp32_median"] > 0.95
     assert report["n_eval_normal"] == 30 and report["n_eval_anomalous"] == 30
     model, spec, _ = read_ir(out)
     _, spec32, _ = read_ir(qdata["ir"])
@@ -108,6 +118,11 @@ def test_without_eval_sets_reports_cosine_and_warns(qdata, tmp_path, capsys):
     from ovdoc.host.quantize import quantize_int8
 
     out = tmp_path / "int8.xml"
+    if not cpu_has_vnni():  # features move too much to ship without labelled data: refused, nothing written
+        with pytest.raises(VerificationError, match="moves the features too much.*nothing written"):
+            quantize_int8(qdata["ir"], out, calib_sources=qdata["calib"], progress=True)
+        assert not out.exists() and not out.with_suffix(".bin").exists()
+        return
     report = quantize_int8(qdata["ir"], out, calib_sources=qdata["calib"], progress=True)
     assert report["accuracy_verified"] is False and "unverified" in report["warning"]
     assert "auc_int8" not in report

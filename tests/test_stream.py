@@ -352,21 +352,58 @@ def test_annotation_colours():
 
 
 def test_live_queue_drops_oldest_files_never_drop(bundle, streams, tmp_path):
-    """Behind a live source the OLDEST queued frame goes (show what happens now); a file blocks instead."""
+    """Behind a live source the OLDEST queued frame goes (show what happens now); a file blocks instead.
+    (The loop-level version with a fake, slow detector is in test_stages.py.)"""
     import queue
+    import threading
 
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.runtime.stream.reader import put
     from ovdoc.runtime.stream.sources import Frame, open_source
 
-    det = Detector.load(bundle)
-    live = _live([streams["normal"]])
-    pipe = Pipeline(det, live, RunOptions(queue_size=2))
     target: queue.Queue = queue.Queue(maxsize=2)
-    for i in range(5):
-        pipe._put(Frame(i, float(i), np.zeros((4, 4, 3), np.uint8)), target, drop_oldest=True)
-    assert [target.get_nowait().index for _ in range(2)] == [3, 4] and pipe.dropped == 3
-    live.close()
+    stop = threading.Event()
+    frames = [Frame(i, float(i), np.zeros((4, 4, 3), np.uint8)) for i in range(5)]
+    assert sum(put(target, f, stop, drop_oldest=True) for f in frames) == 3
+    assert [target.get_nowait().index for _ in range(2)] == [3, 4]
     video = open_source(str(streams["normal"]))
-    summary = Pipeline(det, video, RunOptions(queue_size=2)).run()
+    summary = Pipeline(Detector.load(bundle), video, RunOptions(queue_size=2)).run()
     assert video.live is False and summary["dropped"] == 0 and summary["frames"] == 60
+
+
+class PublicOnly:
+    """A real Detector seen only through the live-loop contract of COMMON.md: the loop must not need
+    anything else (no extractor_, no spec_)."""
+
+    ALLOWED = {
+        "mode_", "preprocess", "prepare", "batch", "set_callback", "submit", "wait", "score_outputs",
+        "map_to_frame", "smooth_map", "map_threshold_", "threshold_", "bundle_", "device_",
+    }  # fmt: skip
+
+    def __init__(self, det) -> None:
+        self._det = det
+
+    def __getattr__(self, name: str):
+        if name not in self.ALLOWED:
+            raise AssertionError(f"the live loop used Detector.{name}, outside the public contract")
+        return getattr(self._det, name)
+
+
+def test_loop_uses_only_the_public_detector_api(bundle, streams, tmp_path):
+    """Real OpenVINO + FAISS through the public API only; scores equal score_samples on the same frames."""
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.runtime.stream.sources import open_source
+
+    det = Detector.load(bundle, batch=4)
+    assert det.mode_ == "global" and det.preprocess == det.spec_ and det.batch == 4
+    events = tmp_path / "events.jsonl"
+    source = open_source(str(streams["anomalous"]))
+    summary = Pipeline(PublicOnly(det), source, RunOptions(events=events, smooth=1)).run()
+    scores = [e["score"] for e in read_events(events)]
+    assert summary["frames"] == len(scores) == ANOMALY_AT + ANOMALY_LEN + 30 and summary["batch"] == 4
+    expected = det.score_samples(read_all(streams["anomalous"]))
+    np.testing.assert_allclose(scores, expected, rtol=1e-4)
+    scored = det.score_outputs(det.features(read_all(streams["anomalous"])[:3]))
+    assert scored.maps is None and scored.scores.dtype == np.float32 and scored.scores.shape == (3,)

@@ -53,9 +53,11 @@ def default_source() -> Path | None:
 )
 @click.option(
     "--scorers",
-    default="flat,hnsw,lof",
+    default="knn:flat,knn:hnsw,lof",
     show_default=True,
-    help="flat = exact FAISS kNN, hnsw = FAISS HNSW kNN, lof = the original app's sklearn LOF.",
+    help="Scorers in `ovdoc fit`'s terms: knn:flat = exact FAISS kNN, knn:hnsw = FAISS HNSW kNN, knn = "
+    "auto (flat up to 1,000 vectors), lof = the original app's sklearn LOF; flat/hnsw are aliases. kNN "
+    "rows use the bundle's metric and k.",
 )
 @click.option(
     "--source",
@@ -170,7 +172,7 @@ def bench(
         precisions=[p.upper() for p in _list(precisions, "precisions")],
         batches=_ints(batches, "batch"),
         hints=[h.lower() for h in _list(hints, "hints")],
-        scorers=[s.lower() for s in _list(scorers, "scorers")],
+        scorers=_list(scorers, "scorers"),
         res=parse_res(res) if res.lower() != "native" else None,
         frames=frames,
         repeats=repeats,

@@ -100,7 +100,7 @@ def convert(
       ovdoc convert mobilenet.keras --out ir --scale tf
       ovdoc convert model.keras --out ir --precision INT8 --calib normal/
     """
-    from ovdoc.host.convert import convert_source
+    from ovdoc.host.convert import Int8Options, convert_source
 
     spec: dict = {"color": color, "resize": resize}
     preset_mean, preset_std = SCALE_PRESETS[scale]  # listed in RGB order
@@ -113,8 +113,7 @@ def convert(
     size = _size(size_text)
     if size:
         spec["height"], spec["width"] = size
-    int8 = {"calib": calib, "eval_normal": eval_normal, "eval_anomalous": eval_anomalous,
-            "max_auc_drop": max_auc_drop}
+    int8 = Int8Options(calib, eval_normal, eval_anomalous, max_auc_drop) if calib else None
     report = convert_source(
         src, out_dir, weights=weights, precisions=precisions, name=name, probe=probe,
         keep_frozen=keep_frozen, spec=spec, int8=int8, tflite_fix=not no_tflite_fix,

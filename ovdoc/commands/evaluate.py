@@ -12,6 +12,7 @@ EPILOG = """\b
 Examples:
   ovdoc eval my.doc/bundle --normal test/good --anomalous test/bad --roc roc.png --grid worst.png
   ovdoc eval sneaker.doc/bundle --normal fashion-mnist-test:sneaker --anomalous fashion-mnist-test:ankle_boot
+  ovdoc eval tiles.bundle --normal held-out/ --anomalous MT_Crack/Imgs --masks auto --grid maps.png
 
 \b
 --normal/--anomalous: a folder (recursive), an image, a .npz (x[, y]) or a data spec such as
@@ -31,33 +32,74 @@ fashion-mnist-test:CLASS[,CLASS] or fashion-mnist-test:-sneaker (every other cla
     "--grid",
     "grid_path",
     type=click.Path(dir_okay=False),
-    help="Write a PNG of the most (top row) and least (bottom row) anomalous anomalies.",
+    help="Write a PNG of the most (top row) and least (bottom row) anomalous anomalies; patch mode: with "
+    "heatmaps, mask contours and a third row of the most anomalous normal images.",
+)
+@click.option(
+    "--masks",
+    "masks",
+    metavar="auto|DIR",
+    help="Ground-truth masks for pixel AUROC and PRO (patch-mode bundles): auto = X.png (or X_mask.png) "
+    "beside each image X.jpg; DIR = a folder of masks with the images' file stems. A normal image without "
+    "a mask counts as all normal; mask files found beside images are not scored as images.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
-def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, as_json) -> int:
+def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, as_json) -> int:
     """AUC, TPR/FPR at the bundle's threshold and TPR at 1% FPR on labelled images.
 
     A bundle's threshold was calibrated on its training images (leave-one-out); this measures what it
-    does on images it has never seen.
+    does on images it has never seen. With --masks (patch-mode bundles) also pixel AUROC and PRO
+    (per-region overlap, integrated up to 30% pixel FPR; maps and masks at <= 256 px).
     """
     from ovdoc.atomic import atomic_path
+    from ovdoc.errors import OvdocError
+    from ovdoc.runtime.bundle import load_manifest
     from ovdoc.runtime.datasets import load_unlabelled
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.evaluation import evaluate_detector, image_grid, plot_roc
 
-    normal_data = load_unlabelled(normal)
-    anomalous_data = load_unlabelled(anomalous)
+    mode = str(load_manifest(bundle)[0].get("mode", "global")) if masks else None
+    if masks and mode != "patch":
+        raise OvdocError(
+            f"--masks needs a patch-mode bundle (anomaly maps; `ovdoc fit --mode patch`): {bundle} is {mode}"
+        )
+    normal_masks = anomalous_masks = None
+    if masks:
+        from ovdoc.runtime.evaluation import image_paths, masks_for
+
+        normal_paths, anomalous_paths = image_paths(normal), image_paths(anomalous)
+        normal_data, anomalous_data = load_unlabelled(normal_paths), load_unlabelled(anomalous_paths)
+        normal_masks = masks_for(normal_paths, list(normal_data.images), masks, anomalous=False)
+        anomalous_masks = masks_for(anomalous_paths, list(anomalous_data.images), masks, anomalous=True)
+    else:
+        normal_data = load_unlabelled(normal)
+        anomalous_data = load_unlabelled(anomalous)
     detector = Detector.load(bundle, device=device)
+    mode = detector.mode_
     click.echo(
         f"scoring {len(normal_data)} normal and {len(anomalous_data)} anomalous images on {device}", err=True
     )
-    result = evaluate_detector(detector, normal_data.images, anomalous_data.images)
-    metrics = result.metrics() | {
+    pixel_eval = None
+    if mode == "patch" and (masks or grid_path):
+        from ovdoc.runtime.evaluation import evaluate_patch_detector
+
+        pixel_eval = evaluate_patch_detector(
+            detector, list(normal_data.images), list(anomalous_data.images), normal_masks, anomalous_masks
+        )
+        result = pixel_eval.result
+        metrics = pixel_eval.metrics()
+    else:
+        result = evaluate_detector(detector, normal_data.images, anomalous_data.images)
+        metrics = result.metrics()
+    metrics |= {
         "bundle": str(bundle),
+        "mode": mode,
         "normal": normal,
         "anomalous": anomalous,
         "device": device,
     }
+    if masks:
+        metrics["masks"] = masks
     if roc_path:
         with atomic_path(roc_path) as tmp:
             plot_roc(result, tmp.with_suffix(".png"), title=Path(bundle).name)
@@ -65,7 +107,14 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, as_json) ->
         metrics["roc"] = roc_path
     if grid_path:
         with atomic_path(grid_path) as tmp:
-            image_grid(list(anomalous_data.images), result.anomalous_scores, tmp.with_suffix(".png"))
+            if pixel_eval is not None:
+                from ovdoc.runtime.evaluation import heat_range, heatmap_grid
+
+                lo, hi = heat_range(pixel_eval, getattr(detector, "map_threshold_", None))
+                heatmap_grid(pixel_eval, list(normal_data.images), list(anomalous_data.images),
+                             tmp.with_suffix(".png"), lo=lo, hi=hi)
+            else:
+                image_grid(list(anomalous_data.images), result.anomalous_scores, tmp.with_suffix(".png"))
             tmp.with_suffix(".png").replace(tmp)
         metrics["grid"] = grid_path
     if as_json:
@@ -77,4 +126,13 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, as_json) ->
         f"FPR {metrics['fpr_at_threshold']:.3f}   TPR@FPR=1% {metrics['tpr_at_fpr_1pct']:.3f}",
         file=out,
     )
+    pixel = metrics.get("pixel")
+    if pixel:
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        print(
+            f"pixel AUROC {fmt(pixel['pixel_auroc'])}   PRO {fmt(pixel['pro'])} "
+            f"(FPR <= {pixel['pro_fpr_limit']}, {pixel['n_regions']} defect regions, maps at "
+            f"<= {pixel['max_side']} px)   hottest point in the mask: {fmt(pixel['hottest_in_mask'])}",
+            file=out,
+        )
     return 0

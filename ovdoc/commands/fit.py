@@ -7,16 +7,20 @@ import time
 
 import click
 
+from ovdoc.commands.options import metric_option
+from ovdoc.errors import OvdocError
+
 
 @click.command()
-@click.argument("model", type=click.Path())
+@click.argument("model", type=click.Path(), required=False)  # omitted or `imagenet`: the shipped backbone
 @click.option(
     "--normal",
     "normal",
     multiple=True,
     required=True,
     metavar="PATH",
-    help="Normal images: a folder (recursive), a glob ('good/*.png') or a video file. Repeatable.",
+    help="Normal images: a folder (recursive), a glob ('good/*.png'), a video file, a .npz (x) or a data "
+    "spec such as fashion-mnist:sneaker. Repeatable.",
 )
 @click.option("--out", "out", required=True, type=click.Path(), help="Bundle folder to write (atomically).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device for feature extraction.")
@@ -50,20 +54,44 @@ import click
     show_default=True,
     help="knn: FAISS distance (fast). lof: the original app's LocalOutlierFactor (baseline).",
 )
-@click.option(
-    "--metric",
-    type=click.Choice(["euclidean", "cosine"]),
-    default="euclidean",
-    show_default=True,
-    help="kNN distance: euclidean on raw features, or cosine (features L2-normalised first; use it for "
+@metric_option(
+    "euclidean",
+    "kNN distance: euclidean on raw features, or cosine (features L2-normalised first; use it for "
     "models trained with `ovdoc train`, which default to it).",
 )
 @click.option(
     "--batch", type=click.IntRange(1, 256), default=8, show_default=True, help="Images per inference."
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["global", "patch"]),
+    default="global",
+    show_default=True,
+    help="global: one feature vector per image (kNN). patch: a score per image region and an anomaly map "
+    "(PatchCore-style memory bank of normal patches); better for small surface defects.",
+)
+@click.option("--size", default=None, metavar="WxH",
+              help="Model input size, e.g. 256x192. Default: the model's (global); patch mode: ~57k pixels "
+              "at the normal images' median aspect ratio, multiples of 32.")
+@click.option("--resize", type=click.Choice(["stretch", "center_crop"]), default=None,
+              help="stretch scores the whole frame; center_crop the largest centred crop. Default: the "
+              "model's (global), stretch (patch).")
+@click.option("--coreset", default="4096", show_default=True, metavar="N|FRACTION",
+              help="patch: memory-bank size in patches (greedy k-center), or a fraction of the candidates.")
+@click.option("--layers", default=None, metavar="A,B",
+              help="patch: backbone layers to tap, by Keras name (default block_6_expand_relu,"
+              "block_13_expand_relu).")
+@click.option("--dim", type=click.IntRange(1, 4096), default=None, help="patch: projected feature size.")
+@click.option("--neighbourhood", type=click.IntRange(1, 15), default=None,
+              help="patch: AvgPool kernel around each patch (odd).")
+@click.option("--aggregate", type=click.Choice(["max", "topk", "smooth_max"]), default=None,
+              help="patch: image score from the map (topk = mean of the --topk hottest patches).")
+@click.option("--topk", type=click.IntRange(1, 100000), default=None, help="patch: patches averaged by topk.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="patch: projection, coreset start and calibration split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def fit(
-    model: str,
+    model: str | None,
     normal: tuple[str, ...],
     out: str,
     device: str,
@@ -73,9 +101,23 @@ def fit(
     scorer: str,
     metric: str,
     batch: int,
+    mode: str,
+    size: str | None,
+    resize: str | None,
+    coreset: str,
+    layers: str | None,
+    dim: int | None,
+    neighbourhood: int | None,
+    aggregate: str | None,
+    topk: int | None,
+    seed: int,
     as_json: bool,
 ) -> None:
     """Build a detector bundle from MODEL (an IR .xml or an `ovdoc convert` folder) and normal images.
+
+    \b
+    MODEL omitted (or `imagenet`): the ImageNet MobileNetV2 backbone shipped inside ovdoc (224x224,
+    1280-d features) — no TensorFlow and no training needed to start.
 
     \b
     The bundle folder holds the IR, the FAISS index of the normal images' features and manifest.json
@@ -86,22 +128,22 @@ def fit(
     Example:
       ovdoc fit ir/FP32 --normal data/good --out good.bundle --fpr 0.01
     """
-    from ovdoc.runtime.bundle import fit_bundle
+    from ovdoc.irmodels import resolve_model
+    from ovdoc.runtime.bundle import FitConfig, fit_bundle, parse_size
+    from ovdoc.runtime.patch import PatchConfig, parse_coreset
 
-    t0 = time.perf_counter()
-    manifest = fit_bundle(
-        model,
-        list(normal),
-        out,
-        device=device,
-        index=index,
-        k=k,
-        fpr=fpr,
-        scorer=scorer,
-        metric=metric,
-        batch=batch,
-        progress=True,
+    patch_opts = {"layers": tuple(v.strip() for v in layers.split(",") if v.strip()) if layers else None,
+                  "dim": dim, "neighbourhood": neighbourhood, "aggregate": aggregate, "topk": topk}
+    if mode != "patch" and any(v is not None for v in patch_opts.values()):
+        raise OvdocError("--layers, --dim, --neighbourhood, --aggregate and --topk need --mode patch")
+    config = FitConfig(
+        mode=mode, k=k, index=index, fpr=fpr, scorer=scorer, metric=metric, batch=batch, device=device,
+        size=parse_size(size) if size else None, resize=resize,
+        patch=PatchConfig(coreset=parse_coreset(coreset), seed=seed,
+                          **{key: v for key, v in patch_opts.items() if v is not None}),
     )
+    t0 = time.perf_counter()
+    manifest = fit_bundle(resolve_model(model), list(normal), out, config, progress=True)
     wall = time.perf_counter() - t0
     s, t, b = manifest["scorer"], manifest["threshold"], manifest["built_with"]
     result = {
@@ -121,9 +163,22 @@ def fit(
         "weight_precision": manifest["model"]["weight_precision"],
         "wall_s": round(wall, 2),
     }
+    if manifest.get("mode") == "patch":
+        p = manifest["patch"]
+        result["mode"] = "patch"
+        result["patch"] = {"size": [manifest["preprocess"]["width"], manifest["preprocess"]["height"]],
+                           "resize": manifest["preprocess"]["resize"], "grid": p["grid"], "dim": p["dim"],
+                           "layers": p["layers"], "coreset": p["coreset"]["size"],
+                           "aggregate": p["aggregate"], "bank_mb": round(p["bank_bytes"] / 1e6, 2)}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
+    if manifest.get("mode") == "patch":
+        p = result["patch"]
+        click.echo(f"patch mode: {p['size'][0]}x{p['size'][1]} ({p['resize']}) -> "
+                   f"{p['grid'][0]}x{p['grid'][1]} "
+                   f"patches of {p['dim']}-d from {', '.join(p['layers'])}; bank {p['coreset']} patches "
+                   f"({p['bank_mb']} MB, greedy k-center); score = {p['aggregate']}")
     where = f" ({s['index']} index, {s['metric']})" if s["kind"] == "knn" else ""
     click.echo(f"bundle {out}: {result['n_images']} normal images, {s['kind']}{where}, k={s['k']}")
     click.echo(

@@ -108,8 +108,9 @@ def run(
     """Score a live source with BUNDLE (made by `ovdoc fit`); with no arguments, run the built-in demo.
 
     \b
-    Window keys: q quit, p save the frame as PNG, s start/stop scoring.
-    The score is green below the threshold and red above it.
+    Window keys: q quit, p save the frame as PNG (and its heatmap, patch bundles), s start/stop scoring.
+    The score is green below the threshold and red above it; a patch bundle also overlays its anomaly
+    map (red = at the map threshold) and boxes the hottest region, and --events adds box and peak.
     Compiled models are cached in ~/.cache/ovdoc/ov-cache (OVDOC_CACHE_DIR overrides), so the second
     start on a board is fast.
     \b

@@ -6,7 +6,9 @@ import json
 
 import click
 
+from ovdoc.commands.options import metric_option
 from ovdoc.errors import OvdocError
+from ovdoc.host import require_tensorflow
 
 EPILOG = """\b
 Examples:
@@ -90,12 +92,8 @@ Weights (--weights):
 @click.option(
     "--fpr", default=0.01, show_default=True, type=float, help="Threshold: this false-positive rate."
 )
-@click.option(
-    "--metric",
-    type=click.Choice(["euclidean", "cosine"]),
-    default="cosine",
-    show_default=True,
-    help="kNN distance of the bundle: cosine (features L2-normalised first) or euclidean on raw features.",
+@metric_option(
+    "cosine", "kNN distance of the bundle: cosine (features L2-normalised) or euclidean on raw features."
 )
 @click.option(
     "--ema",
@@ -135,7 +133,6 @@ def train(
     batch (compactness, l_C). Layers before --freeze-until are frozen and cached, so a CPU trains in
     minutes. The result is converted to a verified OpenVINO IR and fitted on the target images.
     """
-    from ovdoc.errors import require_tensorflow
     from ovdoc.host.train.doc import TrainConfig
     from ovdoc.host.train.pipeline import train_to_bundle
 

@@ -13,19 +13,23 @@ import numpy as np
 
 from ovdoc.errors import OvdocError
 from ovdoc.host import require_tensorflow
-from ovdoc.runtime.bench.baselines import _loop, fit_lof
+from ovdoc.runtime.bench.baselines import Clip, _loop, fit_lof
 from ovdoc.runtime.preprocess import PreprocessSpec
 
 
 def original_app_loop(
     keras_src: tuple[str, str | None],
     spec: PreprocessSpec,
-    source,
-    res,
-    frames: int,
-    normal_images: list[np.ndarray],
+    clip: Clip,
+    normal_images: list[np.ndarray] | None,
+    *,
+    reference: np.ndarray | None = None,
 ) -> dict:
-    """The original Keras loop; raises OvdocError (the skip reason) without TensorFlow or the model."""
+    """The original Keras loop; raises OvdocError (the skip reason) without TensorFlow or the model.
+
+    The LOF is fitted on Keras features of `normal_images`, or on `reference` vectors when given (the
+    same weights' features from OpenVINO: benchmarks/speed.py indexes 6,000 of them once for all loops).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of the report
     require_tensorflow("the original-app baseline (Keras predict per frame)")
     path, weights = keras_src
@@ -39,13 +43,16 @@ def original_app_loop(
         x = spec.to_float(spec.prepare(image)[None])
         return np.asarray(keras_model.predict(x, verbose=0), np.float32).reshape(-1)
 
-    chunks = [spec.prepare_batch(normal_images[i : i + 32]) for i in range(0, len(normal_images), 32)]
-    ref = np.concatenate(
-        [
-            np.asarray(keras_model.predict(spec.to_float(c), verbose=0), np.float32).reshape(len(c), -1)
-            for c in chunks
-        ]
-    )
-    lof = fit_lof(ref)
-    features_of(normal_images[0])  # warm-up: the first predict builds the graph
-    return _loop(source, res, frames, features_of, lof)
+    if reference is None:
+        if not normal_images:
+            raise OvdocError("the original-app baseline needs normal images or reference vectors for its LOF")
+        chunks = [spec.prepare_batch(normal_images[i : i + 32]) for i in range(0, len(normal_images), 32)]
+        reference = np.concatenate(
+            [
+                np.asarray(keras_model.predict(spec.to_float(c), verbose=0), np.float32).reshape(len(c), -1)
+                for c in chunks
+            ]
+        )
+    lof = fit_lof(reference)
+    features_of(np.zeros((spec.height, spec.width, 3), np.uint8))  # warm-up: the first predict builds it
+    return _loop(clip, features_of, lof)

@@ -25,7 +25,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,7 +33,9 @@ import numpy as np
 import openvino as ov
 
 from ovdoc.errors import OvdocError, VerificationError
-from ovdoc.runtime.ir import RT_PREPROCESS, RT_SOURCE, annotate, compile_ir, name_ports, read_ir, save_ir
+from ovdoc.log import get_logger
+from ovdoc.runtime.arrays import cosine_rows, spread
+from ovdoc.runtime.ir import RT_PREPROCESS, RT_SOURCE, annotate, name_ports, read_ir, save_ir
 from ovdoc.runtime.preprocess import PreprocessSpec
 
 MAX_CALIB = 300  # NNCF's default subset; more costs time and changes little
@@ -50,6 +51,7 @@ MIN_MEDIAN_COSINE = 0.98
 MIN_MIN_COSINE = 0.90
 
 ImageSources = str | Path | Iterable[str | Path] | np.ndarray
+log = get_logger(__name__)
 
 
 def quantize_int8(
@@ -67,7 +69,8 @@ def quantize_int8(
 ) -> dict:
     """Quantize an ovdoc FP32 IR to INT8 and write it to `out_xml` only if it keeps accuracy.
 
-    calib_sources: normal images (folder, glob, video, list of paths, or NHWC/list of BGR uint8 arrays);
+    calib_sources: normal images (any source `ovdoc.runtime.datasets` reads: folders, globs, videos, .npz,
+    data-set specs, lists of them, or NHWC/list of BGR uint8 arrays);
     used for calibration statistics and as the kNN index of the validation metric.
     eval_normal / eval_anomalous: labelled evaluation images; both or neither.
     accuracy_control: with evaluation images, fall back to NNCF's accuracy-controlled quantization when
@@ -164,7 +167,7 @@ def quantize_int8(
 
     eval_fp32 = fp32_feats[-(len(ev_n) + (len(ev_a) if verified else 0)) :]
     eval_int8 = int8_feats[-len(eval_fp32) :]
-    cos = _cosine(eval_fp32, eval_int8)
+    cos = cosine_rows(eval_fp32, eval_int8)
     report: dict = {
         "source": str(xml),
         "int8_xml": str(out_xml),
@@ -213,10 +216,10 @@ def quantize_int8(
                 f">= {MIN_MEDIAN_COSINE}/{MIN_MIN_COSINE}); nothing written: give labelled "
                 "--eval-normal/--eval-anomalous images to quantize with accuracy control"
             )
-    _save_atomic(quantized, out_xml)
+    save_ir(quantized, out_xml, compress_to_fp16=False)  # atomic: no half-written IR is ever visible
     report["seconds"] = round(time.perf_counter() - started, 1)
     if not verified and progress:
-        print(f"warning: {report['warning']}", file=sys.stderr)
+        log.warning(f"warning: {report['warning']}")
     return report
 
 
@@ -228,18 +231,15 @@ def _prepared(sources: ImageSources, spec: PreprocessSpec, what: str, limit: int
     elif isinstance(sources, list) and sources and isinstance(sources[0], np.ndarray):
         images = sources
     else:
-        from ovdoc.runtime.images import load_images
+        from ovdoc.runtime.datasets import load_unlabelled
 
         try:
-            images = load_images(sources)
+            images = load_unlabelled(sources).images
         except OvdocError as exc:
             raise OvdocError(f"{what} images: {exc}") from exc
-    if not images:
+    if not len(images):
         raise OvdocError(f"no {what} images")
-    if len(images) > limit:
-        pick = np.linspace(0, len(images) - 1, limit).round().astype(int)
-        images = [images[i] for i in pick]
-    return spec.prepare_batch(images)
+    return spec.prepare_batch(spread(images, limit))
 
 
 def _stack_sets(*sets: np.ndarray | None) -> np.ndarray:
@@ -256,17 +256,10 @@ def _features(
     model: ov.Model, spec: PreprocessSpec, device: str, core: ov.Core, images: np.ndarray, batch: int = 16
 ) -> np.ndarray:
     """Features through the runtime's own path: uint8 BGR in, PrePostProcessor, f32 inference hint."""
-    compiled = compile_ir(model, spec, device=device, batch=batch, hint="throughput", core=core)
-    request = compiled.create_infer_request()
-    out = []
-    for start in range(0, len(images), batch):
-        part = images[start : start + batch]
-        n = len(part)
-        if n < batch:
-            part = np.concatenate([part, np.zeros((batch - n, *part.shape[1:]), np.uint8)])
-        res = request.infer({0: np.ascontiguousarray(part)})[0]
-        out.append(np.array(res.reshape(batch, -1)[:n], np.float32))
-    return np.concatenate(out)
+    from ovdoc.runtime.features import FeatureExtractor
+
+    extractor = FeatureExtractor(model, spec, device=device, batch=batch, hint="throughput", core=core)
+    return extractor.extract_prepared(images)
 
 
 def knn_auc(index: np.ndarray, normal: np.ndarray, anomalous: np.ndarray, k: int = KNN_K) -> float:
@@ -328,11 +321,6 @@ def _make_validation_fn(k: int):
     return validate
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return (a * b).sum(axis=1) / np.maximum(den, 1e-12)
-
-
 # --- model -----------------------------------------------------------------------------------------
 def _is_quantized(model: ov.Model) -> bool:
     return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
@@ -370,20 +358,6 @@ def _keep_conventions(quantized: ov.Model, original: ov.Model, spec: PreprocessS
     if not quantized.has_rt_info(RT_PREPROCESS):
         raise OvdocError("internal: the INT8 model lost its preprocessing record")
     return quantized
-
-
-def _save_atomic(model: ov.Model, out_xml: Path) -> None:
-    """Write .bin then .xml by rename from a temp folder beside them: no half-written IR is ever visible."""
-    out_xml.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_xml.stem}.", suffix=".tmp", dir=out_xml.parent))
-    try:
-        save_ir(model, tmp / out_xml.name, compress_to_fp16=False)
-        os.replace(tmp / out_xml.with_suffix(".bin").name, out_xml.with_suffix(".bin"))
-        os.replace(tmp / out_xml.name, out_xml)
-    finally:
-        for leftover in tmp.iterdir():
-            leftover.unlink()
-        tmp.rmdir()
 
 
 @contextlib.contextmanager

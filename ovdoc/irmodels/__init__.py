@@ -22,3 +22,35 @@ def demo_bundle() -> Path:
 
 def demo_stream() -> Path:
     return demo_dir() / "stream.avi"
+
+
+IMAGENET_NAMES = ("imagenet", "imagenet-mobilenetv2", "mobilenetv2-imagenet")
+
+
+def imagenet_dir() -> Path:
+    """The shipped ImageNet MobileNetV2 (torchvision weights, BSD-3-Clause): model.xml/.bin, imagenet.json."""
+    return ROOT / "imagenet"
+
+
+def imagenet_backbone() -> Path:
+    """model.xml of the shipped backbone: global-average-pooled 1280-d features, 224x224 by default.
+
+    It lets `ovdoc fit --normal good/` work with no TensorFlow and no training; its ReLU/Add nodes keep
+    their Keras layer names (block_6_expand_relu, block_12_add, out_relu, ...) for patch mode.
+    """
+    from ovdoc.errors import OvdocError
+
+    xml = imagenet_dir() / "model.xml"
+    if not xml.is_file() or not xml.with_suffix(".bin").is_file():
+        raise OvdocError(f"the shipped ImageNet backbone is missing from {xml.parent}: reinstall ovdoc")
+    return xml
+
+
+def resolve_model(text: str | Path | None) -> Path:
+    """What `ovdoc fit [MODEL]` means: omitted or `imagenet` = the shipped backbone, else a path as given.
+
+    A file or folder that really is called `imagenet` wins over the shipped backbone.
+    """
+    if text is None or (str(text).strip().lower() in IMAGENET_NAMES and not Path(text).exists()):
+        return imagenet_backbone()
+    return Path(text)

@@ -11,6 +11,7 @@ a different model or a hand-edited threshold would silently give wrong answers o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -27,9 +28,17 @@ from ovdoc.atomic import atomic_dir
 from ovdoc.errors import OvdocError
 from ovdoc.runtime.calibration import threshold_at_fpr
 from ovdoc.runtime.ir import RT_PREPROCESS, annotate, read_ir, save_ir
+from ovdoc.runtime.patch import PatchConfig
+from ovdoc.runtime.preprocess import RESIZE_MODES, PreprocessSpec
 
 FORMAT = "ovdoc-bundle"
-FORMAT_VERSION = 1
+# 2: "mode" (global | patch) and the patch section; version-1 bundles (global, from before) still load
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MODES = ("global", "patch")
+# default patch-mode input area (pixels): about 256x224, chosen on the magnetic-tile validation split
+PATCH_AREA = 256 * 224
+MAP_SIGMA_CELLS = 0.5  # Gaussian smoothing of anomaly maps, in patch-grid cells (4 px at stride 8)
 MANIFEST = "manifest.json"
 SELF_HASH_KEY = "manifest_sha256"
 
@@ -83,86 +92,258 @@ def write_model(model: ov.Model, spec, source_xml: Path, folder: Path) -> None:
         save_ir(annotate(model.clone(), spec), folder / "model.xml", compress_to_fp16=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Everything `ovdoc fit` decides, in one typed record (global kNN or patch mode).
+
+    size is (width, height) of the model input; None = the model's own size (global mode) or, in patch
+    mode, one chosen from the normal images' median aspect ratio (`default_patch_size`). resize None =
+    the model's recorded mode (global) or "stretch" (patch: the whole frame is scored).
+    """
+
+    mode: str = "global"
+    k: int = 5
+    index: str = "auto"
+    fpr: float = 0.01
+    scorer: str = "knn"
+    metric: str = "euclidean"
+    batch: int = 8
+    device: str = "CPU"
+    size: tuple[int, int] | None = None
+    resize: str | None = None
+    patch: PatchConfig = dataclasses.field(default_factory=PatchConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise OvdocError(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if not 0.0 < self.fpr < 1.0:
+            raise OvdocError(f"--fpr must be between 0 and 1 (exclusive), got {self.fpr}")
+        if self.batch < 1:
+            raise OvdocError(f"batch must be at least 1, got {self.batch}")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 32):
+            raise OvdocError(f"--size must be WxH with both at least 32, got {self.size}")
+        if self.resize is not None and self.resize not in RESIZE_MODES:
+            raise OvdocError(f"unknown resize mode {self.resize!r}: use {', '.join(RESIZE_MODES)}")
+        if self.mode == "patch" and self.scorer != "knn":
+            raise OvdocError("patch mode scores patches by nearest-neighbour distance: --scorer lof is global")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`--size 256x224` (width x height) or `--size 224` (square)."""
+    parts = str(text).lower().replace(" ", "").split("x")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise OvdocError(f"--size: expected WxH (e.g. 256x192) or one number, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 32:
+        raise OvdocError(f"--size: expected WxH with both at least 32, got {text!r}")
+    return values[0], values[1]
+
+
+def default_patch_size(aspects: list[float], area: int = PATCH_AREA) -> tuple[int, int]:
+    """(width, height), multiples of 32, of about `area` pixels at the images' median width/height ratio."""
+    aspect = float(np.median(aspects)) if aspects else 1.0
+    aspect = min(max(aspect, 0.25), 4.0)
+    height = max(32, int(round(np.sqrt(area / aspect) / 32.0)) * 32)
+    width = max(32, int(round(height * aspect / 32.0)) * 32)
+    return width, height
+
+
 def fit_bundle(
     model_path: str | Path,
     normal_sources: str | Path | Iterable[str | Path],
     out_dir: str | Path,
+    config: FitConfig | None = None,
     *,
-    device: str = "CPU",
-    index: str = "auto",
-    k: int = 5,
-    fpr: float = 0.01,
-    scorer: str = "knn",
-    metric: str = "euclidean",
-    batch: int = 8,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    **overrides,
 ) -> dict:
-    """Extract features of the normal images, index them, calibrate the threshold, write the bundle."""
-    from ovdoc.runtime.images import count_hint, expand_sources, iter_images
+    """Extract features of the normal images, index them, calibrate the threshold, write the bundle.
 
-    items = [normal_sources] if isinstance(normal_sources, (str, Path)) else list(normal_sources)
-    sources = expand_sources(items)  # clear errors before any compile
-    names = [str(p) for p in items]
-    return fit_bundle_images(model_path, iter_images(sources), out_dir, device=device, index=index, k=k,
-                             fpr=fpr, scorer=scorer, metric=metric, batch=batch, progress=progress,
-                             cache_dir=cache_dir, total=count_hint(sources), sources=names)
+    `config` says what to build; keyword `overrides` (FitConfig field names: k=, metric=, mode=, ...)
+    replace single fields of it, for short calls such as `fit_bundle(ir, good, out, metric="cosine")`.
+    """
+    from ovdoc.runtime.datasets import open_unlabelled
+
+    config = _configure(config, overrides)
+    # folders, globs, videos, .npz and data-set specs (the one input grammar); clear errors before any compile
+    stream = open_unlabelled(normal_sources)
+    return fit_bundle_images(model_path, stream.images, out_dir, config, progress=progress,
+                             cache_dir=cache_dir, total=stream.total, sources=stream.names)
+
+
+def _configure(config: FitConfig | None, overrides: dict) -> FitConfig:
+    config = config or FitConfig()
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(FitConfig)}
+    if unknown:
+        raise TypeError(f"unknown fit option(s) {', '.join(sorted(unknown))}: see FitConfig")
+    return dataclasses.replace(config, **overrides) if overrides else config
 
 
 def fit_bundle_images(
     model_path: str | Path,
     images: Iterable[np.ndarray],
     out_dir: str | Path,
+    config: FitConfig | None = None,
     *,
-    device: str = "CPU",
-    index: str = "auto",
-    k: int = 5,
-    fpr: float = 0.01,
-    scorer: str = "knn",
-    metric: str = "euclidean",
-    batch: int = 8,
     progress: bool = True,
     cache_dir: str | Path | None = None,
     total: int | None = None,
     sources: list[str] | None = None,
+    **overrides,
 ) -> dict:
     """`fit_bundle` for images already in memory (BGR uint8, any size): data sets, benchmarks."""
-    from ovdoc.runtime.features import FeatureExtractor, default_cache_dir
-    from ovdoc.runtime.scoring import make_scorer
+    from ovdoc.runtime.features import default_cache_dir
 
-    scorer_obj = make_scorer(scorer, k=k, index=index, metric=metric)
-    if not 0.0 < fpr < 1.0:
-        raise OvdocError(f"--fpr must be between 0 and 1 (exclusive), got {fpr}")
+    config = _configure(config, overrides)
     core = ov.Core()
     model, spec, xml = read_ir(model_path, core)
-    extractor = FeatureExtractor(model, spec, device=device, batch=batch, core=core,
-                                 cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
+    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+    if config.mode == "patch":
+        return _fit_patch(model, spec, xml, images, out_dir, config, core=core, progress=progress,
+                          cache_dir=cache_dir, total=total, sources=sources)
+    return _fit_global(model, spec, xml, images, out_dir, config, core=core, progress=progress,
+                       cache_dir=cache_dir, total=total, sources=sources)
+
+
+def _sized(spec: PreprocessSpec, config: FitConfig, default_resize: str) -> PreprocessSpec:
+    resize = config.resize or default_resize
+    if config.size is None:
+        return dataclasses.replace(spec, resize=resize)
+    return dataclasses.replace(spec, width=config.size[0], height=config.size[1], resize=resize)
+
+
+def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, cache_dir, total,
+                sources) -> dict:
+    from ovdoc.runtime.features import FeatureExtractor
+    from ovdoc.runtime.scoring import make_scorer
+
+    scorer_obj = make_scorer(config.scorer, k=config.k, index=config.index, metric=config.metric)
+    spec = _sized(spec, config, spec.resize)
+    extractor = FeatureExtractor(model, spec, device=config.device, batch=config.batch, core=core,
+                                 cache_dir=cache_dir)
     feats = extractor.extract(images, progress=progress, total=total, desc="normal features")
     if len(feats) == 0:
         raise OvdocError("no images could be read from the normal sources")
     scorer_obj.fit(feats)
-    method = "leave-one-out" if scorer == "knn" else "leave-one-out (LOF of each training point)"
-    threshold = threshold_at_fpr(scorer_obj.loo_scores(), fpr, method=method)
-    manifest = {
+    method = "leave-one-out" if config.scorer == "knn" else "leave-one-out (LOF of each training point)"
+    threshold = threshold_at_fpr(scorer_obj.loo_scores(), config.fpr, method=method)
+    manifest = _manifest_head(model, spec, xml, "global", sources) | {
+        "feature_dim": int(feats.shape[1]),
+        "n_images": int(len(feats)),
+        "scorer": scorer_obj.describe(),
+        "k": config.k,
+        "threshold": threshold,
+        "built_with": _built_with(core, extractor, config.batch),
+    }
+    # an IR whose size was changed is saved with its new preprocessing; else copied byte for byte
+    resized = config.size is not None or config.resize is not None
+    return _write_bundle(out_dir, manifest, scorer_obj, model, spec, xml, copy=not resized)
+
+
+def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, cache_dir, total,
+               sources) -> dict:
+    """Patch mode: patch-feature IR, greedy coreset bank from most normals, threshold on held-out normals."""
+    import time
+
+    from ovdoc.runtime.features import FeatureExtractor
+    from ovdoc.runtime.patch import PatchScorer, build_patch_model, coreset_size, greedy_coreset
+
+    pc = config.patch
+    images = list(images)
+    if len(images) < 2:
+        raise OvdocError(f"patch mode needs at least 2 normal images (bank + calibration), got {len(images)}")
+    size = config.size or default_patch_size([im.shape[1] / im.shape[0] for im in images])
+    spec = _sized(dataclasses.replace(spec, width=size[0], height=size[1]), config, "stretch")
+    patch_model, record = build_patch_model(model, spec.height, spec.width, pc)
+    annotate(patch_model, spec, {"patch_of": Path(xml).name})
+    extractor = FeatureExtractor(patch_model, spec, device=config.device, batch=config.batch, core=core,
+                                 cache_dir=cache_dir)
+    feats = extractor.extract(images, progress=progress, total=len(images), desc="normal patches")
+    h, w = record["grid"]
+    dim = record["dim"]
+    feats = feats.reshape(len(feats), h * w, dim)
+    # calibration images are held out of the bank: no image is scored against its own patches
+    rng = np.random.default_rng(pc.seed)
+    order = rng.permutation(len(feats))
+    n_cal = min(len(feats) - 1, max(1, int(round(pc.calib_fraction * len(feats)))))
+    cal, bank_imgs = order[:n_cal], np.sort(order[n_cal:])
+    candidates = feats[bank_imgs].reshape(-1, dim)
+    n_all = len(candidates)
+    if n_all > pc.max_candidates:
+        candidates = candidates[np.sort(rng.choice(n_all, pc.max_candidates, replace=False))]
+    m = coreset_size(pc, len(candidates))
+    t0 = time.perf_counter()
+    picks = greedy_coreset(candidates, m, projection_dim=pc.projection_dim, seed=pc.seed)
+    coreset_s = time.perf_counter() - t0
+    scorer = PatchScorer((h, w), dim, aggregate=pc.aggregate, topk=pc.topk, normalise=pc.normalise)
+    scorer.fit(candidates[picks])
+    method = f"held-out split: {n_cal} normal images kept out of the bank (seed {pc.seed})"
+    if pc.normalise != "none" and n_cal >= 2:
+        # half of the held-out images give the per-position statistics, the other half the threshold
+        stats, cal = cal[: n_cal // 2], cal[n_cal // 2 :]
+        scorer.fit_position(scorer.raw_maps(feats[stats]))
+        method += f"; {len(stats)} of them set the per-position normalisation, {len(cal)} the threshold"
+    elif pc.normalise != "none":
+        scorer.normalise = "none"
+    cal_maps = scorer.patch_maps(feats[cal])
+    threshold = threshold_at_fpr(scorer.image_scores(cal_maps), config.fpr, method=method)
+    from ovdoc.runtime.patch import gaussian_smooth
+
+    smoothed_max = gaussian_smooth(cal_maps, MAP_SIGMA_CELLS).reshape(len(cal_maps), -1).max(axis=1)
+    threshold["map_value"] = float(np.quantile(smoothed_max, 1.0 - config.fpr))
+    patch = record | {
+        "projection_seed": pc.seed,
+        "config": pc.to_dict(),
+        "coreset": {"method": "greedy k-center", "size": int(m), "candidates": int(len(candidates)),
+                    "patches_total": int(n_all), "bank_images": int(len(bank_imgs)),
+                    "projection_dim": pc.projection_dim, "seconds": round(coreset_s, 2)},
+        "aggregate": pc.aggregate,
+        "topk": pc.topk,
+        "map_sigma_cells": MAP_SIGMA_CELLS,
+        "bank_bytes": int(m * dim * 4),
+    }
+    manifest = _manifest_head(patch_model, spec, xml, "patch", sources) | {
+        "feature_dim": int(dim),
+        "n_images": int(len(feats)),
+        "scorer": scorer.describe(),
+        "k": 1,
+        "threshold": threshold,
+        "patch": patch,
+        "built_with": _built_with(core, extractor, config.batch),
+    }
+    return _write_bundle(out_dir, manifest, scorer, patch_model, spec, xml, copy=False)
+
+
+def _manifest_head(model, spec, xml, mode: str, sources) -> dict:
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "mode": mode,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"file": "model.xml", "weights": "model.bin", "source": str(xml),
                   "weight_precision": weight_precision(model)},
         "preprocess": spec.to_dict(),
-        "feature_dim": int(feats.shape[1]),
-        "n_images": int(len(feats)),
         "normal_sources": sources or ["(images in memory)"],
-        "scorer": scorer_obj.describe(),
-        "k": k,
-        "threshold": threshold,
-        "built_with": {"device": extractor.device, "inference_precision": extractor.inference_precision,
-                       "batch": batch, "device_full_name": _full_name(core, extractor.device)},
-        "versions": library_versions(),
     }
+
+
+def _built_with(core, extractor, batch: int) -> dict:
+    return {"device": extractor.device, "inference_precision": extractor.inference_precision,
+            "batch": batch, "device_full_name": _full_name(core, extractor.device)}
+
+
+def _write_bundle(out_dir, manifest: dict, scorer, model, spec, xml, *, copy: bool) -> dict:
+    manifest = manifest | {"versions": library_versions()}
     with atomic_dir(out_dir) as tmp:
-        write_model(model, spec, xml, tmp)
-        scorer_obj.save(tmp)
+        if copy:
+            write_model(model, spec, xml, tmp)
+        else:
+            save_ir(annotate(model.clone(), spec), tmp / "model.xml", compress_to_fp16=False)
+        scorer.save(tmp)
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
         manifest[SELF_HASH_KEY] = hashlib.sha256(_canonical(manifest)).hexdigest()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -186,10 +367,10 @@ def load_manifest(bundle: str | Path) -> tuple[dict, Path]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise OvdocError(f"{path} is not an ovdoc bundle manifest; rebuild the bundle with `ovdoc fit`")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise OvdocError(
-            f"bundle {folder} has format version {version}; this ovdoc {__version__} reads version "
-            f"{FORMAT_VERSION}: rebuild it with `ovdoc fit`"
+            f"bundle {folder} has format version {version}; this ovdoc {__version__} reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: rebuild it with `ovdoc fit`"
         )
     expected = manifest.get(SELF_HASH_KEY)
     if expected != hashlib.sha256(_canonical(manifest)).hexdigest():
@@ -207,7 +388,30 @@ def load_manifest(bundle: str | Path) -> tuple[dict, Path]:
                 f"bundle {folder}: {name} does not match its sha256 in {MANIFEST} (modified or "
                 "corrupt); rebuild the bundle with `ovdoc fit`"
             )
+    check_mode(manifest, folder)
     return manifest, folder
+
+
+def check_mode(manifest: dict, folder: Path) -> None:
+    """A patch bundle must say how its features were built; refuse a half-written or foreign one."""
+    mode = manifest.get("mode", "global")
+    if mode not in MODES:
+        raise OvdocError(f"bundle {folder} has mode {mode!r}; ovdoc {__version__} knows {', '.join(MODES)}")
+    if mode != "patch":
+        return
+    patch = manifest.get("patch")
+    try:
+        grid = [int(v) for v in patch["grid"]]
+        dim = int(patch["dim"])
+        layers = list(patch["layers"])
+        ok = len(grid) == 2 and min(grid) > 0 and dim > 0 and layers and int(manifest["feature_dim"]) == dim
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise OvdocError(
+            f"bundle {folder}: its patch section (grid, dim, layers) is missing or inconsistent; "
+            "rebuild it with `ovdoc fit --mode patch`"
+        )
 
 
 def _full_name(core: ov.Core, device: str) -> str | None:

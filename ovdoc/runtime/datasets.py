@@ -1,7 +1,8 @@
-"""Training and evaluation data from what a user types: folders, .npz files and named data sets.
+"""The one input grammar for images: what a user types for `fit`, `eval`, `train`, `bench` and `convert`.
 
-Specs (one syntax for `ovdoc train`, `ovdoc eval` and the benchmarks):
+Sources (unlabelled: `open_unlabelled` / `load_unlabelled`; labelled: `load_labelled`):
   PATH                          an image folder (recursive) / a folder with one subfolder per class
+  FILE, 'GLOB', VIDEO           image files, a glob ('good/*.png'), every frame of a video (unlabelled)
   PATH.npz                      arrays `x` (NHWC or NHW uint8, RGB) and `y` (integer labels)
   fashion-mnist:CLASS[,CLASS]   Fashion-MNIST training images of those classes (name or index)
   fashion-mnist:-CLASS[,-CLASS] every class except those (a reference set); `fashion-mnist:*` = all
@@ -14,13 +15,14 @@ present, so training works offline. No TensorFlow at import: `ovdoc eval` uses t
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ovdoc.errors import OvdocError
+from ovdoc.runtime.images import count_hint, expand_sources, iter_images, read_image, scan_folder
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -88,34 +90,16 @@ def load_fashion_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     labels = FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz"
     if images.is_file() and labels.is_file():
         return _read_idx(images), _read_idx(labels).astype(np.int64)
-    from ovdoc.errors import require_tensorflow
+    from ovdoc.runtime.host_extras import host_module
 
-    require_tensorflow("downloading Fashion-MNIST (or: apt install dataset-fashion-mnist)")
-    import keras
-
-    try:
-        (xtr, ytr), (xte, yte) = keras.datasets.fashion_mnist.load_data()
-    except Exception as exc:
-        raise OvdocError(
-            f"cannot get Fashion-MNIST (apt install dataset-fashion-mnist works offline): {exc}"
-        ) from exc
-    return (xtr, ytr.astype(np.int64)) if split == "train" else (xte, yte.astype(np.int64))
+    return host_module("downloads").fashion_mnist(split)
 
 
 def load_cifar10(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    from ovdoc.errors import require_tensorflow
+    """CIFAR-10 through keras.datasets (downloads once; host side): a board passes a .npz instead."""
+    from ovdoc.runtime.host_extras import host_module
 
-    require_tensorflow("downloading CIFAR-10")
-    import keras
-
-    try:
-        (xtr, ytr), (xte, yte) = keras.datasets.cifar10.load_data()
-    except Exception as exc:
-        raise OvdocError(
-            f"cannot download CIFAR-10 ({str(exc)[:150]}); pass a .npz with x, y instead"
-        ) from exc
-    x, y = (xtr, ytr) if split == "train" else (xte, yte)
-    return x[..., ::-1].copy(), y.reshape(-1).astype(np.int64)  # RGB -> BGR like every other image here
+    return host_module("downloads").cifar10(split)
 
 
 def _class_index(name: str, classes: tuple[str, ...], dataset: str) -> int:
@@ -163,74 +147,116 @@ def load_dataset_spec(text: str) -> Images:
 
 
 # --- files ---------------------------------------------------------------------------------------------
-def load_npz(path: Path) -> Images:
+def load_npz(path: Path, *, labelled: bool = True) -> Images:
+    """`x` (uint8 N x H x W [x 3], RGB) and `y` (labels; optional for unlabelled use) from a .npz."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "x" not in data or "y" not in data:
+            if "x" not in data or (labelled and "y" not in data):
                 raise OvdocError(f"{path} must hold arrays 'x' (images) and 'y' (labels)")
-            x, y = data["x"], data["y"].reshape(-1).astype(np.int64)
+            x = data["x"]
+            y = data["y"].reshape(-1).astype(np.int64) if "y" in data else None
             names = tuple(str(c) for c in data["classes"]) if "classes" in data else ()
     except (OSError, ValueError) as exc:
         raise OvdocError(f"cannot read {path}: {str(exc)[:150]}") from exc
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) != len(y):
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (y is not None and len(x) != len(y)):
         raise OvdocError(f"{path}: x must be uint8 N x H x W (x 3) with one label per image in y")
     if x.ndim == 4:
         x = x[..., ::-1].copy()  # stored RGB (like keras.datasets) -> BGR
+    if y is None:
+        return Images(x, None, (), str(path))
     return Images(x, y, names if len(names) else tuple(str(c) for c in np.unique(y)), str(path))
-
-
-def _read_images(files: list[Path]) -> list[np.ndarray]:
-    from ovdoc.runtime.images import read_image
-
-    return [read_image(f) for f in files]
-
-
-def _image_files(folder: Path) -> list[Path]:
-    from ovdoc.runtime.images import is_image_file
-
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
-
-
-def load_folder(path: Path) -> Images:
-    if not path.is_dir():
-        raise OvdocError(f"not found: {path}" if not path.exists() else f"{path} is not a folder")
-    files = _image_files(path)
-    if not files:
-        raise OvdocError(f"no images in folder {path}")
-    return Images(_read_images(files), None, (), str(path))
 
 
 def load_class_folders(path: Path) -> Images:
     """A folder with one subfolder of images per class (the labelled layout of most data sets)."""
     if not path.is_dir():
         raise OvdocError(f"not found: {path}" if not path.exists() else f"{path} is not a folder")
-    subdirs = sorted(d for d in path.iterdir() if d.is_dir() and _image_files(d))
+    subdirs = sorted(d for d in path.iterdir() if d.is_dir() and scan_folder(d))
     images: list[np.ndarray] = []
     labels: list[int] = []
     for index, sub in enumerate(subdirs):
-        found = _read_images(_image_files(sub))
+        found = [read_image(f) for f in scan_folder(sub)]
         images.extend(found)
         labels.extend([index] * len(found))
     return Images(images, np.asarray(labels, np.int64), tuple(d.name for d in subdirs), str(path))
 
 
-# --- what the commands call --------------------------------------------------------------------------------
-def load_unlabelled(text: str) -> Images:
-    """Target / normal / anomalous images: a folder, a single image, a .npz (x) or a data-set spec."""
+# --- the one grammar for unlabelled images: `ovdoc fit`, `eval`, `train --target`, bench, quantize ---------
+@dataclass
+class ImageStream:
+    """Images read lazily (files, videos) or from memory (data sets, .npz), in the order given.
+
+    `total` is known up front where it can be (for progress bars), None when a video hides it;
+    `names` are the sources as the user gave them (a bundle records them).
+    """
+
+    images: Iterator[np.ndarray]
+    total: int | None
+    names: list[str]
+
+
+def _as_items(sources: str | Path | Iterable[str | Path]) -> list[str | Path]:
+    items = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    if not items:
+        raise OvdocError("no images given")
+    return items
+
+
+def _in_memory(item: str | Path) -> Images | None:
+    """A data-set spec or a .npz as Images; None for paths, folders, globs and videos."""
+    text = str(item)
     path = Path(text)
     if is_dataset_spec(text):
-        data = load_dataset_spec(text)
-    elif path.suffix.lower() == ".npz" and path.is_file():
-        data = load_npz(path)
-    elif path.is_file():
-        data = Images(_read_images([path]), None, (), text)
-    elif ":" in text and not path.exists():
+        return load_dataset_spec(text)
+    if path.suffix.lower() == ".npz" and path.is_file():
+        return load_npz(path, labelled=False)
+    if ":" in text and not path.exists() and "://" not in text:
         raise OvdocError(f"unknown data set {text!r}: expected {SPEC_HELP}")
+    return None
+
+
+def open_unlabelled(sources: str | Path | Iterable[str | Path], *, video_every: int = 1) -> ImageStream:
+    """Folders (recursive), globs, image and video files, .npz files and data-set specs -> one stream.
+
+    Every source is checked before the first image is read, so a typo is one clear line before any
+    model is compiled; files and video frames are then decoded one at a time (a long video never has
+    to fit in memory).
+    """
+    items = _as_items(sources)
+    parts: list[Images | list[Path]] = []
+    for item in items:
+        data = _in_memory(item)
+        if data is not None and len(data) == 0:
+            raise OvdocError(f"{item} holds no images")
+        parts.append(data if data is not None else expand_sources(item))
+    total: int | None = 0
+    for part in parts:
+        n = len(part) if isinstance(part, Images) else count_hint(part)
+        total = None if total is None or n is None else total + n
+
+    def generate() -> Iterator[np.ndarray]:
+        for part in parts:
+            if isinstance(part, Images):
+                yield from part.images
+            else:
+                yield from iter_images(part, video_every=video_every)
+
+    return ImageStream(generate(), total, [str(i) for i in items])
+
+
+def load_unlabelled(sources: str | Path | Iterable[str | Path]) -> Images:
+    """Target / normal / anomalous images in memory (see `open_unlabelled` for what a source may be).
+
+    One data set or .npz stays one uint8 array (cheap to index); anything else is a list of images.
+    """
+    items = _as_items(sources)
+    if len(items) == 1 and (data := _in_memory(items[0])) is not None:
+        images = data.images
     else:
-        data = load_folder(path)
-    if len(data) == 0:
-        raise OvdocError(f"{text} holds no images")
-    return data
+        images = list(open_unlabelled(items).images)
+    if len(images) == 0:
+        raise OvdocError(f"{', '.join(str(i) for i in items)} holds no images")
+    return Images(images, None, (), ", ".join(str(i) for i in items))
 
 
 def load_labelled(text: str) -> Images:
@@ -271,11 +297,3 @@ def to_model_input(images: list | np.ndarray, spec) -> np.ndarray:
         if len(images)
         else np.zeros((0, spec.height, spec.width, 3), np.uint8)
     )
-
-
-def write_image_folder(images: list | np.ndarray, folder: Path) -> Path:
-    """Write images as PNGs (the runtime reads folders); used to fit bundles on data-set specs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(images):
-        cv2.imwrite(str(folder / f"{i:06d}.png"), img)
-    return folder

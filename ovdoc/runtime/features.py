@@ -7,7 +7,6 @@ batch overlaps with inference of the current one.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,6 +15,8 @@ import numpy as np
 import openvino as ov
 
 from ovdoc.errors import OvdocError
+from ovdoc.log import progress_bar
+from ovdoc.runtime.arrays import pad_batch
 from ovdoc.runtime.ir import compile_ir, read_ir
 from ovdoc.runtime.preprocess import PreprocessSpec
 
@@ -102,10 +103,8 @@ class FeatureExtractor:
         n = len(prepared)
         if n == 0 or n > self.batch:
             raise OvdocError(f"a batch holds 1..{self.batch} images, got {n}")
-        if n < self.batch:  # static batch is fastest on CPU: pad the tail
-            pad = np.zeros((self.batch - n, *prepared.shape[1:]), np.uint8)
-            prepared = np.concatenate([prepared, pad])
-        self.queue.start_async({0: np.ascontiguousarray(prepared)}, (n, userdata))
+        # static batch is fastest on CPU: pad the tail
+        self.queue.start_async({0: pad_batch(prepared, self.batch)}, (n, userdata))
 
     def wait(self) -> None:
         self.queue.wait_all()
@@ -130,12 +129,10 @@ class FeatureExtractor:
         desc: str = "features",
     ) -> np.ndarray:
         """Features of BGR uint8 images of any size, in input order, as float32 [n, d]."""
-        from tqdm import tqdm
-
         results: dict[int, np.ndarray] = {}
         previous = self._callback
         self._callback = lambda feats, seq: results.__setitem__(seq, feats)
-        bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not progress, leave=False)
+        bar = progress_bar(total=total, desc=desc, enabled=progress)
         try:
             chunk: list[np.ndarray] = []
             seq = 0
@@ -165,9 +162,7 @@ class FeatureExtractor:
         for start in range(0, len(prepared), self.batch):
             part = prepared[start : start + self.batch]
             n = len(part)
-            if n < self.batch:
-                part = np.concatenate([part, np.zeros((self.batch - n, *part.shape[1:]), np.uint8)])
-            out = request.infer({0: np.ascontiguousarray(part)})[0]
+            out = request.infer({0: pad_batch(part, self.batch)})[0]
             outs.append(np.array(out.reshape(out.shape[0], -1)[:n], np.float32))
         return np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
 

@@ -1,7 +1,8 @@
-"""Reading normal images for `ovdoc fit` and the Detector API: folders (recursive), globs, video files.
+"""Image files on disk: the one suffix list, folder scan, glob/video expansion and image reader.
 
-One function turns what a user typed into an ordered list of concrete inputs, so an empty folder or a
-glob that matches nothing is one clear line before any model is compiled.
+`expand_sources` turns paths, folders (recursive), globs and video files into an ordered list of concrete
+inputs, so an empty folder or a glob that matches nothing is one clear line before any model is compiled.
+Data-set specs and .npz arrays are parsed one level up, in `ovdoc.runtime.datasets`, on top of this.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ def is_video_file(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
+def is_media_file(path: Path) -> bool:
+    return is_image_file(path) or is_video_file(path)
+
+
+def scan_folder(folder: Path, *, videos: bool = False) -> list[Path]:
+    """Image files (and video files with `videos=True`) below `folder`, recursive, sorted."""
+    wanted = is_media_file if videos else is_image_file
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and wanted(p))
+
+
 def expand_sources(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     """Folders (recursive, sorted), globs and files -> concrete image/video files, or one clear error."""
     if isinstance(paths, (str, Path)):
@@ -36,21 +47,19 @@ def expand_sources(paths: str | Path | Iterable[str | Path]) -> list[Path]:
         text = str(raw)
         path = Path(text)
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and (is_image_file(p) or is_video_file(p))
-            )
+            found = scan_folder(path, videos=True)
             if not found:
                 raise OvdocError(f"no images in folder {path} (looked for {', '.join(IMAGE_SUFFIXES)})")
             out.extend(found)
         elif path.is_file():
-            if not (is_image_file(path) or is_video_file(path)):
+            if not is_media_file(path):
                 raise OvdocError(f"{path} is neither an image nor a video file")
             out.append(path)
         elif glob.has_magic(text):
             found = sorted(
                 Path(p)
                 for p in glob.glob(text, recursive=True)
-                if Path(p).is_file() and (is_image_file(Path(p)) or is_video_file(Path(p)))
+                if Path(p).is_file() and is_media_file(Path(p))
             )
             if not found:
                 raise OvdocError(f"no images match {text}")

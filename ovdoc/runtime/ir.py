@@ -22,6 +22,14 @@ OUTPUT_NAME = "features"
 RT_PREPROCESS = ["ovdoc", "preprocess"]
 RT_SOURCE = ["ovdoc", "source"]
 MIN_IR_VERSION = 10
+# `<net name="..." version="11">`: the IR format version, read from the header alone
+_IR_VERSION = re.compile(rb"<net\b[^>]*\bversion\s*=\s*\"(\d+)\"")
+
+
+def ir_version_in(head: bytes) -> int | None:
+    """The IR format version in the first bytes of an .xml file, or None when it is no IR header."""
+    match = _IR_VERSION.search(head)
+    return int(match.group(1)) if match else None
 
 
 def resolve_ir_path(path: str | Path) -> Path:
@@ -46,11 +54,11 @@ def resolve_ir_path(path: str | Path) -> Path:
 def ir_version(xml_path: Path) -> int | None:
     """The IR format version from the `<net ... version="N">` header, without parsing the whole file."""
     try:
-        head = xml_path.read_bytes()[:4096].decode("utf-8", "replace")
+        with open(xml_path, "rb") as fh:
+            head = fh.read(4096)
     except OSError as exc:
         raise OvdocError(f"cannot read {xml_path}: {exc.strerror}") from exc
-    match = re.search(r"<net\b[^>]*\bversion\s*=\s*\"(\d+)\"", head)
-    return int(match.group(1)) if match else None
+    return ir_version_in(head)
 
 
 def read_ir(path: str | Path, core: ov.Core | None = None) -> tuple[ov.Model, PreprocessSpec, Path]:
@@ -111,10 +119,27 @@ def annotate(model: ov.Model, spec: PreprocessSpec, source: dict | None = None) 
 
 
 def save_ir(model: ov.Model, xml_path: str | Path, *, compress_to_fp16: bool) -> Path:
-    """Save with the weight precision asked for (`save_model` compresses to FP16 unless told not to)."""
+    """Save with the weight precision asked for (`save_model` compresses to FP16 unless told not to).
+
+    Atomic: the .bin and then the .xml are renamed into place only once both are complete, so a crash
+    never leaves an .xml that points at missing or half-written weights.
+    """
+    import tempfile
+
+    from ovdoc.atomic import atomic_path
+
     xml_path = Path(xml_path)
+    bin_path = xml_path.with_suffix(".bin")
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
+    with (
+        atomic_path(xml_path) as xml_tmp,
+        atomic_path(bin_path) as bin_tmp,  # exits first: the .bin lands before the .xml
+        tempfile.TemporaryDirectory(prefix=".save-", dir=xml_path.parent) as scratch,
+    ):
+        saved = Path(scratch) / "model.xml"
+        ov.save_model(model, str(saved), compress_to_fp16=compress_to_fp16)
+        saved.with_suffix(".bin").replace(bin_tmp)
+        saved.replace(xml_tmp)
     return xml_path
 
 

@@ -7,7 +7,9 @@ Persistence is FAISS's own format or `.npy` (allow_pickle=False): nothing a user
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,6 +29,96 @@ METRICS = ("euclidean", "cosine")
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 100
 HNSW_EF_SEARCH = 64
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What a bundle's scorer does: KNNScorer, LOFScorer and the patch scorer all satisfy this.
+
+    Higher score = more anomalous; `loo_scores` scores each training vector against the others (what
+    threshold calibration needs); `describe` is the manifest's "scorer" entry, which `load` reads back.
+    """
+
+    kind: str
+
+    def fit(self, x: np.ndarray) -> Scorer: ...
+
+    def score_samples(self, x: np.ndarray) -> np.ndarray: ...
+
+    def loo_scores(self) -> np.ndarray: ...
+
+    def describe(self) -> dict: ...
+
+    def save(self, folder: Path) -> list[str]: ...
+
+    @classmethod
+    def load(cls, folder: Path, info: dict) -> Scorer: ...
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """One scorer vocabulary for fit, bench and the manifest: kind {knn, lof} + index {auto, flat, hnsw}.
+
+    Text form `knn`, `knn:flat`, `knn:hnsw`, `lof` (`ovdoc bench --scorers`); `flat`/`hnsw` are kept as
+    explicit aliases of `knn:flat`/`knn:hnsw`. The manifest's "scorer" entry holds the same two fields
+    (`kind`, `index`), so `from_manifest` reads a bundle's choice back.
+    """
+
+    kind: str = "knn"
+    index: str = "auto"
+    metric: str = "euclidean"
+    k: int = 5
+
+    ALIASES = {"flat": ("knn", "flat"), "hnsw": ("knn", "hnsw")}
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCORERS:
+            raise OvdocError(f"unknown scorer {self.kind!r}: use one of {', '.join(SCORERS)}")
+        if self.index not in INDEX_KINDS:
+            raise OvdocError(f"unknown index {self.index!r}: use one of {', '.join(INDEX_KINDS)}")
+        if self.metric not in METRICS:
+            raise OvdocError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
+        if self.kind == "lof" and self.metric != "euclidean":
+            raise OvdocError("--metric cosine applies to the knn scorer only (lof is the original baseline)")
+
+    @classmethod
+    def parse(cls, text: str, **fields) -> ScorerSpec:
+        """`knn[:INDEX]`, `lof`, or the aliases `flat`/`hnsw`; other fields (k, metric) as keywords."""
+        key = text.strip().lower()
+        if key in cls.ALIASES:
+            kind, index = cls.ALIASES[key]
+        else:
+            kind, _, index = key.partition(":")
+            if kind == "lof" and index:
+                raise OvdocError(f"scorer {text!r}: lof has no index (use lof)")
+        if kind not in SCORERS:
+            names = ", ".join(["knn", *(f"knn:{i}" for i in INDEX_KINDS[1:]), "lof", *cls.ALIASES])
+            raise OvdocError(f"unknown scorer {text!r}: use one of {names}")
+        return cls(kind=kind, index=index or "auto", **fields)
+
+    @classmethod
+    def from_manifest(cls, info: dict, **overrides) -> ScorerSpec:
+        """The spec a bundle's manifest "scorer" entry describes (the index as requested at fit time)."""
+        fields = {
+            "kind": info.get("kind", "knn"),
+            "index": info.get("index_requested", info.get("index", "auto")) if info.get("kind") == "knn"
+            else "auto",
+            "metric": info.get("metric", "euclidean"),
+            "k": int(info.get("k", 5)),
+        }
+        return cls(**(fields | overrides))
+
+    @property
+    def label(self) -> str:
+        """`knn:flat`, `knn:hnsw`, `knn` (auto) or `lof`: the name bench rows and reports use."""
+        if self.kind == "knn" and self.index != "auto":
+            return f"knn:{self.index}"
+        return self.kind
+
+    def build(self) -> Scorer:
+        if self.kind == "knn":
+            return KNNScorer(k=self.k, index=self.index, metric=self.metric)
+        return LOFScorer(k=self.k)
 
 
 def _as_matrix(x: np.ndarray, dim: int | None = None) -> np.ndarray:
@@ -252,19 +344,12 @@ class LOFScorer:
         return cls(k=int(info["k"])).fit(ref)
 
 
-def make_scorer(
-    kind: str, *, k: int = 5, index: str = "auto", metric: str = "euclidean"
-) -> KNNScorer | LOFScorer:
-    if kind == "knn":
-        return KNNScorer(k=k, index=index, metric=metric)
-    if kind == "lof":
-        if metric != "euclidean":
-            raise OvdocError("--metric cosine applies to the knn scorer only (lof is the original baseline)")
-        return LOFScorer(k=k)
-    raise OvdocError(f"unknown scorer {kind!r}: use one of {', '.join(SCORERS)}")
+def make_scorer(kind: str, *, k: int = 5, index: str = "auto", metric: str = "euclidean") -> Scorer:
+    """`ovdoc fit`'s --scorer/--index/--metric/--k as a scorer (see ScorerSpec)."""
+    return ScorerSpec(kind=kind, index=index, metric=metric, k=k).build()
 
 
-def load_scorer(folder: Path, info: dict) -> KNNScorer | LOFScorer:
+def load_scorer(folder: Path, info: dict) -> Scorer:
     kind = info.get("kind")
     if kind == "knn":
         return KNNScorer.load(folder, info)

@@ -8,10 +8,10 @@ failed conversion leaves `out_dir` exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,9 +21,12 @@ import openvino as ov
 
 from ovdoc import __version__
 from ovdoc.atomic import atomic_dir
-from ovdoc.errors import OvdocError, VerificationError, first_line, require_tensorflow
+from ovdoc.errors import OvdocError, VerificationError, first_line
+from ovdoc.host import require_tensorflow
 from ovdoc.host.convert import formats, verify
 from ovdoc.host.convert.converted import Converted
+from ovdoc.log import get_logger
+from ovdoc.runtime.datasets import is_dataset_spec
 from ovdoc.runtime.ir import annotate, name_ports, save_ir
 from ovdoc.runtime.preprocess import PreprocessSpec
 
@@ -32,9 +35,18 @@ REPORT_NAME = "convert.json"
 FROZEN_NAME = "frozen.pb"
 
 
-def say(message: str) -> None:
-    """Progress and warnings go to stderr: stdout stays clean for --json."""
-    print(message, file=sys.stderr, flush=True)
+log = get_logger(__name__)  # progress and warnings on stderr: stdout stays clean for --json
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Options:
+    """What `--precision INT8` needs: normal images to calibrate on and, optionally, labelled images
+    to verify the anomaly AUC with (both or neither), and the largest AUC loss accepted."""
+
+    calib: str | Path
+    eval_normal: str | Path | None = None
+    eval_anomalous: str | Path | None = None
+    max_auc_drop: float = 0.005
 
 
 def convert_source(
@@ -47,15 +59,15 @@ def convert_source(
     probe: str | Path | None = None,
     keep_frozen: bool = False,
     spec: PreprocessSpec | dict | None = None,
-    int8: dict | None = None,
+    int8: Int8Options | None = None,
     tflite_fix: bool = True,
 ) -> dict:
     """Convert a model file/folder to `out_dir/{FP32,FP16}/model.xml` and verify it; returns the report.
 
     `spec`: a full PreprocessSpec, or a dict of the fields the source cannot tell (color, mean, std,
     resize, height/width); unspecified fields default to RGB, x/255, the model's input size.
-    `int8`: {"calib": path, "eval_normal": ..., "eval_anomalous": ..., "max_auc_drop": ...} when
-    "INT8" is in `precisions`. `tflite_fix=False` converts weight-quantized TFLite files as they are
+    `int8`: the calibration/evaluation images when "INT8" is in `precisions`.
+    `tflite_fix=False` converts weight-quantized TFLite files as they are
     (today's OpenVINO then computes them wrongly, and verification refuses the result).
     """
     source = formats.detect(src, weights)
@@ -64,14 +76,14 @@ def convert_source(
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info lines would bury our progress
         require_tensorflow(f"converting a {source.format} model")
     size = _size_hint(spec)
-    say(f"ovdoc convert: {source.path} ({source.format})")
+    log.info(f"ovdoc convert: {source.path} ({source.format})")
 
     def build(work: Path) -> Converted:
         if source.format in formats.KERAS_FORMATS:
             from ovdoc.host.convert.keras_legacy import load_detected
             from ovdoc.host.convert.keras_route import convert_keras
 
-            say("  loading the Keras model")
+            log.info("  loading the Keras model")
             return convert_keras(load_detected(source), work, size=size)
         if source.format == formats.ONNX:
             from ovdoc.host.convert.onnx_route import convert_onnx
@@ -106,7 +118,7 @@ def convert_keras_model(
     probe: str | Path | None = None,
     keep_frozen: bool = False,
     name: str | None = None,
-    int8: dict | None = None,
+    int8: Int8Options | None = None,
 ) -> dict:
     """Convert an in-memory Keras model (e.g. fresh from `ovdoc train`) the same verified way."""
     require_tensorflow("converting a Keras model")
@@ -114,7 +126,7 @@ def convert_keras_model(
 
     wanted = _check_precisions(precisions, int8)
     size = (spec.height, spec.width)
-    say(f"ovdoc convert: in-memory Keras model {getattr(keras_model, 'name', '')}")
+    log.info(f"ovdoc convert: in-memory Keras model {getattr(keras_model, 'name', '')}")
     return _convert(
         lambda work: convert_keras(keras_model, work, size=size), out_dir, label="the Keras model",
         fmt="keras-model", source_info={"format": "keras-model", "name": getattr(keras_model, "name", None)},
@@ -137,7 +149,7 @@ def _convert(
     keep_frozen: bool,
     spec: PreprocessSpec | dict | None,
     size: tuple[int, int] | None,
-    int8: dict | None,
+    int8: Int8Options | None,
 ) -> dict:
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
@@ -155,7 +167,7 @@ def _convert(
         with _timed(seconds, "save"):
             for precision in (p for p in precisions if p in ("FP32", "FP16")):
                 save_ir(model, work / precision / "model.xml", compress_to_fp16=precision == "FP16")
-        say(f"  verifying against {converted.reference_name}")
+        log.info(f"  verifying against {converted.reference_name}")
         batch = verify.folder_probe(spec, Path(probe)) if probe else verify.synthetic_probe(spec)
         with _timed(seconds, "reference"):
             reference = converted.reference(spec.to_float(batch))
@@ -164,12 +176,12 @@ def _convert(
             with _timed(seconds, f"verify_{precision}"):
                 metrics = verify.compare(reference, verify.ir_features(work / precision / "model.xml", batch))
             results[precision] = {"path": str(out_dir / precision / "model.xml"), **metrics}
-            say(f"  {precision}: cosine min {metrics['cosine_min']:.6f}, "
+            log.info(f"  {precision}: cosine min {metrics['cosine_min']:.6f}, "
                 f"median {metrics['cosine_median']:.6f}, max |diff| {metrics['max_abs_diff']:.3g}")
         _check(results, converted, label, out_dir)
         if "INT8" in precisions:
             with _timed(seconds, "int8"):
-                results["INT8"] = _int8(work, out_dir, batch, reference, int8 or {})
+                results["INT8"] = _int8(work, out_dir, batch, reference, int8)
         for path in converted.scratch:
             path.unlink(missing_ok=True)
         if converted.frozen_pb is not None and converted.frozen_pb.exists():
@@ -195,7 +207,7 @@ def _convert(
         if converted.checks:
             report["checks"] = converted.checks
         (work / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
-    say(f"  wrote {out_dir} in {seconds['total']:.1f} s")
+    log.info(f"  wrote {out_dir} in {seconds['total']:.1f} s")
     return report
 
 
@@ -283,14 +295,14 @@ def _check(results: dict, converted: Converted, label: str, out_dir: Path) -> No
         )
     fp16 = results.get("FP16")
     if fp16 is not None and fp16["cosine_min"] < verify.FP16_WARN_COSINE:
-        say(
+        log.warning(
             f"Warning: the FP16 IR drifts from {converted.reference_name} "
             f"(cosine_min {fp16['cosine_min']:.4f} < {verify.FP16_WARN_COSINE}); prefer FP32 where scores "
             "must match the source closely"
         )
 
 
-def _check_precisions(precisions: Iterable[str], int8: dict | None) -> tuple[str, ...]:
+def _check_precisions(precisions: Iterable[str], int8: Int8Options | None) -> tuple[str, ...]:
     """FP32 is always built: it is the verified anchor (and INT8's starting point)."""
     asked = [p.upper() for p in precisions]
     unknown = [p for p in asked if p not in PRECISIONS]
@@ -299,27 +311,29 @@ def _check_precisions(precisions: Iterable[str], int8: dict | None) -> tuple[str
     if "INT8" in asked:
         if importlib.util.find_spec("ovdoc.host.quantize") is None:
             raise OvdocError("INT8 is not available in this build")
-        if not int8 or not int8.get("calib"):
+        if int8 is None or not int8.calib:
             raise OvdocError("--precision INT8 needs calibration images: pass --calib PATH")
-        if not Path(int8["calib"]).exists():
-            raise OvdocError(f"calibration images not found: {int8['calib']}")
+        if not Path(int8.calib).exists() and not is_dataset_spec(str(int8.calib)):
+            raise OvdocError(f"calibration images not found: {int8.calib}")
     return tuple(p for p in PRECISIONS if p == "FP32" or p in asked)
 
 
-def _int8(work: Path, out_dir: Path, batch: np.ndarray, reference: np.ndarray, int8: dict) -> dict:
+def _int8(work: Path, out_dir: Path, batch: np.ndarray, reference: np.ndarray, int8: Int8Options) -> dict:
     try:
         from ovdoc.host.quantize import quantize_int8
     except ImportError as exc:
         raise OvdocError(f"INT8 is not available in this build ({first_line(exc)})") from exc
-    say("  quantizing to INT8")
+    log.info("  quantizing to INT8")
     xml = work / "INT8" / "model.xml"
     xml.parent.mkdir(parents=True, exist_ok=True)
     q = quantize_int8(
-        work / "FP32" / "model.xml", xml, calib_sources=[int8["calib"]], eval_normal=int8.get("eval_normal"),
-        eval_anomalous=int8.get("eval_anomalous"), max_auc_drop=int8.get("max_auc_drop", 0.005), device="CPU",
+        work / "FP32" / "model.xml", xml, calib_sources=[int8.calib], eval_normal=int8.eval_normal,
+        eval_anomalous=int8.eval_anomalous, max_auc_drop=int8.max_auc_drop, device="CPU",
     )
     metrics = verify.compare(reference, verify.ir_features(xml, batch))
-    say(f"  INT8: cosine min {metrics['cosine_min']:.4f}, median {metrics['cosine_median']:.4f} (vs source)")
+    log.info(
+        f"  INT8: cosine min {metrics['cosine_min']:.4f}, median {metrics['cosine_median']:.4f} (vs source)"
+    )
     final = str(out_dir / "INT8" / "model.xml")
     quantization = dict(q or {}) | {"source": str(out_dir / "FP32" / "model.xml"), "int8_xml": final}
     return {"path": final, **metrics, "quantization": quantization}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import zipfile
 from pathlib import Path
 
@@ -151,10 +150,11 @@ def _detect_json(path: Path, weights: Path | None) -> Source:
 
 
 def _xml_message(path: Path, head: bytes) -> str:
-    match = re.search(rb"<net\b[^>]*\bversion\s*=\s*\"(\d+)\"", head)
-    if not match:
+    from ovdoc.runtime.ir import ir_version_in
+
+    version = ir_version_in(head)
+    if version is None:
         return f"unknown model format: {path.name} is XML but not an OpenVINO IR; accepted: {ACCEPTED}"
-    version = int(match.group(1))
     if version < 10:
         return (
             f"{path.name} is an OpenVINO IR v{version} (2018-2020 Model Optimizer), too old for today's "

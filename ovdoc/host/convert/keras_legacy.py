@@ -13,7 +13,8 @@ import io
 import warnings
 from pathlib import Path
 
-from ovdoc.errors import OvdocError, first_line, require_tensorflow
+from ovdoc.errors import OvdocError, first_line
+from ovdoc.host import require_tensorflow
 from ovdoc.host.convert import formats
 
 

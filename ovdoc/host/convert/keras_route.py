@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdoc.errors import OvdocError, require_tensorflow
+from ovdoc.errors import OvdocError
+from ovdoc.host import require_tensorflow
 from ovdoc.host.convert.converted import Converted, ov_convert
 
 
@@ -51,6 +52,9 @@ def convert_keras(model, workdir: Path, *, size: tuple[int, int] | None = None) 
     pb = workdir / "frozen.pb"
     pb.write_bytes(graph_def.SerializeToString())
     ov_model = ov_convert(pb, "the frozen Keras graph")
+    from ovdoc.host.convert.layer_names import tag_keras_layers
+
+    tag_keras_layers(ov_model, model)  # Keras layer names back on ReLU/Add nodes (patch mode taps them)
 
     def reference(batch: np.ndarray) -> np.ndarray:
         outs = []

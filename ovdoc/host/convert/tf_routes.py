@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdoc.errors import OvdocError, VerificationError, first_line, require_tensorflow
+from ovdoc.errors import OvdocError, VerificationError, first_line
+from ovdoc.host import require_tensorflow
 from ovdoc.host.convert.converted import Converted, ov_convert, per_sample
+from ovdoc.runtime.arrays import cosine_rows
 
 _NOT_OUTPUTS = {"Const", "NoOp", "Assert", "Placeholder", "VarHandleOp", "SaveV2", "RestoreV2"}
 
@@ -127,8 +129,7 @@ def convert_tflite(path: Path, workdir: Path, *, fix: bool = True) -> Converted:
 
             def reference(batch: np.ndarray) -> np.ndarray:
                 want, got = run_original(batch), run_rewritten(batch)
-                norms = np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1)
-                cosine = (want * got).sum(1) / np.maximum(norms, 1e-30)
+                cosine = cosine_rows(want, got)
                 converted.checks["tflite_rewrite_vs_original"] = {
                     "cosine_min": float(cosine.min()), "cosine_median": float(np.median(cosine))
                 }

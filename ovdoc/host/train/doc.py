@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdoc.errors import OvdocError, require_tensorflow
+from ovdoc.errors import OvdocError
+from ovdoc.host import require_tensorflow
 from ovdoc.host.train.augment import augment_copies, auto_copies
+from ovdoc.log import progress_bar
 from ovdoc.runtime.datasets import Images, to_model_input
 from ovdoc.runtime.preprocess import PreprocessSpec
 
@@ -148,12 +150,8 @@ def _run_frozen(
     frozen, spec: PreprocessSpec, images, batch: int = 128, desc: str = "", progress: bool = True, runner=None
 ):
     """Prepared uint8 -> cached frozen outputs (float16 to halve the memory), in chunks."""
-    from tqdm import tqdm
-
     outs = []
-    for start in tqdm(
-        range(0, len(images), batch), desc=desc, disable=not progress, unit="batch", leave=False
-    ):
+    for start in progress_bar(range(0, len(images), batch), desc=desc, unit="batch", enabled=progress):
         chunk = images[start : start + batch]
         if not isinstance(chunk, np.ndarray) or chunk.ndim != 4 or chunk.shape[1] != spec.height:
             chunk = to_model_input(chunk, spec)
@@ -176,7 +174,6 @@ def train_doc(
     """Fine-tune an ImageNet MobileNetV2 with DOC's joint objective; returns the image -> features model."""
     tf = require_tensorflow("training")
     import keras
-    from tqdm import tqdm
 
     from ovdoc.host.train.backbone import make_backbone
     from ovdoc.host.train.losses import compactness_loss, descriptiveness_loss
@@ -260,7 +257,9 @@ def train_doc(
     t_order = np.empty(0, np.int64)
     r_order = np.empty(0, np.int64)
     for epoch in range(config.epochs):
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, unit="step")
+        bar = progress_bar(
+            range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", enabled=progress, leave=True
+        )
         for _ in bar:
             if len(t_order) < batch:
                 t_order = np.concatenate([t_order, rng.permutation(len(cached_t))])

@@ -12,27 +12,16 @@ The output folder is built beside its final place and swapped in only when every
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 from ovdoc.atomic import atomic_dir
 from ovdoc.errors import OvdocError
 from ovdoc.host.train.doc import TrainConfig, plot_losses, train_doc
-from ovdoc.runtime.datasets import Images, load_labelled, load_unlabelled, write_image_folder
+from ovdoc.log import get_logger
+from ovdoc.runtime.datasets import Images, load_labelled, load_unlabelled
 
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def normal_folder(spec_text: str, data: Images, scratch: Path) -> Path:
-    """A folder the runtime can read with the target images: the user's own, or PNGs of a data set."""
-    path = Path(spec_text)
-    if path.is_dir():
-        return path
-    return write_image_folder(data.images, scratch / "normal")
+log = get_logger(__name__)
 
 
 def train_to_bundle(
@@ -51,34 +40,35 @@ def train_to_bundle(
 ) -> dict:
     """Run the whole `ovdoc train` pipeline; returns the report also written to OUT/train.json."""
     from ovdoc.host.convert import convert_keras_model
-    from ovdoc.runtime.bundle import fit_bundle
+    from ovdoc.runtime.bundle import FitConfig, fit_bundle_images
 
     if bundle_precision not in ("FP32", "FP16"):
         raise OvdocError(f"bundle precision must be FP32 or FP16, got {bundle_precision}")
     target_data = target_data or load_unlabelled(target)
     reference_data = reference_data or load_labelled(reference)
-    say(
+    log.info(
         f"ovdoc train: {len(target_data)} target images ({target}), {len(reference_data)} reference images "
         f"({reference})"
     )
     result = train_doc(target_data, reference_data, config, progress=progress)
     out = Path(out)
-    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="ovdoc-train-") as scratch:
+    with atomic_dir(out) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result.model.save(tmp / "model.keras")
         plot_losses(result, tmp / "loss.png")
-        say("converting to OpenVINO IR (verified against Keras)")
+        log.info("converting to OpenVINO IR (verified against Keras)")
         conversion = convert_keras_model(result.model, tmp / "ir", spec=result.spec, name="doc")
-        say(f"fitting the detector bundle on the target images ({bundle_precision} IR)")
-        manifest = fit_bundle(
+        log.info(f"fitting the detector bundle on the target images ({bundle_precision} IR)")
+        # the images already in memory: no PNG round trip through a scratch folder
+        manifest = fit_bundle_images(
             tmp / "ir" / bundle_precision / "model.xml",
-            normal_folder(target, target_data, Path(scratch)),
+            iter(target_data.images),
             tmp / "bundle",
-            k=k,
-            fpr=fpr,
-            metric=metric,
+            FitConfig(k=k, fpr=fpr, metric=metric),
             progress=progress,
+            total=len(target_data),
+            sources=[target],
         )
         report = {
             "target": target,

@@ -16,6 +16,7 @@ import numpy as np
 import openvino as ov
 
 from ovdoc.errors import OvdocError
+from ovdoc.runtime.arrays import pad_batch
 from ovdoc.runtime.preprocess import PreprocessSpec
 
 
@@ -117,9 +118,7 @@ def model_speed(extractor, prepared: np.ndarray, *, min_seconds: float = 1.0, la
     extractor.set_callback(None)
     request = extractor.compiled.create_infer_request()
     latencies = []
-    full = blocks[0]
-    if len(full) < batch:
-        full = np.concatenate([full, np.zeros((batch - len(full), *full.shape[1:]), np.uint8)])
+    full = pad_batch(blocks[0], batch)
     for i in range(latency_runs):
         t0 = time.perf_counter()
         request.infer({0: full})

@@ -188,7 +188,7 @@ def charts(result: dict, out: Path, stem: str) -> list[Path]:
             if key not in top or r["pipeline_fps"] > top[key]["pipeline_fps"]:
                 top[key] = r
         colors = {"FP32": "tab:blue", "FP16": "tab:orange", "INT8": "tab:green"}
-        markers = {"flat": "o", "hnsw": "s", "lof": "^"}
+        markers = {"knn:flat": "o", "knn:hnsw": "s", "knn": "D", "lof": "^"}
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         for (device, precision, scorer), r in sorted(top.items()):
             ax.scatter(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,14 +20,26 @@ import numpy as np
 import openvino as ov
 
 from ovdoc.errors import OvdocError, VerificationError, first_line
+from ovdoc.log import get_logger, quiet
+from ovdoc.runtime.arrays import spread
 from ovdoc.runtime.bench import measure
+from ovdoc.runtime.preprocess import PreprocessSpec
+from ovdoc.runtime.scoring import ScorerSpec
 
 PRECISIONS = ("FP32", "FP16", "INT8")
 HINTS = ("latency", "throughput")
-SCORERS = ("flat", "hnsw", "lof")
+# `--scorers` speaks fit's vocabulary (kind + index, see ScorerSpec): exact and HNSW kNN, and LOF
+SCORERS = ("knn:flat", "knn:hnsw", "lof")
 MAX_NORMAL = 1000  # normal images indexed per precision
 MAX_EVAL = 500  # per class
 SCORER_QUERIES = 200
+NEEDS_NORMAL = {
+    "FP16": "needs normal images (--calib) to re-extract the kNN index with the FP16 model that scores",
+    "INT8": "needs calibration images: pass --calib (normal images); add --eval-normal/--eval-anomalous "
+    "to verify its accuracy",
+}
+
+log = get_logger(__name__)
 
 
 @dataclasses.dataclass
@@ -54,9 +65,24 @@ class BenchConfig:
     progress: bool = True
 
 
-def say(cfg: BenchConfig, text: str) -> None:
-    if cfg.progress:
-        print(text, file=sys.stderr, flush=True)
+@dataclasses.dataclass
+class BenchInputs:
+    """What every device x precision is measured on, read once: the bundle, the frames, the images."""
+
+    core: ov.Core
+    manifest: dict
+    folder: Path
+    spec: PreprocessSpec
+    frames: list[np.ndarray]
+    prepared: np.ndarray
+    normal_images: list[np.ndarray] | None  # None: score with the bundle's stored index (FP32 only)
+    eval_normal: list[np.ndarray] | None
+    eval_anomalous: list[np.ndarray] | None
+    scorers: list[ScorerSpec]
+
+    @property
+    def evaluates(self) -> bool:
+        return self.eval_normal is not None
 
 
 def failed_row(device: str, precision: str, batch, hint, error: str) -> dict:
@@ -83,8 +109,7 @@ def validate(cfg: BenchConfig) -> None:
         if h not in HINTS:
             raise OvdocError(f"unknown hint {h!r}: use {', '.join(HINTS)}")
     for s in cfg.scorers:
-        if s not in SCORERS:
-            raise OvdocError(f"unknown scorer {s!r}: use {', '.join(SCORERS)}")
+        ScorerSpec.parse(s)
     if not cfg.batches or any(b < 1 for b in cfg.batches):
         raise OvdocError(f"--batch sizes must be positive integers, got {cfg.batches}")
     if cfg.frames < 1:
@@ -97,71 +122,67 @@ def validate(cfg: BenchConfig) -> None:
 
 def run_bench(cfg: BenchConfig) -> dict:
     """Measure everything `cfg` asks for; return the JSON-ready result (see `ovdoc bench --help`)."""
+    validate(cfg)
+    with quiet(not cfg.progress):
+        return _run(cfg)
+
+
+def _run(cfg: BenchConfig) -> dict:
     from ovdoc.runtime.bench.machine import describe_machine
     from ovdoc.runtime.bundle import load_manifest
-    from ovdoc.runtime.images import load_images
     from ovdoc.runtime.ir import read_ir
     from ovdoc.runtime.stream.runtime import tune_threads
 
-    validate(cfg)
     started = time.perf_counter()
     load_at_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     manifest, folder = load_manifest(cfg.bundle)
+    if manifest.get("mode", "global") != "global":
+        raise OvdocError(
+            f"{folder} is a {manifest['mode']}-mode bundle; `ovdoc bench` measures global-mode bundles "
+            "(time a patch bundle with `ovdoc run --headless --json`)"
+        )
     core = ov.Core()
     model, spec, xml = read_ir(folder / manifest["model"]["file"], core)
     k = cfg.k or int(manifest.get("k") or manifest["scorer"].get("k", 5))
+    metric = manifest["scorer"].get("metric", "euclidean")  # the bundle's distance, in every kNN row
     tune_threads()  # the same thread settings as `ovdoc run`
-    say(
-        cfg, f"bench: {folder.name}, source {cfg.source}, {cfg.frames} frames at {measure._res_text(cfg.res)}"
-    )
+    res = measure._res_text(cfg.res)
+    log.info(f"bench: {folder.name}, source {cfg.source}, {cfg.frames} frames at {res}")
 
     frames = measure.read_frames(cfg.source, cfg.res, cfg.frames)
-    prepared = spec.prepare_batch(frames)
     ceiling = measure.decode_ceiling(cfg.source, cfg.res, cfg.frames, spec)
-    say(cfg, f"  decode + resize ceiling: {ceiling['decode_fps']} FPS")
+    log.info(f"  decode + resize ceiling: {ceiling['decode_fps']} FPS")
 
     notes: list[str] = []
-    normal_images, normal_from = _normal_images(cfg, manifest, notes, load_images)
+    normal_images, normal_from = _normal_images(cfg, manifest, notes)
     ev_n = ev_a = None
     if cfg.eval_normal is not None:
-        ev_n = _limited(load_images(cfg.eval_normal), MAX_EVAL)
-        ev_a = _limited(load_images(cfg.eval_anomalous), MAX_EVAL)
+        ev_n, ev_a = _eval_images(cfg.eval_normal), _eval_images(cfg.eval_anomalous)
         if not ev_n or not ev_a:
             raise OvdocError("evaluation needs at least one normal and one anomalous image")
+    inputs = BenchInputs(
+        core=core, manifest=manifest, folder=folder, spec=spec, frames=frames,
+        prepared=spec.prepare_batch(frames), normal_images=normal_images, eval_normal=ev_n,
+        eval_anomalous=ev_a,
+        scorers=[_scorer_spec(s, k, metric) for s in cfg.scorers],
+    )
 
     results: list[dict] = []
     skipped: list[dict] = []
     fp32_reference = None
     with tempfile.TemporaryDirectory(prefix="ovdoc-bench-") as tmp:
-        models, int8_report = _precision_models(
-            cfg, model, xml, Path(tmp), normal_images, ev_n, ev_a, skipped
-        )
+        models, int8_report = _precision_models(cfg, inputs, model, xml, Path(tmp), skipped)
         for device in cfg.devices:
             device_name = _check(device, core, skipped)
             if device_name is None:
                 continue
             for precision, pmodel in models.items():
-                say(cfg, f"  {device} {precision}")
+                log.info(f"  {device} {precision}")
                 try:
-                    rows, ref = _bench_precision(
-                        cfg,
-                        core,
-                        device_name,
-                        precision,
-                        pmodel,
-                        spec,
-                        manifest,
-                        folder,
-                        frames,
-                        prepared,
-                        normal_images,
-                        ev_n,
-                        ev_a,
-                        k,
-                    )
+                    rows, ref = _bench_precision(cfg, inputs, device_name, precision, pmodel)
                 except Exception as exc:  # a present device that fails: report it, go on
                     results.append(failed_row(device_name, precision, None, None, first_line(exc)))
-                    say(cfg, f"    failed: {first_line(exc)}")
+                    log.info(f"    failed: {first_line(exc)}")
                     continue
                 results.extend(rows)
                 if precision == "FP32" and fp32_reference is None:
@@ -190,8 +211,9 @@ def run_bench(cfg: BenchConfig) -> dict:
             "precisions": cfg.precisions,
             "batches": cfg.batches,
             "hints": cfg.hints,
-            "scorers": cfg.scorers,
+            "scorers": [s.label for s in inputs.scorers],
             "k": k,
+            "metric": metric,
             "normal_images": len(normal_images) if normal_images else 0,
             "normal_from": normal_from,
             "eval_normal": len(ev_n) if ev_n else 0,
@@ -208,22 +230,33 @@ def run_bench(cfg: BenchConfig) -> dict:
     }
 
 
+def _scorer_spec(text: str, k: int, metric: str) -> ScorerSpec:
+    spec = ScorerSpec.parse(text, k=k)
+    return dataclasses.replace(spec, metric=metric) if spec.kind == "knn" else spec
+
+
 # --- inputs ----------------------------------------------------------------------------------------
-def _limited(images: list, limit: int) -> list:
-    if len(images) <= limit:
-        return images
-    pick = np.linspace(0, len(images) - 1, limit).round().astype(int)
-    return [images[i] for i in pick]
+def _load(sources, limit: int) -> list[np.ndarray]:
+    """Images from any source the input grammar knows (folders, globs, videos, .npz, data-set specs)."""
+    from ovdoc.runtime.datasets import load_unlabelled
+
+    return spread(list(load_unlabelled(sources).images), limit)
 
 
-def _normal_images(cfg: BenchConfig, manifest: dict, notes: list, load_images):
+def _eval_images(sources: list[str]) -> list[np.ndarray]:
+    return _load(sources, MAX_EVAL)
+
+
+def _normal_images(cfg: BenchConfig, manifest: dict, notes: list) -> tuple[list | None, str]:
     """Normal images to index each precision with: --calib, else the bundle's recorded sources if present."""
+    from ovdoc.runtime.datasets import is_dataset_spec
+
     if cfg.calib:
-        return _limited(load_images(cfg.calib), MAX_NORMAL), "--calib"
+        return _load(cfg.calib, MAX_NORMAL), "--calib"
     recorded = [s for s in manifest.get("normal_sources", []) if s and not s.startswith("(")]
-    if recorded and all(Path(s).exists() for s in recorded):
+    if recorded and all(Path(s).exists() or is_dataset_spec(s) for s in recorded):
         try:
-            return _limited(load_images(recorded), MAX_NORMAL), "bundle normal_sources"
+            return _load(recorded, MAX_NORMAL), "bundle normal_sources"
         except OvdocError as exc:
             notes.append(f"the bundle's normal sources could not be read ({exc}); FP32 uses the stored index")
     notes.append(
@@ -233,7 +266,7 @@ def _normal_images(cfg: BenchConfig, manifest: dict, notes: list, load_images):
     return None, "bundle index"
 
 
-def _precision_models(cfg, model, xml, tmp: Path, normal_images, ev_n, ev_a, skipped: list):
+def _precision_models(cfg: BenchConfig, inputs: BenchInputs, model, xml, tmp: Path, skipped: list):
     """precision -> ov.Model; FP16 = the same weights compressed; INT8 = verified `quantize_int8`."""
     from ovdoc.runtime.ir import save_ir
 
@@ -243,38 +276,28 @@ def _precision_models(cfg, model, xml, tmp: Path, normal_images, ev_n, ev_a, ski
     for precision in cfg.precisions:
         if precision == "FP32":
             models["FP32"] = model
+        elif inputs.normal_images is None:  # FP16 and INT8 are re-indexed by the model that scores
+            skipped.append({"precision": precision, "reason": NEEDS_NORMAL[precision]})
         elif precision == "FP16":
-            if normal_images is None:
-                skipped.append(
-                    {
-                        "precision": "FP16",
-                        "reason": "needs normal images (--calib) to re-extract "
-                        "the kNN index with the FP16 model that scores",
-                    }
-                )
-                continue
             path = save_ir(model.clone(), tmp / "FP16" / "model.xml", compress_to_fp16=True)
             models["FP16"] = core.read_model(str(path))
         elif precision == "INT8":
-            if normal_images is None:
-                skipped.append(
-                    {
-                        "precision": "INT8",
-                        "reason": "needs calibration images: pass --calib (normal "
-                        "images); add --eval-normal/--eval-anomalous to verify its accuracy",
-                    }
-                )
-                continue
-            from ovdoc.host.quantize import quantize_int8
+            from ovdoc.runtime.host_extras import available, host_module, unavailable_reason
 
-            say(cfg, "  quantizing to INT8 (accuracy-controlled when --eval-* are given)")
+            if not available("int8"):
+                skipped.append({"precision": "INT8", "reason": unavailable_reason("int8")})
+                log.info(f"  skipped INT8: {unavailable_reason('int8')}")
+                continue
+            quantize_int8 = host_module("int8").quantize_int8
+
+            log.info("  quantizing to INT8 (accuracy-controlled when --eval-* are given)")
             try:
                 int8_report = quantize_int8(
                     xml,
                     tmp / "INT8" / "model.xml",
-                    calib_sources=normal_images,
-                    eval_normal=ev_n,
-                    eval_anomalous=ev_a,
+                    calib_sources=inputs.normal_images,
+                    eval_normal=inputs.eval_normal,
+                    eval_anomalous=inputs.eval_anomalous,
                     max_auc_drop=cfg.max_auc_drop,
                     progress=False,
                 )
@@ -296,40 +319,29 @@ def _check(device: str, core: ov.Core, skipped: list) -> str | None:
 
 
 # --- one device x precision -------------------------------------------------------------------------
-def _bench_precision(
-    cfg,
-    core,
-    device,
-    precision,
-    model,
-    spec,
-    manifest,
-    folder,
-    frames,
-    prepared,
-    normal_images,
-    ev_n,
-    ev_a,
-    k,
-):
+def _bench_precision(cfg: BenchConfig, inputs: BenchInputs, device: str, precision: str, model):
     from ovdoc.runtime.features import FeatureExtractor
 
+    spec, core, manifest = inputs.spec, inputs.core, inputs.manifest
     first = FeatureExtractor(model, spec, device=device, batch=cfg.batches[0], hint="throughput", core=core)
-    if normal_images is not None:
-        normal = first.extract(normal_images, progress=False)
+    if inputs.normal_images is not None:
+        normal = first.extract(inputs.normal_images, progress=False)
         index_note = None
     else:
-        normal = _bundle_vectors(folder, manifest)
+        normal = _bundle_vectors(inputs.folder, manifest)
         index_note = "index from the bundle (built on {})".format(
             (manifest.get("built_with") or {}).get("device", "?")
         )
-    scorers = {kind: _fit_scorer(kind, normal, k) for kind in cfg.scorers}
-    queries = first.extract_prepared(prepared[:SCORER_QUERIES])
+    scorers = {s.label: (s, *_fit_scorer(s, normal)) for s in inputs.scorers}
+    queries = first.extract_prepared(inputs.prepared[:SCORER_QUERIES])
     per_scorer: dict[str, dict] = {}
     eval_feats = None
-    if ev_n is not None:
-        eval_feats = (first.extract(ev_n, progress=False), first.extract(ev_a, progress=False))
-    for kind, (scorer, _threshold) in scorers.items():
+    if inputs.evaluates:
+        eval_feats = (
+            first.extract(inputs.eval_normal, progress=False),
+            first.extract(inputs.eval_anomalous, progress=False),
+        )
+    for label, (_, scorer, _threshold) in scorers.items():
         info = measure.scorer_speed(scorer, queries)
         if eval_feats is not None:
             from ovdoc.runtime.evaluation import auc
@@ -337,29 +349,31 @@ def _bench_precision(
             info["auc"] = round(
                 auc(scorer.score_samples(eval_feats[0]), scorer.score_samples(eval_feats[1])), 4
             )
-        per_scorer[kind] = info
+        per_scorer[label] = info
     ttfr = measure.time_to_first_result(
-        model, spec, device, cfg.batches[0], frames[0], next(iter(scorers.values()))[0]
+        model, spec, device, cfg.batches[0], inputs.frames[0], next(iter(scorers.values()))[1]
     )
     rows = []
     for batch in cfg.batches:
         for hint in cfg.hints:
             try:
                 extractor = FeatureExtractor(model, spec, device=device, batch=batch, hint=hint, core=core)
-                speed = measure.model_speed(extractor, prepared)
+                speed = measure.model_speed(extractor, inputs.prepared)
             except Exception as exc:
                 rows.append(failed_row(device, precision, batch, hint, first_line(exc)))
                 continue
-            for kind, (scorer, threshold) in scorers.items():
+            for label, (scorer_spec, scorer, threshold) in scorers.items():
                 row = {
                     "device": device,
                     "precision": precision,
                     "batch": batch,
                     "hint": hint,
-                    "scorer": kind,
+                    "scorer": label,
+                    "scorer_kind": scorer_spec.kind,
+                    "index": scorer.describe().get("index"),
                     **speed,
-                    **per_scorer[kind],
-                    "auc": per_scorer[kind].get("auc"),
+                    **per_scorer[label],
+                    "auc": per_scorer[label].get("auc"),
                     **ttfr,
                     "inference_precision": extractor.inference_precision,
                     "index_vectors": len(normal),
@@ -367,7 +381,7 @@ def _bench_precision(
                 if index_note:
                     row["index_note"] = index_note
                 try:
-                    detector = _detector(manifest, folder, scorer, threshold, extractor, kind, k)
+                    detector = _detector(manifest, inputs.folder, scorer, threshold, extractor)
                     row.update(
                         measure.pipeline_fps(detector, cfg.source, cfg.res, cfg.frames, repeats=cfg.repeats)
                     )
@@ -376,10 +390,9 @@ def _bench_precision(
                     row["error"] = first_line(exc)
                 row["rss_mb"] = measure.rss_mb()
                 rows.append(row)
-                say(
-                    cfg,
-                    f"    batch {batch:>3} {hint:<10} {kind:<5} model {row['model_ips']:>8.1f} img/s  "
-                    f"pipeline {row.get('pipeline_fps') or 0:>7.1f} FPS",
+                log.info(
+                    f"    batch {batch:>3} {hint:<10} {label:<8} model {row['model_ips']:>8.1f} img/s  "
+                    f"pipeline {row.get('pipeline_fps') or 0:>7.1f} FPS"
                 )
     return rows, normal if precision == "FP32" else None
 
@@ -395,17 +408,14 @@ def _bundle_vectors(folder: Path, manifest: dict) -> np.ndarray:
     return index.reconstruct_n(0, index.ntotal)
 
 
-def _fit_scorer(kind: str, normal: np.ndarray, k: int):
+def _fit_scorer(spec: ScorerSpec, normal: np.ndarray):
     from ovdoc.runtime.calibration import threshold_at_fpr
-    from ovdoc.runtime.scoring import KNNScorer, LOFScorer
 
-    k = min(k, len(normal) - 1)
-    scorer = LOFScorer(k=k) if kind == "lof" else KNNScorer(k=k, index=kind)
-    scorer.fit(normal)
+    scorer = dataclasses.replace(spec, k=min(spec.k, len(normal) - 1)).build().fit(normal)
     return scorer, threshold_at_fpr(scorer.loo_scores(), 0.01, method="leave-one-out")
 
 
-def _detector(manifest: dict, folder: Path, scorer, threshold: dict, extractor, kind: str, k: int):
+def _detector(manifest: dict, folder: Path, scorer, threshold: dict, extractor):
     """A `Detector` around this run's extractor and scorer: the runtime's class, not a look-alike."""
     from ovdoc.runtime.detector import Detector
 
@@ -431,22 +441,12 @@ def _baselines(cfg, model, spec, reference, normal_images, results) -> dict:
     if reference is None:
         out["note"] = "needs the FP32 results (add FP32 to --precisions) for the LOF reference vectors"
         return out
-    from ovdoc.runtime.bench.baselines import run_baselines
+    from ovdoc.runtime.bench.baselines import Clip, run_baselines
 
-    say(cfg, "  baselines: original app loop (Keras + LOF) and the 2019 OpenVINO port (sync + LOF)")
-    out.update(
-        run_baselines(
-            model,
-            spec,
-            cfg.source,
-            cfg.res,
-            cfg.frames,
-            reference,
-            normal_images,
-            cfg.keras_model,
-            cfg.keras_weights,
-        )
-    )
+    log.info("  baselines: original app loop (Keras + LOF) and the 2019 OpenVINO port (sync + LOF)")
+    keras_src = (cfg.keras_model, cfg.keras_weights) if cfg.keras_model else None
+    clip = Clip(cfg.source, cfg.res, cfg.frames)
+    out.update(run_baselines(model, spec, clip, reference, normal_images, keras_src))
     if best is not None:
         out["ovdoc_best"] = {
             key: best.get(key) for key in ("device", "precision", "batch", "hint", "scorer", "pipeline_fps")

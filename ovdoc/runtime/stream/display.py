@@ -65,6 +65,52 @@ def annotate(
     return out
 
 
+HEAT_FLOOR = 0.5  # heatmap drawn only where the map reaches this fraction of the threshold
+HEAT_ALPHA = 0.45
+YELLOW = (0, 220, 255)
+
+
+def heatmap_colours(frame_map: np.ndarray, threshold: float) -> np.ndarray:
+    """BGR uint8 JET colours of a map normalised to the threshold: 0 -> blue, threshold -> bright red,
+    above it darker red.
+
+    Normalised to the threshold, not to each map's own maximum, so colours mean the same thing on
+    every frame: a quiet frame stays blue-green, and red always means "at or above the threshold".
+    JET is bright red at 7/8 of its range (224 of 255); the threshold is put there.
+    """
+    scale = 224.0 / threshold if threshold > 0 else 0.0
+    level = np.clip(np.asarray(frame_map, np.float32) * scale, 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(level, cv2.COLORMAP_JET)
+
+
+def overlay_heatmap(
+    image: np.ndarray,
+    frame_map: np.ndarray,
+    threshold: float,
+    *,
+    box: tuple[int, int, int, int] | None = None,
+    anomalous: bool = False,
+    alpha: float = HEAT_ALPHA,
+) -> np.ndarray:
+    """A copy of `image` with the anomaly map blended in where it reaches HEAT_FLOOR x threshold, and the
+    hottest region's box (red when the frame is anomalous, yellow otherwise) when any of it is hot.
+
+    Pure: `image` (HxWx3 uint8) and `frame_map` (HxW, frame-sized) are not modified.
+    """
+    if frame_map.shape[:2] != image.shape[:2]:
+        raise ValueError(f"map {frame_map.shape[:2]} and frame {image.shape[:2]} differ in size")
+    out = image.copy()
+    hot = frame_map >= HEAT_FLOOR * threshold
+    if hot.any():
+        colours = heatmap_colours(frame_map, threshold)
+        blended = cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
+        out[hot] = blended[hot]
+        if box is not None:  # the box holds the peak, which is hot when anything is
+            thick = max(2, round(image.shape[1] / 320))
+            cv2.rectangle(out, box[:2], box[2:], RED if anomalous else YELLOW, thick)
+    return out
+
+
 class Window:
     """A cv2 window; `show` returns 'quit', 'save', 'toggle' or None for the key pressed."""
 
@@ -73,18 +119,19 @@ class Window:
         try:
             cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
-            raise OvdocError(
-                f"cannot open a window ({first_line(exc, 120)}); use --headless"
-            ) from exc
+            raise OvdocError(f"cannot open a window ({first_line(exc, 120)}); use --headless") from exc
 
     def show(self, image: np.ndarray) -> str | None:
         cv2.imshow(WINDOW, image)
         key = cv2.waitKey(1) & 0xFF
         return {ord("q"): "quit", 27: "quit", ord("p"): "save", ord("s"): "toggle"}.get(key)
 
-    def save(self, image: np.ndarray) -> Path:
+    def save(self, image: np.ndarray, heatmap: np.ndarray | None = None) -> Path:
+        """The frame as shown (PNG), and beside it `-heatmap.png` when there is one (patch mode)."""
         path = self.snapshot_dir / time.strftime("ovdoc-%Y%m%d-%H%M%S.png")
         cv2.imwrite(str(path), image)
+        if heatmap is not None:
+            cv2.imwrite(str(path.with_name(path.stem + "-heatmap.png")), heatmap)
         return path
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ class Frame:
     index: int
     timestamp: float  # seconds: position in a file, wall-clock (epoch) time for a live source
     image: np.ndarray
+    source_id: int = 0  # which source of the run (several cameras can share one compiled model)
 
 
 def parse_res(text: str | None) -> tuple[int, int] | None:

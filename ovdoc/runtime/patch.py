@@ -1,0 +1,422 @@
+"""Patch-level detection (PatchCore-style): local features, a greedy k-center memory bank, anomaly maps.
+
+Three parts, all runtime side (OpenVINO, FAISS, numpy; no TensorFlow):
+
+* `build_patch_model` turns a backbone IR into a *patch-feature IR* with OpenVINO's graph API: it taps
+  intermediate maps by layer name (Keras names such as ``block_6_expand_relu`` survive as node friendly
+  names), averages each over a small neighbourhood (AvgPool k x k, stride 1: a patch sees its neighbours,
+  as in PatchCore), upsamples the deeper maps to the shallowest grid, concatenates and reduces the channels
+  with a fixed random projection (a MatMul whose matrix is a seeded Gaussian: distances are kept up to a
+  small distortion, Johnson-Lindenstrauss). Output ``[n, h, w, d]``: per frame the runtime only searches.
+* `greedy_coreset` picks the memory bank: greedy k-center (each pick = the candidate farthest from the bank
+  so far), which keeps rare normal patches that random sampling drops.
+* `PatchScorer` holds the bank in a FAISS index; a patch's score is the distance to its nearest normal
+  patch, an image's score a robust maximum of its map (see `aggregate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from ovdoc.errors import OvdocError, first_line
+
+# Chosen on the magnetic-tile validation split (benchmarks/accuracy.py, magnetic-tile, --mode patch)
+DEFAULT_LAYERS = ("block_6_expand_relu", "block_13_expand_relu")
+AGGREGATES = ("max", "topk", "smooth_max")
+# Per-position normalisation of patch scores: image borders and corners (zero padding, tile edges) have
+# large nearest-neighbour distances even on normal images; dividing by / standardising with the typical
+# normal distance at each grid position keeps them from hiding real defects (measured: see accuracy.py).
+NORMALISATIONS = ("none", "z", "ratio")
+REDUCTIONS = ("project", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchConfig:
+    """How patch features are built, banked and aggregated; recorded in the bundle's manifest."""
+
+    layers: tuple[str, ...] = DEFAULT_LAYERS
+    neighbourhood: int = 3  # AvgPool kernel (odd); 1 = no aggregation
+    dim: int = 128  # projected feature size (reduce="project")
+    reduce: str = "project"
+    seed: int = 0  # projection matrix, coreset start and calibration split
+    coreset: int | float = 4096  # bank size: an int (patches) or a fraction (0..1] of the candidates
+    max_candidates: int = 200_000  # patches the coreset chooses from (random per-image subsample above)
+    projection_dim: int = 32  # random projection used for the coreset's distance computations only
+    aggregate: str = "topk"
+    topk: int = 10  # patches averaged by aggregate="topk"
+    calib_fraction: float = 0.2  # normal images held out of the bank to calibrate the threshold
+    normalise: str = "z"  # per-position normalisation (NORMALISATIONS), from half the held-out images
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise OvdocError("patch mode needs at least one layer")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if self.neighbourhood < 1 or self.neighbourhood % 2 == 0:
+            raise OvdocError(f"--neighbourhood must be an odd number >= 1, got {self.neighbourhood}")
+        if self.reduce not in REDUCTIONS:
+            raise OvdocError(f"unknown reduction {self.reduce!r}: use one of {', '.join(REDUCTIONS)}")
+        if self.dim < 1:
+            raise OvdocError(f"--dim must be at least 1, got {self.dim}")
+        if self.aggregate not in AGGREGATES:
+            raise OvdocError(f"unknown aggregation {self.aggregate!r}: use one of {', '.join(AGGREGATES)}")
+        if self.topk < 1:
+            raise OvdocError(f"--topk must be at least 1, got {self.topk}")
+        if isinstance(self.coreset, float) and not 0.0 < self.coreset <= 1.0:
+            raise OvdocError(f"--coreset as a fraction must be in (0, 1], got {self.coreset}")
+        if isinstance(self.coreset, int) and self.coreset < 1:
+            raise OvdocError(f"--coreset must be at least 1 patch, got {self.coreset}")
+        if self.normalise not in NORMALISATIONS:
+            raise OvdocError(
+                f"unknown normalisation {self.normalise!r}: use one of {', '.join(NORMALISATIONS)}"
+            )
+        if not 0.0 < self.calib_fraction < 1.0:
+            raise OvdocError(f"calibration fraction must be in (0, 1), got {self.calib_fraction}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"layers": list(self.layers)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PatchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k == "layers" else v) for k, v in data.items() if k in known})
+
+
+def parse_coreset(text: str) -> int | float:
+    """`--coreset 4096` (patches) or `--coreset 0.1` / `10%` (fraction of the candidate patches)."""
+    text = str(text).strip()
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100.0
+        if "." in text:
+            return float(text)
+        return int(text)
+    except ValueError:
+        raise OvdocError(
+            f"--coreset: expected a patch count (4096) or a fraction (0.1 or 10%), got {text!r}"
+        ) from None
+
+
+# --- the patch-feature graph ----------------------------------------------------------------------
+def find_layer(model: ov.Model, layer: str) -> ov.Output:
+    """The output of the node for Keras layer `layer`: exact friendly name, else the last node of its scope.
+
+    IRs converted so that Keras names survive carry them as friendly names; TF-style scoped names
+    (``model/block_6_expand_relu/Relu6``) are matched on their path components, last node wins.
+    """
+    exact = None
+    scoped = None
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Constant", "Result"):
+            continue
+        name = op.get_friendly_name()
+        if name == layer:
+            exact = op
+        elif layer in name.split("/") or any(
+            layer in t.split("/") for o in op.outputs() for t in o.get_names()
+        ):
+            scoped = op
+    node = exact or scoped
+    if node is None:
+        raise OvdocError(
+            f"the model has no layer named {layer!r} (patch mode taps layers by their Keras names, e.g. "
+            f"{', '.join(DEFAULT_LAYERS)}); use an IR from `ovdoc convert`/`ovdoc train` or the shipped "
+            "imagenet backbone"
+        )
+    return node.output(0)
+
+
+def _tap_shapes(model: ov.Model, layers: tuple[str, ...], height: int, width: int) -> list[list[int]]:
+    probe = model.clone()
+    probe.reshape({probe.inputs[0]: ov.PartialShape([1, height, width, 3])})
+    shapes = []
+    for layer in layers:
+        shape = find_layer(probe, layer).get_partial_shape()
+        if not shape.is_static or shape.rank.get_length() != 4:
+            raise OvdocError(f"layer {layer!r} does not output a 4-D feature map (shape {shape})")
+        shapes.append([d.get_length() for d in shape])
+    return shapes
+
+
+def tap_layouts(model: ov.Model, layers: tuple[str, ...], height: int, width: int) -> list[tuple[str, int]]:
+    """(layout, channels) of each tapped map: the channel axis is the one that does not follow input size."""
+    a = _tap_shapes(model, layers, height, width)
+    b = _tap_shapes(model, layers, height + 64, width + 32)
+    out = []
+    for layer, sa, sb in zip(layers, a, b, strict=True):
+        if sa[1] == sb[1] and sa[3] != sb[3]:
+            out.append(("NCHW", sa[1]))
+        elif sa[3] == sb[3] and sa[1] != sb[1]:
+            out.append(("NHWC", sa[3]))
+        else:
+            raise OvdocError(f"cannot tell the channel axis of layer {layer!r} (shapes {sa}, {sb})")
+    return out
+
+
+def projection_matrix(channels: int, dim: int, seed: int) -> np.ndarray:
+    """Seeded Gaussian N(0, 1/dim) matrix [channels, dim]: the same seed gives the same features."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((channels, dim)) / np.sqrt(dim)).astype(np.float32)
+
+
+def build_patch_model(
+    backbone: ov.Model, height: int, width: int, config: PatchConfig
+) -> tuple[ov.Model, dict]:
+    """Backbone IR -> patch-feature IR ``[n, h, w, d]`` (input ``[n, height, width, 3]``) and its record."""
+    import openvino.opset13 as ops
+
+    layouts = tap_layouts(backbone, config.layers, height, width)
+    model = backbone.clone()
+    model.reshape({model.inputs[0]: ov.PartialShape([-1, height, width, 3])})
+    maps = []
+    for layer, (layout, _) in zip(config.layers, layouts, strict=True):
+        x = find_layer(model, layer)
+        if layout == "NHWC":
+            x = ops.transpose(x, ops.constant(np.array([0, 3, 1, 2], np.int64))).output(0)
+        if config.neighbourhood > 1:
+            p = config.neighbourhood // 2
+            x = ops.avg_pool(x, [1, 1], [p, p], [p, p], [config.neighbourhood] * 2, exclude_pad=True).output(
+                0
+            )
+        maps.append(x)
+    grids = [tuple(int(d.get_length()) for d in m.get_partial_shape()[2:]) for m in maps]
+    h, w = max(grids, key=lambda g: g[0] * g[1])
+    resized = []
+    for x, grid in zip(maps, grids, strict=True):
+        if grid != (h, w):
+            x = ops.interpolate(
+                x,
+                ops.constant(np.array([h, w], np.int64)),
+                "linear",
+                "sizes",
+                axes=ops.constant(np.array([2, 3], np.int64)),
+                coordinate_transformation_mode="half_pixel",
+            ).output(0)
+        resized.append(x)
+    x = ops.concat(resized, 1) if len(resized) > 1 else resized[0]
+    x = ops.transpose(x, ops.constant(np.array([0, 2, 3, 1], np.int64)))
+    channels = sum(c for _, c in layouts)
+    dim = channels
+    if config.reduce == "project" and config.dim < channels:
+        x = ops.matmul(x, ops.constant(projection_matrix(channels, config.dim, config.seed)), False, False)
+        dim = config.dim
+    result = ops.result(x)
+    patch = ov.Model([result], model.get_parameters(), "ovdoc-patch")
+    from ovdoc.runtime.ir import name_ports
+
+    name_ports(patch)
+    record = {
+        "layers": list(config.layers),
+        "layer_channels": [c for _, c in layouts],
+        "grid": [h, w],
+        "dim": dim,
+        "channels": channels,
+        "stride": [height / h, width / w],
+    }
+    return patch, record
+
+
+# --- memory bank ----------------------------------------------------------------------------------
+def greedy_coreset(x: np.ndarray, n: int, *, projection_dim: int = 32, seed: int = 0) -> np.ndarray:
+    """Indices of `n` rows of `x` chosen by greedy k-center (farthest-point) selection, in pick order.
+
+    Distances are computed in a `projection_dim` random projection (PatchCore's speed-up: the order of
+    picks barely changes, the cost drops d/projection_dim-fold). Start: a seeded random row.
+    """
+    x = np.asarray(x, np.float32)
+    m = len(x)
+    if n >= m:
+        return np.arange(m)
+    if projection_dim and projection_dim < x.shape[1]:
+        z = x @ projection_matrix(x.shape[1], projection_dim, seed + 1)
+    else:
+        z = x
+    z = np.ascontiguousarray(z, np.float32)
+    sq = np.einsum("ij,ij->i", z, z)
+    start = int(np.random.default_rng(seed).integers(m))
+    picks = np.empty(n, np.int64)
+    picks[0] = start
+    best = np.maximum(sq - 2.0 * (z @ z[start]) + sq[start], 0.0)
+    best[start] = -1.0
+    for i in range(1, n):
+        j = int(np.argmax(best))
+        picks[i] = j
+        d = sq - 2.0 * (z @ z[j]) + sq[j]
+        np.minimum(best, d, out=best)
+        best[j] = -1.0
+    return picks
+
+
+def coreset_size(config: PatchConfig, candidates: int) -> int:
+    if isinstance(config.coreset, float):
+        return max(1, min(candidates, int(round(config.coreset * candidates))))
+    return max(1, min(candidates, int(config.coreset)))
+
+
+# --- scoring --------------------------------------------------------------------------------------
+def gaussian_smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of each [h, w] map (OpenCV), sigma in map cells."""
+    import cv2
+
+    if sigma <= 0:
+        return maps
+    out = np.empty_like(maps)
+    for i, m in enumerate(maps):
+        out[i] = cv2.GaussianBlur(m, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    return out
+
+
+def aggregate(maps: np.ndarray, method: str, topk: int = 10) -> np.ndarray:
+    """Image score from patch-score maps [n, h, w]: a robust maximum.
+
+    max: the hottest patch; topk: mean of the `topk` hottest patches (one noisy patch cannot flag an
+    image alone); smooth_max: the maximum after a Gaussian blur of sigma 1 cell.
+    """
+    n = len(maps)
+    flat = maps.reshape(n, -1)
+    if method == "max":
+        return flat.max(axis=1).astype(np.float32)
+    if method == "topk":
+        k = min(topk, flat.shape[1])
+        return np.partition(flat, -k, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
+    if method == "smooth_max":
+        return gaussian_smooth(maps.astype(np.float32), 1.0).reshape(n, -1).max(axis=1)
+    raise OvdocError(f"unknown aggregation {method!r}: use one of {', '.join(AGGREGATES)}")
+
+
+class PatchScorer:
+    """Memory bank of normal patch features in a FAISS index; nearest-patch distance per patch."""
+
+    kind = "patch"
+
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        dim: int,
+        *,
+        aggregate: str = "topk",
+        topk: int = 10,
+        normalise: str = "none",
+    ) -> None:
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.dim = int(dim)
+        self.aggregate = aggregate
+        self.topk = int(topk)
+        self.normalise = normalise
+        self.index_ = None
+        self.position_: np.ndarray | None = None  # [2, h, w]: typical normal distance (centre, spread)
+
+    def fit_position(self, normal_maps: np.ndarray) -> PatchScorer:
+        """Per-position statistics of raw maps of normal images that are NOT in the bank."""
+        raw = np.asarray(normal_maps, np.float32)
+        mu = raw.mean(axis=0)
+        sd = raw.std(axis=0) if len(raw) > 1 else np.zeros_like(mu)
+        floor = max(float(np.median(sd)), 1e-6) * 0.1  # a position that never varied must not explode
+        self.position_ = np.stack([mu, np.maximum(sd, floor)]).astype(np.float32)
+        return self
+
+    def normalised(self, raw_maps: np.ndarray) -> np.ndarray:
+        if self.normalise == "none" or self.position_ is None:
+            return raw_maps
+        mu, sd = self.position_
+        if self.normalise == "z":
+            return ((raw_maps - mu) / sd).astype(np.float32)
+        return (raw_maps / np.maximum(mu, 1e-6)).astype(np.float32)
+
+    def fit(self, bank: np.ndarray) -> PatchScorer:
+        import faiss
+
+        bank = np.ascontiguousarray(bank, np.float32)
+        if bank.ndim != 2 or bank.shape[1] != self.dim:
+            raise OvdocError(f"memory bank must be [n, {self.dim}], got {bank.shape}")
+        index = faiss.IndexFlatL2(self.dim)
+        index.add(bank)
+        self.index_ = index
+        return self
+
+    @property
+    def n_vectors(self) -> int:
+        return int(self.index_.ntotal) if self.index_ is not None else 0
+
+    def patch_maps(self, outputs: np.ndarray) -> np.ndarray:
+        """[n, h, w] patch scores from raw model outputs (normalised per position if the bundle says so)."""
+        return self.normalised(self.raw_maps(outputs))
+
+    def raw_maps(self, outputs: np.ndarray) -> np.ndarray:
+        """[n, h, w] distance of each patch to its nearest normal patch, from raw model outputs."""
+        h, w = self.grid
+        feats = np.ascontiguousarray(np.asarray(outputs, np.float32).reshape(-1, self.dim))
+        n = len(feats) // (h * w)
+        if n * h * w != len(feats):
+            raise OvdocError(f"model outputs do not match the bundle's {h}x{w}x{self.dim} patch grid")
+        if n == 0:
+            return np.zeros((0, h, w), np.float32)
+        d2, _ = self.index_.search(feats, 1)
+        return np.sqrt(np.maximum(d2[:, 0], 0.0)).reshape(n, h, w).astype(np.float32)
+
+    def image_scores(self, maps: np.ndarray) -> np.ndarray:
+        return aggregate(maps, self.aggregate, self.topk)
+
+    def describe(self) -> dict:
+        return {
+            "kind": "patch",
+            "k": 1,
+            "aggregate": self.aggregate,
+            "topk": self.topk,
+            "normalise": self.normalise,
+            "index": "flat",
+            "metric": "euclidean",
+            "n_vectors": self.n_vectors,
+            "index_file": "index.faiss",
+        }
+
+    def save(self, folder: Path) -> list[str]:
+        import faiss
+
+        faiss.write_index(self.index_, str(folder / "index.faiss"))
+        if self.position_ is None:
+            return ["index.faiss"]
+        np.save(folder / "position.npy", self.position_, allow_pickle=False)
+        return ["index.faiss", "position.npy"]
+
+    @classmethod
+    def load(cls, folder: Path, info: dict, patch: dict) -> PatchScorer:
+        import faiss
+
+        try:
+            index = faiss.read_index(str(folder / info.get("index_file", "index.faiss")))
+        except Exception as exc:
+            raise OvdocError(f"cannot read the FAISS index in {folder}: {first_line(exc, 200)}") from exc
+        if int(index.d) != int(patch["dim"]):
+            raise OvdocError(
+                f"bundle {folder}: the index holds {index.d}-d patches, the manifest says {patch['dim']}-d; "
+                "rebuild it with `ovdoc fit --mode patch`"
+            )
+        if int(index.ntotal) != int(info.get("n_vectors", index.ntotal)):
+            raise OvdocError(
+                f"bundle {folder}: the index holds {index.ntotal} patches, the manifest says "
+                f"{info['n_vectors']}; rebuild it with `ovdoc fit --mode patch`"
+            )
+        scorer = cls(
+            tuple(patch["grid"]),
+            int(patch["dim"]),
+            aggregate=info.get("aggregate", "topk"),
+            topk=int(info.get("topk", 10)),
+            normalise=info.get("normalise", "none"),
+        )
+        scorer.index_ = index
+        if scorer.normalise != "none":
+            try:
+                position = np.load(folder / "position.npy", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise OvdocError(f"bundle {folder}: cannot read position.npy ({exc}); rebuild it") from exc
+            if position.shape != (2, *scorer.grid):
+                raise OvdocError(
+                    f"bundle {folder}: position.npy is {position.shape}, the patch grid is {scorer.grid}; "
+                    "rebuild it with `ovdoc fit --mode patch`"
+                )
+            scorer.position_ = position.astype(np.float32)
+        return scorer

@@ -1,0 +1,341 @@
+"""The live loop: lanes (one per source: reader, preparer, decider, sinks) around one shared scorer.
+
+    per source (a "lane"):  Reader thread --(bounded; live: drop oldest)--> Preparer thread --+
+                                                                                              |
+    shared:   prepared queue --> main thread: batch --> BatchScorer (one compiled model, async,
+              results in order) --> per source: Decider (smoothing + threshold) --> its sinks
+                                                                        ^
+              Command queue (quit / save / toggle scoring) -------------+ applied by the loop
+
+Readers, preparers, deciders and sinks belong to one source; the scorer and its compiled model are
+shared, and frames carry their `source_id`, so several cameras in one process are a list of lanes.
+The main thread only batches, submits, and hands results on: decoding, resizing and inference run in
+other threads, and per-frame Python work here is kept to a decider update and the sinks' calls.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ovdoc.errors import OvdocError, first_line
+from ovdoc.runtime.stream.decider import Decider
+from ovdoc.runtime.stream.messages import Command, Control, Result
+from ovdoc.runtime.stream.reader import End, Preparer, Reader
+from ovdoc.runtime.stream.regions import hottest_region
+from ovdoc.runtime.stream.scorer import BatchScorer
+from ovdoc.runtime.stream.sinks import Sink, SinkContext
+from ovdoc.runtime.stream.sources import Frame, FrameSource
+
+
+@dataclass
+class RunOptions:
+    smooth: int = 10  # the original app averaged the last 10 scores
+    threshold: float | None = None  # None: the bundle's calibrated threshold
+    max_frames: int | None = None  # per source
+    retries: int = 5
+    backoff_s: float = 0.5
+    queue_size: int = 32
+    show: bool = False
+    events: str | Path | None = None
+    save_video: str | Path | None = None
+    snapshot_dir: Path | None = None
+
+
+class SinkError(Exception):
+    """A sink failed; the message is one line naming it."""
+
+
+@dataclass(eq=False)
+class Lane:
+    """One source's stages and counters: reader, preparer, decider, sinks."""
+
+    source: FrameSource
+    sinks: list[Sink]
+    source_id: int = 0
+    decider: Decider | None = None
+    reader: Reader | None = None
+    preparer: Preparer | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    processed: int = 0
+    anomalies: int = 0
+    skipped: int = 0
+    incidents: int = 0
+    done: bool = False  # no more frames wanted (max_frames) or coming (ended)
+
+    @property
+    def dropped(self) -> int:
+        return self.reader.dropped if self.reader is not None else 0
+
+    @property
+    def fatal(self) -> BaseException | None:
+        for stage in (self.reader, self.preparer):
+            if stage is not None and stage.fatal is not None:
+                return stage.fatal
+        return None
+
+
+class LiveLoop:
+    """Runs lanes through one shared BatchScorer until every lane ends (or quit, Ctrl-C, an error)."""
+
+    def __init__(self, detector, lanes: list[Lane], options: RunOptions) -> None:
+        if options.smooth < 1:
+            raise OvdocError(f"--smooth must be at least 1, got {options.smooth}")
+        self.det = detector
+        self.lanes = lanes
+        self.opt = options
+        self.threshold = float(options.threshold if options.threshold is not None else detector.threshold_)
+        # patch bundles calibrate the map's level apart from the image score's
+        patch = getattr(detector, "mode_", "global") == "patch"
+        self.map_threshold = float(getattr(detector, "map_threshold_", self.threshold)) if patch else None
+        self.stop = threading.Event()
+        self.prepared: queue.Queue = queue.Queue(maxsize=max(2, options.queue_size))
+        self.incidents: queue.SimpleQueue = queue.SimpleQueue()
+        self.commands: queue.SimpleQueue = queue.SimpleQueue()
+        self.scoring = True
+        self.stopped = "end"
+        self.fatal: BaseException | None = None
+        self.wall_s = 0.0
+        self.ok = False
+        for i, lane in enumerate(lanes):
+            if lane.source_id != i:
+                raise ValueError(f"lane {i} has source_id {lane.source_id}: ids are the lanes' positions")
+            lane.decider = Decider(options.smooth, self.threshold)
+
+    # --- control --------------------------------------------------------------------------------------
+    def post(self, command: Command | Control) -> None:
+        """Thread-safe: ask the loop to quit, save or toggle scoring (sinks, tests, a web view)."""
+        self.commands.put(command if isinstance(command, Command) else Command(command))
+
+    def _apply_commands(self) -> None:
+        while True:
+            try:
+                command = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            lanes = self.lanes if command.source_id is None else [self.lanes[command.source_id]]
+            if command.control is Control.QUIT:
+                self.stopped = "user"
+                self.stop.set()
+            elif command.control is Control.TOGGLE_SCORING:
+                self.scoring = not self.scoring  # one model scores every source: paused for all
+                for lane in self.lanes:
+                    lane.decider.reset()
+            elif command.control is Control.SAVE:
+                for lane in lanes:
+                    for sink in lane.sinks:
+                        self._call(sink, sink.snapshot)
+
+    # --- stages ---------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        live = any(lane.source.live for lane in self.lanes)
+        self._live = live
+        for lane in self.lanes:
+            src = lane.source
+            ctx = SinkContext(
+                source_name=src.name,
+                source_id=lane.source_id,
+                live=src.live,
+                fps=getattr(src, "fps", None),
+                tag_source=len(self.lanes) > 1,
+                post=self.post,
+            )
+            for sink in lane.sinks:
+                sink.open(ctx)
+            captured: queue.Queue = queue.Queue(maxsize=max(2, self.opt.queue_size))
+            lane.reader = Reader(
+                src,
+                captured,
+                lane.stop,
+                source_id=lane.source_id,
+                retries=self.opt.retries,
+                backoff_s=self.opt.backoff_s,
+                max_frames=self.opt.max_frames,
+                incident=lambda record, i=lane.source_id: self.incidents.put((i, record)),
+            )
+            lane.preparer = Preparer(
+                self.det.prepare, src.res, captured, self.prepared, lane.stop, source_id=lane.source_id
+            )
+        for lane in self.lanes:
+            lane.reader.start()
+            lane.preparer.start()
+
+    def _collect(self, size: int) -> tuple[list[Frame], list]:
+        """Up to `size` prepared frames: a live source sends what is there (latency), files wait for a
+        full batch (throughput)."""
+        frames: list[Frame] = []
+        prepared: list = []
+        try:
+            item = self.prepared.get(timeout=0.2)
+        except queue.Empty:
+            return frames, prepared
+        while True:
+            if isinstance(item, End):
+                self._end(item.source_id)
+                if self._active == 0:
+                    break
+            else:
+                frames.append(item[0])
+                prepared.append(item[1])
+                if len(frames) >= size:
+                    break
+            try:
+                item = self.prepared.get_nowait() if self._live else self.prepared.get(timeout=0.5)
+            except queue.Empty:
+                break
+        return frames, prepared
+
+    def _end(self, source_id: int) -> None:
+        lane = self.lanes[source_id]
+        if lane.source_id not in self._ended:
+            self._ended.add(lane.source_id)
+            self._active -= 1
+
+    def _pump_incidents(self) -> None:
+        while True:
+            try:
+                source_id, record = self.incidents.get_nowait()
+            except queue.Empty:
+                return
+            lane = self.lanes[source_id]
+            lane.incidents += 1
+            for sink in lane.sinks:
+                self._call(sink, sink.event, record)
+
+    def _call(self, sink: Sink, method, *args) -> None:
+        try:
+            method(*args)
+        except Exception as exc:
+            raise _sink_error(sink, exc) from exc
+
+    def _deliver(self, scored: list) -> None:
+        """Scored frames, in order, through each source's decider to its sinks."""
+        threshold, commands = self.threshold, self.commands
+        for item in scored:
+            frame = item.frame
+            lane = self.lanes[frame.source_id]
+            if lane.done:
+                continue
+            score = item.score
+            smoothed, anomalous = lane.decider.update(score)
+            lane.processed += 1
+            lane.anomalies += anomalous
+            box = peak = None
+            if item.map is not None:
+                box, peak = hottest_region(item.map)
+            result = Result(
+                frame, score, smoothed, anomalous, threshold, item.map, box, peak, self.map_threshold
+            )
+            sink = None
+            try:
+                for sink in lane.sinks:
+                    sink.handle(result)
+            except Exception as exc:
+                raise _sink_error(sink, exc) from exc
+            if self.opt.max_frames is not None and lane.processed >= self.opt.max_frames:
+                self._finish_lane(lane)
+            if not commands.empty():  # a key pressed on this frame acts before the next one
+                self._apply_commands()
+                if self.stop.is_set():
+                    return
+
+    def _skip(self, frames: list[Frame]) -> None:
+        """Frames that arrive while scoring is paused: still shown and saved, not scored."""
+        for frame in frames:
+            lane = self.lanes[frame.source_id]
+            if lane.done:
+                continue
+            lane.skipped += 1
+            result = Result(frame, None, None, False, self.threshold)
+            for sink in lane.sinks:
+                self._call(sink, sink.handle, result)
+
+    def _finish_lane(self, lane: Lane) -> None:
+        """A source reached max_frames: stop its reader, ignore what it still has in flight."""
+        lane.done = True
+        lane.stop.set()
+        self._end(lane.source_id)
+
+    # --- run ------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Process every source to its end (or max_frames, quit, Ctrl-C, a failure); see `stopped`,
+        `fatal` and each lane's counters afterwards."""
+        scorer = BatchScorer(self.det)
+        batch = scorer.batch
+        self._ended: set[int] = set()
+        self._active = len(self.lanes)
+        start = time.perf_counter()
+        try:
+            self._start()
+            start = time.perf_counter()
+            while self._active and not self.stop.is_set():
+                frames, prepared = self._collect(batch)
+                self._pump_incidents()
+                if frames:
+                    if self.scoring:
+                        scorer.submit(frames, prepared)
+                    else:
+                        self._deliver(scorer.ready(wait=True))  # keep frame order across the pause
+                        self._skip(frames)
+                self._deliver(scorer.ready())
+                self._apply_commands()
+            if not self.stop.is_set():  # ended (or max_frames): what is in flight still counts
+                self._deliver(scorer.ready(wait=True))
+            self.ok = True
+        except KeyboardInterrupt:
+            self.stopped = "interrupted"
+            self.ok = True
+        except SinkError as exc:
+            self.fatal = OvdocError(str(exc))
+        except OvdocError:
+            raise  # before the first frame: a sink could not open (events file, video name)
+        except Exception as exc:  # inference failed mid-run: summary + one line, not a traceback
+            self.fatal = exc
+        finally:
+            self.stop.set()
+            for lane in self.lanes:
+                lane.stop.set()
+            for lane in self.lanes:
+                for stage in (lane.reader, lane.preparer):
+                    if stage is not None and stage.thread.ident is not None:  # started
+                        stage.join(timeout=5)
+            try:
+                self.det.wait()
+            except Exception as exc:  # an inference error nobody has seen yet
+                if self.fatal is None and self.ok:
+                    self.fatal = exc
+            try:
+                self._pump_incidents()
+            except SinkError as exc:
+                self.fatal = self.fatal or OvdocError(str(exc))
+            self.wall_s = time.perf_counter() - start
+            ok = (
+                self.ok
+                and self.fatal is None
+                and not any(lane.fatal and not lane.done for lane in self.lanes)
+            )
+            for lane in self.lanes:
+                for sink in lane.sinks:  # close() copes with a sink whose open() never ran
+                    try:
+                        sink.close(ok)
+                    except Exception as exc:
+                        self.fatal = self.fatal or OvdocError(str(_sink_error(sink, exc)))
+        if self.fatal is None:  # a source failing after it gave all the frames asked for is no failure
+            self.fatal = next((lane.fatal for lane in self.lanes if lane.fatal and not lane.done), None)
+        if self.fatal is not None:
+            self.stopped = "error"
+        elif self.stopped == "end" and all(
+            lane.done or (lane.reader is not None and lane.reader.hit_max_frames) for lane in self.lanes
+        ):
+            self.stopped = "max_frames"
+
+
+def _sink_error(sink: Sink | None, exc: BaseException) -> SinkError:
+    """One line: an OvdocError says what went wrong itself; anything else is named after the sink."""
+    if isinstance(exc, OvdocError):
+        return SinkError(str(exc))
+    name = sink.name if sink is not None else "output"
+    return SinkError(f"{name} output failed: {type(exc).__name__}: {first_line(exc)}")

@@ -1,0 +1,195 @@
+"""Reader and preparer: the two threads that run ahead of inference for one source.
+
+    Reader:   source.read_raw() --(bounded queue; live: drop the OLDEST when full, file: block)-->
+    Preparer: resize to --res, then the model's crop (detector.prepare) --(queue shared by all sources)-->
+
+A live source shows what happens *now*, so when scoring falls behind the oldest waiting frame goes; a
+file never drops a frame. A live source that stops delivering is reopened with exponential backoff, each
+try reported as an incident, and given up after `retries` tries with one clear line. OpenCV releases the
+GIL while decoding and resizing, so both threads overlap with inference and with each other.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ovdoc.errors import OvdocError
+from ovdoc.runtime.stream.sources import FrameSource, fit_to
+
+MAX_BACKOFF_S = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """End of one source's stream (it ended, failed, or the run is stopping)."""
+
+    source_id: int
+
+
+def put(target: queue.Queue, item: object, stop: threading.Event, *, drop_oldest: bool) -> int:
+    """Put `item`; return how many frames were dropped to make room (drop_oldest) — never an End.
+
+    Without drop_oldest, block until there is room, giving up only when the run is stopping (then
+    nobody will read the queue any more).
+    """
+    if drop_oldest:
+        dropped = 0
+        while True:
+            try:
+                target.put_nowait(item)
+                return dropped
+            except queue.Full:
+                try:
+                    old = target.get_nowait()
+                except queue.Empty:  # the consumer took one meanwhile: room now
+                    continue
+                dropped += not isinstance(old, End)
+    try:
+        target.put_nowait(item)
+        return 0
+    except queue.Full:
+        pass
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.1)
+            return 0
+        except queue.Full:
+            pass
+    return 0
+
+
+class Reader:
+    """Capture thread for one source, with the reconnect policy; counts frames read and dropped."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        out: queue.Queue,
+        stop: threading.Event,
+        *,
+        source_id: int = 0,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        max_frames: int | None = None,
+        incident: Callable[[dict], None] = lambda record: None,
+        sleep: Callable[[float], bool] | None = None,
+    ) -> None:
+        self.source = source
+        self.out = out
+        self.stop = stop
+        self.source_id = source_id
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_frames = None if source.live else max_frames  # a file needs no more than it will score
+        self.incident = incident
+        self.sleep = sleep or stop.wait  # returns True when the run is stopping
+        self.read = 0
+        self.dropped = 0
+        self.hit_max_frames = False
+        self.fatal: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"ovdoc-capture-{source_id}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before reconnect attempt `attempt` (1-based): doubling, capped at MAX_BACKOFF_S."""
+        return min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+
+    def _report(self, event: str, **fields: object) -> None:
+        self.incident({"event": event, "source": self.source.name, **fields, "time": time.time()})
+
+    def _run(self) -> None:
+        source, live = self.source, self.source.live
+        failures = 0
+        try:
+            while not self.stop.is_set():
+                if self.max_frames is not None and self.read >= self.max_frames:
+                    self.hit_max_frames = True
+                    break
+                frame = source.read_raw()
+                if frame is None:
+                    if not live:
+                        if self.read == 0:
+                            raise OvdocError(f"{source.name} has no readable frames")
+                        break
+                    if failures >= self.retries:
+                        self._report("source_gave_up", retries=failures)
+                        raise OvdocError(
+                            f"live source {source.name} stopped delivering frames; gave up "
+                            f"after {failures} retries"
+                        )
+                    failures += 1
+                    delay = self.backoff(failures)
+                    self._report("source_lost", attempt=failures, of=self.retries, retry_in_s=delay)
+                    if self.sleep(delay):
+                        break
+                    source.reopen()
+                    continue
+                if failures:
+                    self._report("source_recovered", after_attempts=failures)
+                    failures = 0
+                frame.source_id = self.source_id
+                self.read += 1
+                self.dropped += put(self.out, frame, self.stop, drop_oldest=live)
+        except BaseException as exc:  # reported by the loop as one line
+            self.fatal = exc
+        finally:  # the end marker waits for room rather than displace the last frames
+            put(self.out, End(self.source_id), self.stop, drop_oldest=False)
+
+
+class Preparer:
+    """Resize to --res (the same work for every source), then the model's crop/resize, in its own thread."""
+
+    def __init__(
+        self,
+        prepare: Callable[[np.ndarray], np.ndarray],
+        res: tuple[int, int] | None,
+        inp: queue.Queue,
+        out: queue.Queue,
+        stop: threading.Event,
+        *,
+        source_id: int = 0,
+    ) -> None:
+        self.prepare = prepare
+        self.res = res
+        self.inp = inp
+        self.out = out
+        self.stop = stop
+        self.source_id = source_id
+        self.fatal: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"ovdoc-prepare-{source_id}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        prepare, res, inp, out, stop = self.prepare, self.res, self.inp, self.out, self.stop
+        try:
+            while True:
+                try:
+                    frame = inp.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                if isinstance(frame, End) or stop.is_set():
+                    break
+                frame.image = image = fit_to(frame.image, res)
+                put(out, (frame, prepare(image)), stop, drop_oldest=False)
+        except BaseException as exc:
+            self.fatal = exc
+        finally:
+            put(self.out, End(self.source_id), stop, drop_oldest=False)

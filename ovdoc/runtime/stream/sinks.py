@@ -1,0 +1,200 @@
+"""Sinks: where each source's results go — events file, window, saved video; later a web view, MQTT.
+
+One small protocol, so a new output plugs in without touching the loop:
+
+    open(ctx)        before the first frame; ctx says which source, its frame rate, and `post` for commands
+    handle(result)   every frame, in order (a `Result`: frame, score, smoothed, anomalous, map, box, peak)
+    event(record)    a source incident (lost / recovered / gave up), as a JSON-able dict
+    snapshot()       the user asked to save what is on screen (Control.SAVE)
+    close(ok)        at the end; ok=False when the run failed (a half-written output is discarded)
+
+A sink never changes the loop's state: a key press becomes a `Command` posted through `ctx.post`, and
+the loop applies it. An exception from a sink stops the run with one line naming the sink.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ovdoc.runtime.stream.messages import Command, Control, Result
+
+
+@dataclass
+class SinkContext:
+    source_name: str
+    source_id: int = 0
+    live: bool = False
+    fps: float | None = None  # the source's nominal frame rate, when it has one
+    tag_source: bool = False  # several sources share the outputs: say which one in each record
+    post: Callable[[Command], None] = field(default=lambda command: None)
+
+
+class Sink:
+    """Base class with do-nothing defaults: a sink implements only what it needs."""
+
+    name = "sink"
+
+    def open(self, ctx: SinkContext) -> None:
+        self.ctx = ctx
+
+    def handle(self, result: Result) -> None:
+        pass
+
+    def event(self, record: dict) -> None:
+        pass
+
+    def snapshot(self) -> Path | None:
+        return None
+
+    def close(self, ok: bool) -> None:
+        pass
+
+
+class EventSink(Sink):
+    """`--events FILE`: one JSON line per scored frame and per source incident, flushed as written."""
+
+    name = "events"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.writer = None
+
+    def open(self, ctx: SinkContext) -> None:
+        from ovdoc.runtime.stream.events import EventWriter
+
+        super().open(ctx)
+        self.writer = EventWriter(self.path)
+
+    def handle(self, result: Result) -> None:
+        if result.score is None:  # scoring paused: nothing was measured
+            return
+        frame = result.frame
+        record = {
+            "frame": frame.index,
+            "timestamp": round(frame.timestamp, 6),
+            "score": result.score,
+            "smoothed": result.smoothed,
+            "anomalous": result.anomalous,
+        }
+        if result.box is not None:
+            record["box"] = list(result.box)
+            record["peak"] = result.peak
+        if self.ctx.tag_source:
+            record["source"] = self.ctx.source_name
+        self.writer.write(record)
+
+    def event(self, record: dict) -> None:
+        self.writer.write(record)
+
+    def close(self, ok: bool) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Renderer:
+    """The annotated frame (score, FPS, heatmap and box in patch mode), drawn once per result even when
+    both the window and the saved video show it."""
+
+    def __init__(self) -> None:
+        self.fps = 0.0
+        self._last_t: float | None = None
+        self._last: tuple[Result, np.ndarray] | None = None
+
+    def render(self, result: Result) -> np.ndarray:
+        if self._last is not None and self._last[0] is result:
+            return self._last[1]
+        from ovdoc.runtime.stream.display import annotate, overlay_heatmap
+
+        now = time.perf_counter()
+        if self._last_t is not None:
+            dt = max(now - self._last_t, 1e-6)
+            self.fps = 1.0 / dt if self.fps == 0 else 0.9 * self.fps + 0.1 / dt
+        self._last_t = now
+        image = result.frame.image
+        if result.map is not None:
+            level = result.map_threshold or result.threshold
+            image = overlay_heatmap(image, result.map, level, box=result.box, anomalous=result.anomalous)
+        image = annotate(
+            image,
+            score=result.smoothed,
+            threshold=result.threshold,
+            anomalous=result.anomalous,
+            fps=self.fps,
+            scoring=result.score is not None,
+        )
+        self._last = (result, image)
+        return image
+
+
+class WindowSink(Sink):
+    """A cv2 window; keys become commands: q/Esc quit, p save frame (+ heatmap), s pause/resume scoring."""
+
+    name = "window"
+    KEYS = {"quit": Control.QUIT, "save": Control.SAVE, "toggle": Control.TOGGLE_SCORING}
+
+    def __init__(self, renderer: Renderer | None = None, snapshot_dir: Path | None = None) -> None:
+        self.renderer = renderer or Renderer()
+        self.snapshot_dir = snapshot_dir
+        self.window = None
+        self._shown: tuple[np.ndarray, Result] | None = None
+
+    def open(self, ctx: SinkContext) -> None:
+        from ovdoc.runtime.stream.display import Window
+
+        super().open(ctx)
+        self.window = Window(self.snapshot_dir)
+
+    def handle(self, result: Result) -> None:
+        image = self.renderer.render(result)
+        self._shown = (image, result)
+        action = self.window.show(image)
+        if action is not None:
+            self.ctx.post(Command(self.KEYS[action], self.ctx.source_id))
+
+    def snapshot(self) -> Path | None:
+        if self._shown is None:
+            return None
+        from ovdoc.runtime.stream.display import heatmap_colours
+
+        image, result = self._shown
+        level = result.map_threshold or result.threshold
+        heat = heatmap_colours(result.map, level) if result.map is not None else None
+        return self.window.save(image, heat)
+
+    def close(self, ok: bool) -> None:
+        if self.window is not None:
+            self.window.close()
+
+
+class VideoFileSink(Sink):
+    """`--save-video FILE`: the annotated stream, appearing under its name only once complete."""
+
+    name = "video"
+
+    def __init__(self, path: str | Path, renderer: Renderer | None = None) -> None:
+        self.path = Path(path)
+        self.renderer = renderer or Renderer()
+        self.writer = None
+        self.file: Path | None = None
+
+    def open(self, ctx: SinkContext) -> None:
+        from ovdoc.runtime.stream.display import VideoSink
+
+        super().open(ctx)
+        self.writer = VideoSink(self.path, ctx.fps or 25.0)
+
+    def handle(self, result: Result) -> None:
+        self.writer.write(self.renderer.render(result))
+
+    def close(self, ok: bool) -> None:
+        if self.writer is None:
+            return
+        if ok:
+            self.file = self.writer.finish()
+        else:
+            self.writer.discard()

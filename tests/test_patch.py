@@ -1,0 +1,307 @@
+"""Patch mode on real magnetic tiles: the IR built in-graph, the greedy coreset, maps, bundles, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ovdoc.errors import OvdocError
+
+N_BANK = 48  # normal tiles the module's bundle is fitted on (small: 2-core CI)
+
+
+def _tiles(folder: Path) -> list[Path]:
+    return sorted(folder.glob("Imgs/*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def tiles(magnetic_tile_dir: Path) -> dict:
+    free = _tiles(magnetic_tile_dir / "MT_Free")
+    order = np.random.default_rng(0).permutation(len(free))
+    return {
+        "train": [free[i] for i in order[:N_BANK]],
+        "held_out": [free[i] for i in order[N_BANK : N_BANK + 12]],
+        "defects": {d.name: _tiles(d) for d in sorted(magnetic_tile_dir.glob("MT_*")) if d.name != "MT_Free"},
+    }
+
+
+@pytest.fixture(scope="module")
+def backbone() -> Path:
+    from ovdoc.irmodels import imagenet_backbone
+
+    try:
+        return imagenet_backbone()
+    except OvdocError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="module")
+def patch_bundle(tmp_path_factory, tiles: dict, backbone: Path) -> Path:
+    from ovdoc.runtime.bundle import FitConfig, fit_bundle
+    from ovdoc.runtime.patch import PatchConfig
+
+    out = tmp_path_factory.mktemp("patch") / "tiles.bundle"
+    fit_bundle(
+        backbone,
+        tiles["train"],
+        out,
+        FitConfig(mode="patch", patch=PatchConfig(coreset=2000)),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def det(patch_bundle: Path):
+    from ovdoc.runtime.detector import Detector
+
+    return Detector.load(patch_bundle)
+
+
+# --- the coreset --------------------------------------------------------------------------------
+def _covering_radius(x: np.ndarray, centres: np.ndarray) -> float:
+    d = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    return float(np.sqrt(d.min(axis=1).max()))
+
+
+def test_greedy_coreset_is_k_center_and_keeps_the_outlier():
+    from ovdoc.runtime.patch import greedy_coreset
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (2000, 16)), rng.normal(0, 0.1, (1, 16)) + 25.0]).astype(np.float32)
+    picks = greedy_coreset(x, 50, projection_dim=0, seed=0)
+    assert len(set(picks.tolist())) == 50
+    assert 2000 in picks.tolist()[:2]  # the isolated point is the farthest from any start: picked at once
+    greedy_r = _covering_radius(x, x[picks])
+    random_r = min(_covering_radius(x, x[rng.choice(len(x), 50, replace=False)]) for _ in range(5))
+    assert greedy_r < random_r
+    # each pick is the point farthest from the picks before it (the definition of greedy k-center)
+    for i in (1, 10, 40):
+        d = ((x[:, None, :] - x[picks[:i]][None]) ** 2).sum(-1).min(axis=1)
+        assert d[picks[i]] == pytest.approx(d.max(), rel=1e-4)
+    # the low-dimensional projection used for speed still keeps the outlier and beats random
+    projected = greedy_coreset(x, 50, projection_dim=8, seed=0)
+    assert 2000 in projected.tolist()
+    assert _covering_radius(x, x[projected]) < random_r
+
+
+def test_coreset_size_and_parse():
+    from ovdoc.runtime.patch import PatchConfig, coreset_size, parse_coreset
+
+    assert parse_coreset("4096") == 4096 and parse_coreset("0.1") == 0.1 and parse_coreset("10%") == 0.1
+    assert coreset_size(PatchConfig(coreset=0.1), 5000) == 500
+    assert coreset_size(PatchConfig(coreset=9000), 5000) == 5000
+    with pytest.raises(OvdocError):
+        parse_coreset("lots")
+    with pytest.raises(OvdocError):
+        PatchConfig(coreset=1.5)
+
+
+# --- the patch IR ------------------------------------------------------------------------------
+def test_patch_ir_is_built_in_graph_from_layer_names(backbone: Path):
+    import openvino as ov
+
+    from ovdoc.runtime.ir import compile_ir, read_ir
+    from ovdoc.runtime.patch import PatchConfig, build_patch_model
+
+    model, spec, _ = read_ir(backbone)
+    patch, record = build_patch_model(model, 256, 192, PatchConfig(dim=64))
+    assert record["grid"] == [32, 24] and record["dim"] == 64 and record["layer_channels"] == [192, 576]
+    types = {op.get_type_name() for op in patch.get_ops()}
+    assert {"AvgPool", "Interpolate", "Concat", "MatMul"} <= types
+    assert "ReduceMean" not in types  # the global pooling head is not part of the patch IR
+    import dataclasses
+
+    sized = dataclasses.replace(spec, height=256, width=192, resize="stretch")
+    out = compile_ir(patch, sized, batch=2)(np.zeros((2, 256, 192, 3), np.uint8))[0]
+    assert out.shape == (2, 32, 24, 64) and np.isfinite(out).all()
+    with pytest.raises(OvdocError, match="no layer named"):
+        build_patch_model(model, 256, 192, PatchConfig(layers=("block_99_nothing",)))
+    assert isinstance(patch, ov.Model)
+
+
+def test_default_size_follows_the_aspect_ratio():
+    from ovdoc.runtime.bundle import default_patch_size, parse_size
+
+    assert default_patch_size([0.86, 0.85, 0.9]) == (224, 256)  # tall tiles: W x H
+    assert default_patch_size([640 / 480]) == (256, 192)  # a 4:3 camera
+    assert parse_size("320x240") == (320, 240) and parse_size("224") == (224, 224)
+    with pytest.raises(OvdocError):
+        parse_size("big")
+
+
+# --- maps on real tiles ------------------------------------------------------------------------
+def test_defect_hottest_region_lies_inside_the_mask(det, tiles: dict):
+    """Tiles with a clearly visible defect (Break, Fray: the largest masks): argmax of the map hits it."""
+    hits, total = 0, 0
+    for kind in ("MT_Break", "MT_Fray"):
+        for path in tiles["defects"][kind][:8]:
+            image = cv2.imread(str(path))
+            mask = cv2.imread(str(path.with_suffix(".png")), cv2.IMREAD_GRAYSCALE) > 127
+            amap = det.anomaly_map([image])[0]
+            assert amap.shape == image.shape[:2] and amap.dtype == np.float32
+            y, x = np.unravel_index(int(np.argmax(amap)), amap.shape)
+            # one patch of tolerance: the grid has stride 8 at model scale
+            tol = int(
+                np.ceil(
+                    8 * max(image.shape[0] / det.preprocess.height, image.shape[1] / det.preprocess.width)
+                )
+            )
+            near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * tol + 1,) * 2, np.uint8)) > 0
+            hits += bool(near[y, x])
+            total += 1
+    assert hits / total >= 0.75, f"hottest region inside the mask for {hits}/{total} tiles"
+
+
+def test_normal_held_out_map_stays_below_threshold(det, tiles: dict):
+    images = [cv2.imread(str(p)) for p in tiles["held_out"]]
+    maps = det.anomaly_map(images)
+    below = [float(m.max()) < det.map_threshold_ for m in maps]
+    assert np.mean(below) >= 0.75, f"{sum(below)}/{len(below)} normal maps below the map threshold"
+    # and the defects the test above localises score above the image threshold more often than normals
+    scores = det.score_samples(images)
+    breaks = det.score_samples([cv2.imread(str(p)) for p in tiles["defects"]["MT_Break"][:12]])
+    assert np.median(breaks) > np.median(scores)
+
+
+def test_live_loop_api_gives_maps(det, tiles: dict):
+    """submit -> callback(outputs) -> score_outputs: the same scores as score_samples, plus the maps."""
+    images = [cv2.imread(str(p)) for p in tiles["held_out"][:3]]
+    got = []
+    det.set_callback(lambda outputs, userdata: got.append(det.score_outputs(outputs)))
+    det.submit(np.stack([det.prepare(im) for im in images]))
+    det.wait()
+    scored = got[0]
+    h, w = det.manifest_["patch"]["grid"]
+    assert scored.maps.shape == (3, h, w)
+    np.testing.assert_allclose(scored.scores, det.score_samples(images), rtol=1e-5)
+    frame = det.map_to_frame(scored.maps[0], (480, 640))
+    assert frame.shape == (480, 640)
+
+
+# --- bundles -----------------------------------------------------------------------------------
+def test_patch_bundle_round_trips(patch_bundle: Path, det, tiles: dict):
+    from ovdoc.runtime.detector import Detector
+
+    manifest = json.loads((patch_bundle / "manifest.json").read_text())
+    assert manifest["mode"] == "patch" and manifest["format_version"] == 2
+    p = manifest["patch"]
+    assert p["layers"] == ["block_6_expand_relu", "block_13_expand_relu"] and p["coreset"]["size"] == 2000
+    assert p["coreset"]["method"] == "greedy k-center" and p["bank_bytes"] <= 50e6
+    assert "held-out" in manifest["threshold"]["method"]
+    assert not any(f.suffix in (".pkl", ".pickle") for f in patch_bundle.iterdir())
+    images = [cv2.imread(str(p)) for p in tiles["held_out"][:4]]
+    again = Detector.load(patch_bundle)
+    assert again.mode_ == "patch" and again.threshold_ == det.threshold_
+    np.testing.assert_array_equal(again.score_samples(images), det.score_samples(images))
+
+
+def _rehash(folder: Path, manifest: dict) -> None:
+    from ovdoc.runtime.bundle import SELF_HASH_KEY, _canonical, sha256_file
+
+    manifest["files"] = {n: sha256_file(folder / n) for n in manifest["files"]}
+    manifest[SELF_HASH_KEY] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _one_line_refusal(folder: Path, match: str) -> None:
+    from ovdoc.runtime.detector import Detector
+
+    with pytest.raises(OvdocError, match=match) as info:
+        Detector.load(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_or_mismatched_patch_bundles_are_refused(patch_bundle: Path, tmp_path: Path):
+    import faiss
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(patch_bundle, corrupt)
+    data = bytearray((corrupt / "index.faiss").read_bytes())
+    data[-10] ^= 0xFF
+    (corrupt / "index.faiss").write_bytes(bytes(data))
+    _one_line_refusal(corrupt, "index.faiss does not match")
+
+    grid = tmp_path / "grid"  # a manifest that disagrees with its IR, hashes made consistent by hand
+    shutil.copytree(patch_bundle, grid)
+    manifest = json.loads((grid / "manifest.json").read_text())
+    manifest["patch"]["grid"] = [manifest["patch"]["grid"][0] + 1, manifest["patch"]["grid"][1]]
+    _rehash(grid, manifest)
+    _one_line_refusal(grid, "patch grid")
+
+    dim = tmp_path / "dim"  # an index of other-sized patches
+    shutil.copytree(patch_bundle, dim)
+    index = faiss.IndexFlatL2(32)
+    index.add(np.zeros((10, 32), np.float32))
+    faiss.write_index(index, str(dim / "index.faiss"))
+    _rehash(dim, json.loads((dim / "manifest.json").read_text()))
+    _one_line_refusal(dim, "32-d patches")
+
+    nopatch = tmp_path / "nopatch"
+    shutil.copytree(patch_bundle, nopatch)
+    manifest = json.loads((nopatch / "manifest.json").read_text())
+    del manifest["patch"]
+    _rehash(nopatch, manifest)
+    _one_line_refusal(nopatch, "patch section")
+
+    future = tmp_path / "future"
+    shutil.copytree(patch_bundle, future)
+    manifest = json.loads((future / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    _rehash(future, manifest)
+    _one_line_refusal(future, "format version 99")
+
+
+def test_version_1_global_bundle_still_loads():
+    from ovdoc.irmodels import demo_bundle
+    from ovdoc.runtime.detector import Detector
+
+    manifest = json.loads((demo_bundle() / "manifest.json").read_text())
+    det = Detector.load(demo_bundle())
+    assert det.mode_ == manifest.get("mode", "global") == "global"
+    with pytest.raises(OvdocError, match="patch-mode bundle"):
+        det.anomaly_map([np.zeros((96, 96, 3), np.uint8)])
+
+
+def test_fit_cli_patch_mode(tmp_path: Path, tiles: dict):
+    from click.testing import CliRunner
+
+    from ovdoc.cli import cli
+
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for p in tiles["train"][:12]:
+        shutil.copy(p, normal / p.name)
+    out = tmp_path / "cli.bundle"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "fit",
+            "--normal",
+            str(normal),
+            "--out",
+            str(out),
+            "--mode",
+            "patch",
+            "--size",
+            "192x224",
+            "--coreset",
+            "0.05",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output[result.output.index("{") :])
+    assert (
+        info["mode"] == "patch" and info["patch"]["size"] == [192, 224] and info["patch"]["grid"] == [28, 24]
+    )
+    bad = CliRunner().invoke(
+        cli, ["fit", "--normal", str(normal), "--out", str(tmp_path / "x"), "--dim", "64"]
+    )
+    assert isinstance(bad.exception, OvdocError) and "need --mode patch" in str(bad.exception)

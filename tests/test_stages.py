@@ -1,0 +1,497 @@
+"""The live loop's stages without OpenVINO: a fake detector implementing the public live-loop contract
+(async callbacks from its own threads, finishing out of order) and scripted fake sources.
+
+The real-model runs of the same loop are in test_stream.py.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from ovdoc.runtime.stream.decider import Decider
+from ovdoc.runtime.stream.messages import Command, Control, Result
+from ovdoc.runtime.stream.pipeline import Lane, LiveLoop, Pipeline, RunOptions
+from ovdoc.runtime.stream.sinks import EventSink, Sink
+from ovdoc.runtime.stream.sources import Frame, FrameSource
+
+# --- fakes ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeScored:
+    scores: np.ndarray
+    maps: np.ndarray | None = None
+
+
+class FakeDetector:
+    """The Detector's live-loop contract: prepare, batch, set_callback/submit/wait, score_outputs (and
+    map_to_frame in patch mode). A frame's score is its pixel value / 100. Batches finish in a pool of
+    `jobs` threads after `delay(seq)` seconds, so callbacks arrive out of order like OpenVINO's."""
+
+    threshold_ = 0.5
+    bundle_ = "fake.bundle"
+    device_ = "FAKE"
+
+    def __init__(self, batch: int = 4, jobs: int = 3, delay=None, mode: str = "global") -> None:
+        self.batch = batch
+        self.mode_ = mode
+        self.delay = delay or (lambda seq: 0.0)
+        self.pool = ThreadPoolExecutor(jobs)
+        self.slots = threading.Semaphore(jobs)  # submit blocks while every job is busy, like AsyncInferQueue
+        self.futures: list = []
+        self.callback = None
+        self.completed: list[int] = []  # batch numbers in the order their callbacks ran
+        self.submitted = 0
+        self.shapes: list[tuple[int, int]] = []
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(image[:2, :2])
+
+    def set_callback(self, fn) -> None:
+        self.callback = fn
+
+    def submit(self, prepared: np.ndarray, userdata: object = None) -> None:
+        assert 1 <= len(prepared) <= self.batch and prepared.dtype == np.uint8
+        self.slots.acquire()
+        seq = self.submitted
+        self.submitted += 1
+
+        def job() -> None:
+            try:
+                time.sleep(self.delay(seq))
+                outputs = prepared[:, 0, 0, 0].astype(np.float32)[:, None]  # "features": the pixel value
+                self.callback(outputs, userdata)
+                self.completed.append(seq)
+            finally:
+                self.slots.release()
+
+        self.futures.append(self.pool.submit(job))
+
+    def wait(self) -> None:
+        for future in self.futures:
+            future.result()
+
+    def score_outputs(self, outputs: np.ndarray) -> FakeScored:
+        scores = outputs[:, 0] / 100.0
+        if self.mode_ != "patch":
+            return FakeScored(scores)
+        maps = np.zeros((len(scores), 4, 4), np.float32)
+        maps[:, 1, 2] = scores  # the hot patch: row 1, column 2 of a 4x4 grid
+        return FakeScored(scores, maps)
+
+    def map_to_frame(self, map_hw: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
+        h, w = frame_shape[:2]
+        self.shapes.append((h, w))
+        return np.kron(map_hw, np.ones((h // map_hw.shape[0], w // map_hw.shape[1]), np.float32))
+
+
+class ScriptSource(FrameSource):
+    """Frames from a script: an int = a frame with that pixel value, None = a failed read. A file ends at
+    the end of the script; a live source fails every read after it, until `reopen` (counted)."""
+
+    def __init__(self, script: list, *, live: bool = False, name: str = "script", size: int = 8) -> None:
+        self.script = list(script)
+        self.live = live
+        self.name = name
+        self.size = size
+        self.pos = 0
+        self.index = 0
+        self.reopens = 0
+        self.fps = 30.0
+
+    def read_raw(self) -> Frame | None:
+        if self.pos >= len(self.script):
+            return None
+        value = self.script[self.pos]
+        self.pos += 1
+        if value is None:
+            return None
+        frame = Frame(self.index, self.index / 30.0, np.full((self.size, self.size, 3), value, np.uint8))
+        self.index += 1
+        return frame
+
+    def reopen(self) -> bool:
+        self.reopens += 1
+        return True
+
+
+class Recorder(Sink):
+    """Records everything the loop hands to a sink; `on_frame(result, post)` may act like a window."""
+
+    name = "recorder"
+
+    def __init__(self, on_frame=None, fail_at: int | None = None) -> None:
+        self.results: list[Result] = []
+        self.events: list[dict] = []
+        self.snapshots = 0
+        self.closed: bool | None = None
+        self.on_frame = on_frame
+        self.fail_at = fail_at
+
+    def handle(self, result: Result) -> None:
+        if self.fail_at is not None and len(self.results) == self.fail_at:
+            raise ValueError("disk full\nsecond line that must not show")
+        self.results.append(result)
+        if self.on_frame is not None:
+            self.on_frame(result, self.ctx.post)
+
+    def event(self, record: dict) -> None:
+        self.events.append(record)
+
+    def snapshot(self):
+        self.snapshots += 1
+
+    def close(self, ok: bool) -> None:
+        self.closed = ok
+
+
+def run(source, det=None, sinks=None, **options) -> tuple[dict, Recorder]:
+    recorder = Recorder()
+    sinks = [recorder] if sinks is None else sinks
+    options.setdefault("backoff_s", 0.001)
+    summary = Pipeline(det or FakeDetector(), source, RunOptions(**options), sinks=sinks).run()
+    return summary, (sinks[0] if sinks else recorder)
+
+
+def scored(recorder: Recorder) -> list[Result]:
+    return [r for r in recorder.results if r.score is not None]
+
+
+# --- ordering -------------------------------------------------------------------------------------
+
+
+def test_results_in_order_across_out_of_order_batches():
+    values = [random.Random(0).randrange(0, 250) for _ in range(90)]
+    det = FakeDetector(batch=4, jobs=3, delay=lambda seq: 0.03 if seq % 3 == 0 else 0.0)
+    summary, rec = run(ScriptSource(values), det)
+    assert det.completed != sorted(det.completed), "the fake must finish batches out of order"
+    assert [r.frame.index for r in rec.results] == list(range(90))
+    assert [round(r.score * 100) for r in rec.results] == values
+    assert summary["frames"] == 90 and summary["stopped"] == "end" and summary["batch"] == 4
+    assert summary["dropped"] == 0 and summary["skipped"] == 0 and rec.closed is True
+
+
+def test_summary_keys_unchanged():
+    summary, _ = run(ScriptSource([1, 2, 3]))
+    assert set(summary) == {
+        "frames", "anomalies", "dropped", "skipped", "source_incidents", "wall_s", "fps", "threshold",
+        "smooth", "batch", "stopped", "events_file", "video_file", "source", "live", "bundle", "device",
+    }  # fmt: skip
+
+
+# --- drop-oldest vs never-drop --------------------------------------------------------------------
+
+
+def test_put_drops_oldest_only_when_asked():
+    import queue
+
+    from ovdoc.runtime.stream.reader import End, put
+
+    stop = threading.Event()
+    q: queue.Queue = queue.Queue(maxsize=2)
+    dropped = sum(put(q, i, stop, drop_oldest=True) for i in range(5))
+    assert dropped == 3 and [q.get_nowait(), q.get_nowait()] == [3, 4]
+    put(q, 7, stop, drop_oldest=True)
+    put(q, 8, stop, drop_oldest=True)
+    assert put(q, End(0), stop, drop_oldest=True) == 1  # the end marker displaces a frame, counted
+    assert isinstance(q.get_nowait(), int) and isinstance(q.get_nowait(), End)
+    put(q, 1, stop, drop_oldest=False)
+    put(q, 2, stop, drop_oldest=False)
+    stop.set()  # a full queue blocks a file's reader until the run stops; nothing is dropped
+    assert put(q, 3, stop, drop_oldest=False) == 0 and [q.get_nowait(), q.get_nowait()] == [1, 2]
+
+
+def test_live_source_drops_oldest_when_behind_file_never_drops():
+    slow = dict(batch=2, jobs=1, delay=lambda seq: 0.01)
+    summary, rec = run(
+        ScriptSource(list(range(200)), live=True), FakeDetector(**slow), queue_size=2, retries=0
+    )
+    indices = [r.frame.index for r in rec.results]
+    assert summary["dropped"] > 0 and summary["frames"] + summary["dropped"] == 200
+    assert indices == sorted(indices) and indices[-1] == 199  # the newest frame is never the one dropped
+    summary, rec = run(ScriptSource(list(range(200))), FakeDetector(**slow), queue_size=2)
+    assert summary["dropped"] == 0 and [r.frame.index for r in rec.results] == list(range(200))
+
+
+# --- reconnect policy -----------------------------------------------------------------------------
+
+
+def test_live_source_gives_up_with_backoff_events():
+    source = ScriptSource([1, 2, 3], live=True, name="cam")
+    summary, rec = run(source, retries=3, backoff_s=0.01)
+    assert summary["stopped"] == "error" and "error" in summary
+    assert summary["error"] == "live source cam stopped delivering frames; gave up after 3 retries"
+    assert [e["event"] for e in rec.events] == ["source_lost"] * 3 + ["source_gave_up"]
+    assert [e["attempt"] for e in rec.events[:3]] == [1, 2, 3]
+    assert [e["retry_in_s"] for e in rec.events[:3]] == [0.01, 0.02, 0.04]
+    assert all(e["source"] == "cam" for e in rec.events) and source.reopens == 3
+    assert summary["frames"] == 3 and summary["source_incidents"] == 4
+    assert rec.closed is False  # outputs of a failed run are discarded, not completed
+
+
+def test_live_source_recovers_and_backoff_is_capped():
+    from ovdoc.runtime.stream.reader import MAX_BACKOFF_S, Reader
+
+    source = ScriptSource([1, 2, None, None, *range(3, 60)], live=True)
+    summary, rec = run(source, retries=5, max_frames=5)
+    # (the reader runs ahead of scoring: it may already be failing again after the script ends)
+    assert [e["event"] for e in rec.events][:3] == ["source_lost", "source_lost", "source_recovered"]
+    assert rec.events[2]["after_attempts"] == 2
+    assert summary["stopped"] == "max_frames" and summary["frames"] == 5 and "error" not in summary
+    reader = Reader(source, None, threading.Event(), backoff_s=0.5)
+    assert [reader.backoff(a) for a in (1, 2, 3, 4, 5, 6)] == [0.5, 1, 2, 4, MAX_BACKOFF_S, MAX_BACKOFF_S]
+
+
+def test_file_errors_are_one_line():
+    summary, _ = run(ScriptSource([], name="empty.avi"))
+    assert summary["stopped"] == "error" and summary["error"] == "empty.avi has no readable frames"
+    summary, rec = run(ScriptSource([1, 2, None, 3]))  # a file's failed read is its end, not a retry
+    assert summary["stopped"] == "end" and summary["frames"] == 2 and rec.events == []
+
+
+# --- decider --------------------------------------------------------------------------------------
+
+
+def test_decider_smooths_over_the_last_n_and_compares_strictly():
+    d = Decider(3, threshold=2.0)
+    out = [d.update(s) for s in (1.0, 2.0, 3.0, 4.0, 2.0)]
+    assert [round(m, 6) for m, _ in out] == [1.0, 1.5, 2.0, 3.0, 3.0]
+    assert [a for _, a in out] == [False, False, False, True, True]  # 2.0 is not above 2.0
+    d.reset()
+    assert d.update(0.5) == (0.5, False)
+
+
+def test_decider_running_sum_matches_exact_mean_on_long_runs():
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.normal(1e6, 1, 500), rng.normal(0.001, 1e-4, 3000)])
+    d = Decider(100, threshold=1.0)
+    got = [d.update(float(s))[0] for s in scores]
+    expected = [scores[max(0, i - 99) : i + 1].mean() for i in range(len(scores))]
+    np.testing.assert_allclose(got[-1000:], expected[-1000:], rtol=1e-9)  # no drift after huge values
+
+
+def test_smoothing_and_anomalies_through_the_loop():
+    values = [10] * 20 + [80] * 10 + [10] * 20  # threshold 0.5: the 80s are anomalous once smoothed
+    summary, rec = run(ScriptSource(values), smooth=4)
+    flagged = [r.frame.index for r in rec.results if r.anomalous]
+    assert flagged == list(range(22, 31))  # the mean of the last 4 is above 0.5 (0.625) from the 3rd 80
+    assert summary["anomalies"] == 9 and summary["smooth"] == 4  # ... to 1 after; 0.45 either side
+
+
+# --- control messages -----------------------------------------------------------------------------
+
+
+def test_quit_command_stops_the_run():
+    def quit_at_10(result, post):
+        if result.frame.index == 10:
+            post(Command(Control.QUIT))
+
+    det = FakeDetector(batch=4)
+    summary, rec = run(ScriptSource(list(range(200))), det, sinks=[Recorder(quit_at_10)])
+    assert summary["stopped"] == "user" and summary["frames"] == 11  # acts before the next frame
+    assert rec.closed is True
+
+
+def test_toggle_scoring_pauses_and_resets_smoothing():
+    def toggle(result, post):
+        if result.frame.index in (5, 40):
+            post(Control.TOGGLE_SCORING)
+
+    values = [10] * 30 + [80] * 70
+    det = FakeDetector(batch=1, jobs=1)  # one frame a batch: the pause starts right after frame 5
+    summary, rec = run(ScriptSource(values), det, sinks=[Recorder(toggle)], smooth=50)
+    paused = [r.frame.index for r in rec.results if r.score is None]
+    assert summary["skipped"] == len(paused) > 0 and paused == list(range(paused[0], paused[-1] + 1))
+    assert [r.frame.index for r in rec.results] == list(range(100))  # paused frames still shown, in order
+    assert summary["frames"] + summary["skipped"] == 100
+    resumed = next(r for r in rec.results if r.frame.index > paused[-1])
+    assert resumed.smoothed == resumed.score == pytest.approx(0.8)  # old scores forgotten on resume
+
+
+def test_save_command_reaches_sinks_that_snapshot():
+    def save_twice(result, post):
+        if result.frame.index in (3, 7):
+            post(Command(Control.SAVE, source_id=0))
+
+    _, rec = run(ScriptSource(list(range(20))), sinks=[Recorder(save_twice)])
+    assert rec.snapshots == 2
+
+
+# --- max_frames, sink errors ----------------------------------------------------------------------
+
+
+def test_max_frames_file_and_live():
+    source = ScriptSource(list(range(100)))
+    summary, rec = run(source, max_frames=17)
+    assert summary["frames"] == len(rec.results) == 17 and summary["stopped"] == "max_frames"
+    assert source.pos <= 17  # a file is not read past what will be scored
+    summary, rec = run(ScriptSource(list(range(100)), live=True), max_frames=17, queue_size=200)
+    assert summary["frames"] == len(rec.results) == 17 and summary["stopped"] == "max_frames"
+
+
+def test_sink_error_stops_the_run_with_one_line():
+    healthy = Recorder()
+    summary, _ = run(ScriptSource(list(range(50))), sinks=[healthy, Recorder(fail_at=3)])
+    assert summary["stopped"] == "error"
+    assert summary["error"] == "recorder output failed: ValueError: disk full"
+    assert healthy.closed is False and len(healthy.results) < 50
+
+
+def test_events_file_sink_open_error_is_one_line(tmp_path):
+    from ovdoc.errors import OvdocError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OvdocError, match="cannot write events to"):
+        run(ScriptSource([1]), sinks=[EventSink(blocker / "events.jsonl")])
+
+
+# --- several sources, one scorer ------------------------------------------------------------------
+
+
+def test_two_sources_share_one_scorer_with_their_own_deciders():
+    det = FakeDetector(batch=4, jobs=2, delay=lambda seq: 0.01 * (seq % 2))
+    quiet, loud = Recorder(), Recorder()
+    lanes = [
+        Lane(ScriptSource([10] * 40, name="quiet"), [quiet], source_id=0),
+        Lane(ScriptSource([90] * 25, name="loud"), [loud], source_id=1),
+    ]
+    loop = LiveLoop(det, lanes, RunOptions(smooth=5))
+    loop.run()
+    assert loop.stopped == "end" and loop.fatal is None
+    assert [r.frame.index for r in quiet.results] == list(range(40))
+    assert [r.frame.index for r in loud.results] == list(range(25))
+    assert not any(r.anomalous for r in quiet.results) and all(r.anomalous for r in loud.results)
+    assert all(r.smoothed == pytest.approx(0.1) for r in quiet.results)  # no loud score in its window
+    assert {r.source_id for r in loud.results} == {1} and lanes[1].processed == 25
+
+
+# --- patch mode: maps, boxes, events --------------------------------------------------------------
+
+
+def test_patch_mode_results_carry_frame_map_box_and_peak(tmp_path):
+    det = FakeDetector(mode="patch")
+    events = tmp_path / "events.jsonl"
+    rec = Recorder()
+    summary, _ = run(ScriptSource([20, 90, 30], size=16), det, sinks=[rec, EventSink(events)])
+    assert summary["frames"] == 3 and det.shapes == [(16, 16)] * 3
+    result = rec.results[1]
+    assert result.map.shape == (16, 16) and result.peak == pytest.approx(0.9)
+    assert result.box == (8, 4, 11, 7)  # patch (row 1, col 2) of a 4x4 grid on a 16x16 frame
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert lines[1]["box"] == [8, 4, 11, 7] and lines[1]["peak"] == pytest.approx(0.9)
+    assert set(lines[0]) == {"frame", "timestamp", "score", "smoothed", "anomalous", "box", "peak"}
+
+
+def test_hottest_region_is_the_half_maximum_blob_around_the_peak():
+    from ovdoc.runtime.stream.regions import hottest_region
+
+    m = np.zeros((60, 80), np.float32)
+    m[10:20, 30:50] = 1.0
+    m[12:15, 40:44] = 3.0  # the peak, inside a wider warm area below half of it
+    m[40:50, 5:15] = 1.4  # a second, cooler blob elsewhere
+    box, peak = hottest_region(m)
+    assert peak == 3.0 and box == (40, 12, 43, 14)
+    m[10:20, 30:50] = 2.0  # now the surrounding area is above half the peak: the box grows to it
+    m[12:15, 40:44] = 3.0
+    assert hottest_region(m)[0] == (30, 10, 49, 19)
+
+
+# --- display: heatmap overlay ---------------------------------------------------------------------
+
+
+def test_overlay_heatmap_only_where_the_map_is_hot():
+    from ovdoc.runtime.stream.display import HEAT_FLOOR, overlay_heatmap
+
+    frame = np.full((120, 160, 3), 100, np.uint8)
+    m = np.zeros((120, 160), np.float32)
+    m[40:80, 60:100] = 2.0  # at the threshold -> red end of JET
+    m[0:10, 0:10] = 0.9  # just below HEAT_FLOOR x threshold (1.0): not drawn
+    out = overlay_heatmap(frame, m, threshold=2.0, box=(60, 40, 99, 79), anomalous=True)
+    assert frame.max() == 100 == frame.min() and m.max() == 2.0  # inputs untouched
+    assert (out[5, 5] == 100).all()  # below the floor: the frame as it was
+    assert (out[110, 150] == 100).all()  # cold: as it was
+    centre = out[60, 80].astype(int)
+    assert centre[2] > 150 and centre[0] < 100  # blended towards red where the map reaches the threshold
+    assert tuple(out[40, 80]) == (0, 0, 255)  # the box's top edge, red when anomalous
+    quiet = overlay_heatmap(frame, np.zeros_like(m) + 0.1, threshold=2.0, box=(0, 0, 5, 5))
+    assert (quiet == frame).all()  # nothing hot: no overlay, no box
+    assert HEAT_FLOOR == 0.5
+    with pytest.raises(ValueError, match="differ in size"):
+        overlay_heatmap(frame, m[:60], threshold=2.0)
+
+
+def test_renderer_draws_once_for_window_and_video():
+    from ovdoc.runtime.stream.sinks import Renderer
+
+    r = Renderer()
+    frame = Frame(0, 0.0, np.zeros((64, 96, 3), np.uint8))
+    m = np.zeros((64, 96), np.float32)
+    m[10:30, 10:30] = 1.0
+    result = Result(frame, 1.0, 1.0, True, 1.0, m, (10, 10, 29, 29), 1.0)
+    first = r.render(result)
+    assert r.render(result) is first  # shared by window and video: drawn once
+    assert first[20, 20, 2] > first[20, 20, 0]  # heatmap (red end) under the box
+    assert frame.image.max() == 0
+
+
+def test_max_frames_per_source_ends_a_multi_source_run():
+    lanes = [
+        Lane(ScriptSource(list(range(40)), live=True), [Recorder()], source_id=0),
+        Lane(ScriptSource(list(range(25))), [Recorder()], source_id=1),
+    ]
+    loop = LiveLoop(FakeDetector(), lanes, RunOptions(max_frames=10, queue_size=64, retries=0))
+    loop.run()
+    assert loop.stopped == "max_frames" and [lane.processed for lane in lanes] == [10, 10]
+    assert [len(lane.sinks[0].results) for lane in lanes] == [10, 10]
+
+
+def test_inference_error_mid_run_is_one_line_in_the_summary():
+    class Broken(FakeDetector):
+        def score_outputs(self, outputs):
+            if self.completed and max(self.completed) >= 3:
+                raise RuntimeError("device lost\nstack details")
+            return super().score_outputs(outputs)
+
+    summary, rec = run(ScriptSource(list(range(100))), Broken(batch=2, jobs=1))
+    assert summary["stopped"] == "error" and summary["error"] == "RuntimeError: device lost"
+    assert rec.closed is False and 0 < summary["frames"] < 100
+
+
+def test_window_keys_become_commands(monkeypatch, tmp_path):
+    """The window sink only posts commands: 'p' saves frame + heatmap through the loop, 'q' quits."""
+    import ovdoc.runtime.stream.display as display
+    from ovdoc.runtime.stream.sinks import WindowSink
+
+    saved: list[tuple] = []
+
+    class FakeWindow:
+        keys = {4: "save", 9: "quit"}
+
+        def __init__(self, snapshot_dir=None) -> None:
+            self.shown = 0
+
+        def show(self, image):
+            self.shown += 1
+            return self.keys.get(self.shown - 1)
+
+        def save(self, image, heatmap=None):
+            saved.append((image.shape, None if heatmap is None else heatmap.shape))
+            return tmp_path / "snap.png"
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(display, "Window", FakeWindow)
+    det = FakeDetector(batch=2, mode="patch")
+    summary, _ = run(ScriptSource(list(range(40)), size=16), det, sinks=[WindowSink()])
+    assert summary["stopped"] == "user" and summary["frames"] == 10
+    assert saved == [((16, 16, 3), (16, 16, 3))]  # the frame as shown, and its heatmap
