@@ -570,7 +570,34 @@ def write_results(result: dict, command: str) -> None:
         else:
             rows.append((key, str(value)))
     table = "\n".join(f"| {a} | {b} |" for a, b in rows[:1] + [("---", "---")] + rows[1:])
-    (RESULTS / f"accuracy-{name}.md").write_text(f"# Accuracy: {name}\n\n`{command}`\n\n{table}\n")
+    (RESULTS / f"accuracy-{name}.md").write_text(
+        f"# Accuracy: {name}\n\n`{command}`\n\n{patch_tables(result)}{table}\n"
+    )
+
+
+def patch_tables(result: dict) -> str:
+    """Per-type mean ± std tables for the patch-mode magnetic-tile results (empty for other results)."""
+    text = ""
+    for part in ("test_mean_std", "val_mean_std"):
+        block = result.get(part)
+        if not block:
+            continue
+        types = list(block["image_auroc"])
+        head = "| " + " | ".join(["", *types]) + " |\n|" + "---|" * (len(types) + 1) + "\n"
+        body = "".join(
+            f"| {metric} | " + " | ".join(f"{block[metric][t][0]:.4f} ± {block[metric][t][1]:.4f}" for t in types)
+            + " |\n"
+            for metric in block
+        )
+        text += f"**{part.replace('_mean_std', '')}** (mean ± std over seeds {result.get('seeds')}):\n\n{head}{body}\n"
+    if "top10" in result:
+        text += "| val AUROC | layers | size | nb | normalise | aggregate | topk | coreset |\n|---|---|---|---|---|---|---|---|\n"
+        text += "".join(
+            f"| {r['val_auroc']} | {','.join(r['layers'])} | {r['size'][0]}x{r['size'][1]} | {r['neighbourhood']} | "
+            f"{r['normalise']} | {r['aggregate']} | {r['topk']} | {r['coreset']} |\n"
+            for r in result["top10"]
+        ) + "\n"
+    return text
 
 
 @click.command()

@@ -203,3 +203,55 @@ def test_host_verbs_say_what_to_install_in_one_line(verb, tmp_path):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "ovdoc[train]" in lines[0], proc.stderr
+
+
+def check_demo_module():
+    import importlib.util
+
+    path = PACKAGE.parent / ".ci" / "check_demo.py"
+    spec = importlib.util.spec_from_file_location("check_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_run_flags_every_inserted_stretch_and_no_sneaker_stretch(tmp_path):
+    """The README's first command, checked the way CI checks it on the board: not sent to /dev/null."""
+    from ovdoc.irmodels import demo_dir
+
+    events = tmp_path / "events.jsonl"
+    proc = ok(run_blocked("run", "--headless", "--json", "--events", str(events), cwd=tmp_path))
+    summary = json.loads(proc.stdout)
+    demo = json.loads((demo_dir() / "demo.json").read_text())
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert check_demo_module().problems(records, summary, demo) == []
+    assert summary["smooth"] == demo["stream"]["hold"]
+
+
+def test_demo_checker_catches_a_missed_stretch_and_a_false_alarm():
+    """The checker itself can fail: a run that misses the bag, or flags plain sneakers, is reported."""
+    from ovdoc.irmodels import demo_dir
+
+    checker = check_demo_module()
+    demo = json.loads((demo_dir() / "demo.json").read_text())
+    spans = checker.stretches(demo)
+    total = demo["stream"]["frames"]
+    summary = {"frames": total, "stopped": "end", "smooth": 3}
+    perfect = [
+        {"frame": f, "score": 0.0, "anomalous": any(n != "sneaker" and s <= f < e for n, s, e in spans)}
+        for f in range(total)
+    ]
+    assert checker.problems(perfect, summary, demo) == []
+    bag = next((s, e) for n, s, e in spans if n == "bag")
+    missed = [dict(r, anomalous=False) if bag[0] <= r["frame"] < bag[1] + 2 else r for r in perfect]
+    assert any("bag" in p for p in checker.problems(missed, summary, demo))
+    false_alarm = [dict(r, anomalous=True) if r["frame"] == 5 else r for r in perfect]
+    assert any("sneaker-only" in p for p in checker.problems(false_alarm, summary, demo))
+    assert checker.problems(perfect[:-1], summary | {"frames": total - 1}, demo)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_run_refuses_a_threshold_that_is_not_finite(value, tmp_path):
+    proc = run_blocked("run", "--threshold", value, "--headless", "--max-frames", "3", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"Error: --threshold must be a finite number, got {float(value)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -16,6 +17,22 @@ def demo_paths() -> tuple[Path, Path]:
     from ovdoc.irmodels import demo_bundle, demo_stream
 
     return demo_bundle(), demo_stream()
+
+
+DEFAULT_SMOOTH = 10  # the original app averaged the last 10 scores
+
+
+def demo_smoothing() -> int:
+    """Frames the demo clip holds each product for (its demo.json): smoothing over more would average a
+    sneaker and the boot after it into one verdict."""
+    import json
+
+    from ovdoc.irmodels import demo_dir
+
+    try:
+        return int(json.loads((demo_dir() / "demo.json").read_text())["stream"]["hold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_SMOOTH
 
 
 def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
@@ -57,9 +74,9 @@ def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
 @click.option(
     "--smooth",
     type=click.IntRange(1, 10000),
-    default=10,
-    show_default=True,
-    help="Average the score over the last N frames before comparing with the threshold.",
+    default=None,
+    help="Average the score over the last N frames before comparing with the threshold. Default: 10; "
+    "the demo uses the 3 frames its clip holds each product, so one product is judged at a time.",
 )
 @click.option("--headless", is_flag=True, help="No window (automatic when there is no display).")
 @click.option(
@@ -124,6 +141,10 @@ def run(
     from ovdoc.runtime.stream.runtime import load_detector_for_run
     from ovdoc.runtime.stream.sources import open_source, parse_res
 
+    if threshold is not None and not math.isfinite(threshold):
+        raise OvdocError(f"--threshold must be a finite number, got {threshold}")
+    if smooth is None:
+        smooth = demo_smoothing() if bundle is None else DEFAULT_SMOOTH
     bundle, source = resolve_defaults(bundle, source)
     size = parse_res(res)
     show = not headless and display_available()
