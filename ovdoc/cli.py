@@ -68,6 +68,10 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line and a non-zero exit, never a traceback."""
     debug = bool(os.environ.get("OVDOC_DEBUG"))
+    from ovdoc.log import native_logs
+
+    args = sys.argv[1:] if argv is None else argv
+    native_logs(verbose=debug or "--verbose" in args)  # before any verb imports OpenCV
     try:
         rv = cli.main(args=argv, prog_name="ovdoc", standalone_mode=False)
     except click.exceptions.Abort:

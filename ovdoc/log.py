@@ -3,13 +3,21 @@
 Every module logs to a child of the `ovdoc` logger (`get_logger(__name__)`); the first call installs one
 handler that writes the bare message to stderr (stdout stays clean for `--json`). Scripts and tests can
 silence it with `quiet()` or the usual `logging` configuration.
+
+When stderr is not a terminal (CI, systemd, `> log`) a progress bar becomes a plain line every
+PROGRESS_EVERY_S seconds at most: tqdm's `\r` redraws would fill a log with tens of kilobytes.
+OpenCV's and FFmpeg's own log lines (`[ERROR:0@0.7] ...`, `[tcp @ 0x...] Connection refused`) are
+silenced by `native_logs()` unless the user asks for them (`--verbose`), so ovdoc's one-line errors stand
+alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+import time
 from collections.abc import Iterator
 
 ROOT = "ovdoc"
@@ -55,10 +63,111 @@ def quiet(enabled: bool = True) -> Iterator[None]:
         root.setLevel(level)
 
 
+PROGRESS_EVERY_S = 5.0
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def progress_bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "img",
                  enabled: bool = True, leave: bool = False):
-    """A tqdm bar on stderr when `enabled` and stderr is a terminal; a silent pass-through otherwise."""
+    """A tqdm bar when `enabled` and stderr is a terminal; plain lines at most every PROGRESS_EVERY_S
+    seconds when stderr is a file or pipe; a silent pass-through when not `enabled`."""
+    if enabled and not _is_terminal(sys.stderr):
+        return LineProgress(iterable, total=total, desc=desc, unit=unit)
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, leave=leave,
-                disable=None if enabled else True)
+                disable=not enabled)
+
+
+class LineProgress:
+    """The part of tqdm's interface ovdoc uses (iterate, update, set_postfix, close), as log lines.
+
+    Nothing for work that ends within `every` seconds; then one line per `every` seconds and a last one.
+    """
+
+    def __init__(self, iterable=None, *, total: int | None = None, desc: str = "", unit: str = "img",
+                 every: float = PROGRESS_EVERY_S, clock=time.monotonic) -> None:
+        self.iterable = iterable
+        self.total = total if total is not None else _len_or_none(iterable)
+        self.desc = desc or "progress"
+        self.unit = unit
+        self.every = every
+        self.clock = clock
+        self.n = 0
+        self.postfix = ""
+        self.start = self.last = clock()
+        self.lines = 0
+        self.closed = False
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _line(self, final: bool = False) -> str:
+        done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
+        elapsed = self.clock() - self.start
+        rate = f", {self.n / elapsed:.1f} {self.unit}/s" if elapsed > 0 else ""
+        post = f" ({self.postfix})" if self.postfix else ""
+        return f"{self.desc}: {done} {self.unit}{' done' if final else ''} in {elapsed:.0f} s{rate}{post}"
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self.last >= self.every:
+            self.last = now
+            self.lines += 1
+            get_logger().info(self._line())
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.lines:  # say where it ended only if it said anything on the way
+            get_logger().info(self._line(final=True))
+
+
+def _len_or_none(iterable) -> int | None:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
+
+
+# OpenCV's own logging (cv2.utils.logging) and FFmpeg's (read by OpenCV at its first FFmpeg capture)
+_NATIVE_QUIET = {"OPENCV_LOG_LEVEL": "OFF", "OPENCV_FFMPEG_LOGLEVEL": "-8"}  # -8 = AV_LOG_QUIET
+
+
+def native_logs(verbose: bool = False) -> None:
+    """Silence OpenCV's and FFmpeg's own stderr lines, or (verbose) leave them at OpenCV's defaults.
+
+    The env vars must be set before OpenCV opens its first FFmpeg capture (FFmpeg's level is read then);
+    a user's own setting wins. OpenCV's runtime level is set too when cv2 is already imported.
+    """
+    if verbose:
+        for key, value in _NATIVE_QUIET.items():
+            if os.environ.get(key) == value:  # ours, from an earlier call in this process
+                del os.environ[key]
+    else:
+        for key, value in _NATIVE_QUIET.items():
+            os.environ.setdefault(key, value)
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        levels = cv2.utils.logging
+        levels.setLogLevel(levels.LOG_LEVEL_WARNING if verbose else levels.LOG_LEVEL_SILENT)

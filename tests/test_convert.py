@@ -18,6 +18,7 @@ import numpy as np
 import openvino as ov
 import pytest
 from click.testing import CliRunner
+from conftest import need_package
 
 from ovdoc.cli import cli
 from ovdoc.errors import OvdocError, VerificationError
@@ -45,7 +46,7 @@ def _randomize_batchnorm(layers, seed: int) -> None:
 @pytest.fixture(scope="session")
 def tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return pytest.importorskip("tensorflow")
+    return need_package("tensorflow", "TensorFlow (host side)")  # CI: a failure, not a skip
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,7 @@ patch mode, compute what the Keras port of torchvision's weights computes, and m
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,12 +18,11 @@ import cv2
 import numpy as np
 import openvino as ov
 import pytest
+from conftest import need_package
 
 from ovdoc.errors import OvdocError
 from ovdoc.irmodels import imagenet_backbone, imagenet_dir, resolve_model
 from ovdoc.runtime.ir import compile_ir, read_ir
-
-REQUIRE_DATA = os.environ.get("OVDOC_REQUIRE_DATA") == "1"  # as in conftest.py: CI makes skips failures
 
 TAPS = {  # layer -> (channels, stride)
     "block_3_expand_relu": (144, 4),
@@ -85,10 +82,7 @@ def test_resolve_model(tmp_path, monkeypatch):
 
 
 def _need_tensorflow() -> None:
-    if importlib.util.find_spec("tensorflow") is None:
-        if REQUIRE_DATA:
-            pytest.fail("TensorFlow is required to check the shipped IR against Keras (OVDOC_REQUIRE_DATA=1)")
-        pytest.skip("TensorFlow not installed (host side): cannot compare the shipped IR with Keras")
+    need_package("tensorflow", "TensorFlow (host side): cannot compare the shipped IR with Keras")
 
 
 def test_shipped_ir_matches_the_keras_port(mobilenet_pth, foolbox_data_dir):

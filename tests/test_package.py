@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import missing
 
 # Runs a snippet in a fresh interpreter where `import tensorflow`/`import keras` fail, as on a board
 # that installed only the runtime.
@@ -77,7 +78,7 @@ def test_every_verb_has_help_without_tensorflow(verb):
     from ovdoc.cli import COMMANDS, _module_exists
 
     if not _module_exists(COMMANDS[verb][0]):
-        pytest.skip(f"`ovdoc {verb}` is not in this build")
+        missing(f"`ovdoc {verb}` is not in this build")  # CI builds every verb: a failure there
     result = cli(verb, "--help", no_tf=True)
     assert result.returncode == 0, result.stderr
     assert "Usage: ovdoc" in result.stdout

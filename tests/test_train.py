@@ -7,10 +7,12 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import need_package
 
 from ovdoc.errors import OvdocError
 
-pytest.importorskip("tensorflow")
+# CI (OVDOC_REQUIRE_DATA=1): a failure, not a skip
+need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
 
 
 def test_compactness_loss_matches_hand_computation():

@@ -9,10 +9,12 @@ import struct
 import cv2
 import numpy as np
 import pytest
+from conftest import need_package
 
 from ovdoc.errors import OvdocError
 
-pytest.importorskip("tensorflow")
+# CI (OVDOC_REQUIRE_DATA=1): a failure, not a skip
+need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
 
 
 def _resize_center_crop(image: np.ndarray, resize: int = 256, crop: int = 224) -> np.ndarray:

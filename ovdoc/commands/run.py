@@ -106,6 +106,16 @@ def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
     show_default=True,
     help="Reconnect attempts (exponential backoff) when a live source stops delivering.",
 )
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A network stream that stays connected but sends nothing for this long counts as lost (and is "
+    "reconnected like a dropped one); without it OpenCV waits about 30 s.",
+)
+@click.option("--verbose", is_flag=True, help="Let OpenCV's and FFmpeg's own log lines through to stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout.")
 def run(
     bundle: str | None,
@@ -120,6 +130,8 @@ def run(
     max_frames: int | None,
     batch: int,
     retries: int,
+    stall_timeout: float,
+    verbose: bool,
     as_json: bool,
 ) -> int:
     """Score a live source with BUNDLE (made by `ovdoc fit`); with no arguments, run the built-in demo.
@@ -136,6 +148,9 @@ def run(
       ovdoc run good.bundle --source 0 --res 640x480   # a USB camera
       ovdoc run good.bundle --source line.mp4 --headless --events events.jsonl --json
     """
+    from ovdoc.log import native_logs
+
+    native_logs(verbose)
     from ovdoc.runtime.stream.display import display_available
     from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
     from ovdoc.runtime.stream.runtime import load_detector_for_run
@@ -151,7 +166,7 @@ def run(
     if not headless and not show:
         click.echo("no display found: running headless", err=True)
     detector = load_detector_for_run(bundle, device, batch=batch)
-    src = open_source(source, res=size)
+    src = open_source(source, res=size, stall_timeout_s=stall_timeout)
     options = RunOptions(
         smooth=smooth,
         threshold=threshold,

@@ -136,11 +136,7 @@ def _run(cfg: BenchConfig) -> dict:
     started = time.perf_counter()
     load_at_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     manifest, folder = load_manifest(cfg.bundle)
-    if manifest.get("mode", "global") != "global":
-        raise OvdocError(
-            f"{folder} is a {manifest['mode']}-mode bundle; `ovdoc bench` measures global-mode bundles "
-            "(time a patch bundle with `ovdoc run --headless --json`)"
-        )
+    patch_mode = manifest.get("mode", "global") == "patch"
     core = ov.Core()
     model, spec, xml = read_ir(folder / manifest["model"]["file"], core)
     k = cfg.k or int(manifest.get("k") or manifest["scorer"].get("k", 5))
@@ -154,7 +150,10 @@ def _run(cfg: BenchConfig) -> dict:
     log.info(f"  decode + resize ceiling: {ceiling['decode_fps']} FPS")
 
     notes: list[str] = []
-    normal_images, normal_from = _normal_images(cfg, manifest, notes)
+    if patch_mode:  # its memory bank belongs to the model that fitted it: no re-indexing, no normal images
+        normal_images, normal_from = None, "bundle memory bank"
+    else:
+        normal_images, normal_from = _normal_images(cfg, manifest, notes)
     ev_n = ev_a = None
     if cfg.eval_normal is not None:
         ev_n, ev_a = _eval_images(cfg.eval_normal), _eval_images(cfg.eval_anomalous)
@@ -164,14 +163,17 @@ def _run(cfg: BenchConfig) -> dict:
         core=core, manifest=manifest, folder=folder, spec=spec, frames=frames,
         prepared=spec.prepare_batch(frames), normal_images=normal_images, eval_normal=ev_n,
         eval_anomalous=ev_a,
-        scorers=[_scorer_spec(s, k, metric) for s in cfg.scorers],
+        scorers=[] if patch_mode else [_scorer_spec(s, k, metric) for s in cfg.scorers],
     )
 
     results: list[dict] = []
     skipped: list[dict] = []
     fp32_reference = None
     with tempfile.TemporaryDirectory(prefix="ovdoc-bench-") as tmp:
-        models, int8_report = _precision_models(cfg, inputs, model, xml, Path(tmp), skipped)
+        if patch_mode:
+            models, int8_report = _patch_precisions(cfg, skipped), None
+        else:
+            models, int8_report = _precision_models(cfg, inputs, model, xml, Path(tmp), skipped)
         for device in cfg.devices:
             device_name = _check(device, core, skipped)
             if device_name is None:
@@ -179,7 +181,12 @@ def _run(cfg: BenchConfig) -> dict:
             for precision, pmodel in models.items():
                 log.info(f"  {device} {precision}")
                 try:
-                    rows, ref = _bench_precision(cfg, inputs, device_name, precision, pmodel)
+                    if patch_mode:
+                        from ovdoc.runtime.bench.patch_rows import patch_rows
+
+                        rows, ref = patch_rows(cfg, inputs, device_name), None
+                    else:
+                        rows, ref = _bench_precision(cfg, inputs, device_name, precision, pmodel)
                 except Exception as exc:  # a present device that fails: report it, go on
                     results.append(failed_row(device_name, precision, None, None, first_line(exc)))
                     log.info(f"    failed: {first_line(exc)}")
@@ -197,6 +204,8 @@ def _run(cfg: BenchConfig) -> dict:
             row["fraction_of_ceiling"] = round(row["pipeline_fps"] / ceiling["decode_fps"], 3)
 
     baselines = _baselines(cfg, model, spec, fp32_reference, normal_images, results)
+    if patch_mode and cfg.baselines:
+        baselines["note"] = "the 2019 loops score one global vector per frame: no baseline for patch mode"
 
     machine = describe_machine(core)
     machine["load_average_1m_at_start"] = load_at_start
@@ -211,7 +220,8 @@ def _run(cfg: BenchConfig) -> dict:
             "precisions": cfg.precisions,
             "batches": cfg.batches,
             "hints": cfg.hints,
-            "scorers": [s.label for s in inputs.scorers],
+            "scorers": ["patch:knn"] if patch_mode else [s.label for s in inputs.scorers],
+            "mode": "patch" if patch_mode else "global",
             "k": k,
             "metric": metric,
             "normal_images": len(normal_images) if normal_images else 0,
@@ -306,6 +316,18 @@ def _precision_models(cfg: BenchConfig, inputs: BenchInputs, model, xml, tmp: Pa
                 continue
             models["INT8"] = core.read_model(str(tmp / "INT8" / "model.xml"))
     return models, int8_report
+
+
+def _patch_precisions(cfg: BenchConfig, skipped: list) -> dict[str, None]:
+    """A patch bundle runs at the precision it was fitted with; other precisions would need a new fit."""
+    for precision in cfg.precisions:
+        if precision != "FP32":
+            skipped.append({
+                "precision": precision,
+                "reason": "a patch bundle's memory bank belongs to the model that fitted it: fit a "
+                f"{precision} patch bundle (`ovdoc fit --mode patch` on a {precision} IR) to measure it",
+            })
+    return {"FP32": None} if "FP32" in cfg.precisions else {}
 
 
 def _check(device: str, core: ov.Core, skipped: list) -> str | None:

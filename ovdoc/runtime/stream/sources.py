@@ -197,8 +197,28 @@ def camera_opener(index: int, res: tuple[int, int] | None) -> Opener:
     return open_camera
 
 
-def open_source(text: str, *, res: tuple[int, int] | None = None) -> FrameSource:
-    """'0' -> camera, 'rtsp://...' -> network stream, a folder -> images, a file -> video; opened."""
+STALL_TIMEOUT_S = 5.0  # `ovdoc run --stall-timeout`: OpenCV's own default is ~30 s
+OPEN_TIMEOUT_MIN_S = 10.0  # connecting may legitimately take longer than a stall (RTSP handshakes)
+
+
+def network_opener(url: str, stall_timeout_s: float | None = STALL_TIMEOUT_S) -> Opener:
+    """A stream URL opened with FFmpeg's timeouts: a read that gets nothing for `stall_timeout_s` fails
+    (the reader then reconnects with backoff), instead of hanging for OpenCV's ~30 s default."""
+    if stall_timeout_s is None:
+        return lambda: cv2.VideoCapture(url)
+    read_ms = int(round(stall_timeout_s * 1000))
+    open_ms = int(round(max(stall_timeout_s, OPEN_TIMEOUT_MIN_S) * 1000))
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
+    return lambda: cv2.VideoCapture(url, cv2.CAP_ANY, params)
+
+
+def open_source(
+    text: str, *, res: tuple[int, int] | None = None, stall_timeout_s: float | None = STALL_TIMEOUT_S
+) -> FrameSource:
+    """'0' -> camera, 'rtsp://...' -> network stream, a folder -> images, a file -> video; opened.
+
+    `stall_timeout_s` applies to network streams: no frame for that long counts as a lost stream.
+    """
     text = str(text).strip()
     if text.isdigit():
         source: FrameSource = CaptureSource(
@@ -213,7 +233,9 @@ def open_source(text: str, *, res: tuple[int, int] | None = None) -> FrameSource
             ) from exc
         return source
     if "://" in text:
-        source = CaptureSource(lambda: cv2.VideoCapture(text), text, live=True, res=res, what="stream")
+        source = CaptureSource(
+            network_opener(text, stall_timeout_s), text, live=True, res=res, what="stream"
+        )
         try:
             source.open()
         except OvdocError as exc:
