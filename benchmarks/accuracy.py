@@ -270,12 +270,13 @@ def magnetic_tile(opts: dict) -> dict:
 # --- magnetic tiles, patch mode -------------------------------------------------------------------
 MT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 DEFAULT_SEARCH_GRID = [
-    {"layers": ["block_6_expand_relu", "block_13_expand_relu"], "size": [224, 256]},
-    {"layers": ["block_6_expand_relu", "block_13_expand_relu"], "size": [192, 224]},
-    {"layers": ["block_6_expand_relu", "block_13_expand_relu"], "size": [288, 320]},
     {"layers": ["block_6_expand_relu", "block_10_expand_relu"], "size": [224, 256]},
+    {"layers": ["block_6_expand_relu", "block_10_expand_relu"], "size": [192, 224]},
+    {"layers": ["block_6_expand_relu", "block_13_expand_relu"], "size": [224, 256]},
+    {"layers": ["block_6_expand_relu", "block_8_expand_relu"], "size": [224, 256]},
     {"layers": ["block_3_depthwise_relu", "block_6_expand_relu", "block_13_expand_relu"], "size": [224, 256]},
-    {"layers": ["block_6_expand_relu", "block_13_expand_relu"], "size": [224, 256], "nb": 5},
+    {"layers": ["block_6_expand_relu", "block_10_expand_relu"], "size": [224, 256], "dim": 64,
+     "coreset": [2048, 4096]},
 ]
 
 
@@ -293,8 +294,13 @@ def mt_split(seed: int) -> dict:
     o = np.random.default_rng(seed).permutation(len(free))
     a, b = int(0.6 * len(free)), int(0.8 * len(free))
     read = lambda paths: [cv2.imread(str(p)) for p in paths]  # noqa: E731
-    out = {"train": read(free[i] for i in o[:a]), "val_normal": read(free[i] for i in o[a:b]),
-           "test_normal": read(free[i] for i in o[b:]), "val": {}, "test": {}}
+    out = {
+        "train": read(free[i] for i in o[:a]),
+        "val_normal": read(free[i] for i in o[a:b]),
+        "test_normal": read(free[i] for i in o[b:]),
+        "val": {},
+        "test": {},
+    }
     for kind in MT_TYPES:
         paths = sorted((root / f"MT_{kind}").glob("Imgs/*.jpg"))
         o = np.random.default_rng(seed + 1000).permutation(len(paths))
@@ -345,21 +351,32 @@ def magnetic_tile_patch(opts: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="ovdoc-mtp-") as work:
             work = Path(work)
             t0 = time.perf_counter()
-            manifest = fit_bundle_images(imagenet_backbone(), iter(data["train"]), work / "p", config,
-                                         progress=False)
+            manifest = fit_bundle_images(
+                imagenet_backbone(), iter(data["train"]), work / "p", config, progress=False
+            )
             fit_s = time.perf_counter() - t0
             det = Detector.load(work / "p")
-            fit_bundle_images(imagenet_backbone(), iter(data["train"]), work / "g", FitConfig(metric="cosine"),
-                              progress=False)
+            fit_bundle_images(
+                imagenet_backbone(),
+                iter(data["train"]),
+                work / "g",
+                FitConfig(metric="cosine"),
+                progress=False,
+            )
             glob_det = Detector.load(work / "g")
 
             def standard(d, scores):  # each bundle's own calibration: (s - median) / (threshold - median)
                 t = d.manifest_["threshold"]
                 return (scores - t["score_median"]) / max(t["value"] - t["score_median"], 1e-9)
 
-            run = {"seed": seed, "fit_s": round(fit_s, 1), "size": [det.preprocess.width, det.preprocess.height],
-                   "grid": manifest["patch"]["grid"], "bank": manifest["patch"]["coreset"]["size"],
-                   "bank_mb": round(manifest["patch"]["bank_bytes"] / 1e6, 2)}
+            run = {
+                "seed": seed,
+                "fit_s": round(fit_s, 1),
+                "size": [det.preprocess.width, det.preprocess.height],
+                "grid": manifest["patch"]["grid"],
+                "bank": manifest["patch"]["coreset"]["size"],
+                "bank_mb": round(manifest["patch"]["bank_bytes"] / 1e6, 2),
+            }
             for part in ("val", "test"):
                 normals = data[f"{part}_normal"]
                 t0 = time.perf_counter()
@@ -376,9 +393,15 @@ def magnetic_tile_patch(opts: dict) -> dict:
                     res["image_auroc"][kind] = round(auc(n_patch, p), 4)
                     res["global_auroc"][kind] = round(auc(n_glob, g), 4)
                     res["combined_auroc"][kind] = round(
-                        auc(standard(det, n_patch) + standard(glob_det, n_glob), standard(det, p) + standard(glob_det, g)), 4)
+                        auc(
+                            standard(det, n_patch) + standard(glob_det, n_glob),
+                            standard(det, p) + standard(glob_det, g),
+                        ),
+                        4,
+                    )
                     res["pixel_auroc"][kind] = round(
-                        pixel_auroc(n_maps + maps, [np.zeros(m.shape, bool) for m in n_maps] + masks), 4)
+                        pixel_auroc(n_maps + maps, [np.zeros(m.shape, bool) for m in n_maps] + masks), 4
+                    )
                     all_p.append(p)
                     all_g.append(g)
                     all_maps += maps
@@ -387,30 +410,45 @@ def magnetic_tile_patch(opts: dict) -> dict:
                 res["image_auroc"]["all"] = round(auc(n_patch, p), 4)
                 res["global_auroc"]["all"] = round(auc(n_glob, g), 4)
                 res["combined_auroc"]["all"] = round(
-                    auc(standard(det, n_patch) + standard(glob_det, n_glob), standard(det, p) + standard(glob_det, g)), 4)
+                    auc(
+                        standard(det, n_patch) + standard(glob_det, n_glob),
+                        standard(det, p) + standard(glob_det, g),
+                    ),
+                    4,
+                )
                 res["pixel_auroc"]["all"] = round(
-                    pixel_auroc(n_maps + all_maps, [np.zeros(m.shape, bool) for m in n_maps] + all_masks), 4)
+                    pixel_auroc(n_maps + all_maps, [np.zeros(m.shape, bool) for m in n_maps] + all_masks), 4
+                )
                 res["tpr_at_threshold"] = round(float(np.mean(p > det.threshold_)), 4)
                 res["fpr_at_threshold"] = round(float(np.mean(n_patch > det.threshold_)), 4)
                 res["normal_score_ms_per_image"] = round(score_s / len(normals) * 1000, 2)
                 run[part] = res
-        say(f"seed {seed}: test image AUROC {run['test']['image_auroc']['all']}, pixel "
-            f"{run['test']['pixel_auroc']['all']} (val {run['val']['image_auroc']['all']})")
+        say(
+            f"seed {seed}: test image AUROC {run['test']['image_auroc']['all']}, pixel "
+            f"{run['test']['pixel_auroc']['all']} (val {run['val']['image_auroc']['all']})"
+        )
         runs.append(run)
 
     def mean_std(part: str, key: str) -> dict:
         names = list(runs[0][part][key])
-        return {n: [round(float(np.mean([r[part][key][n] for r in runs])), 4),
-                    round(float(np.std([r[part][key][n] for r in runs])), 4)] for n in names}
+        return {
+            n: [
+                round(float(np.mean([r[part][key][n] for r in runs])), 4),
+                round(float(np.std([r[part][key][n] for r in runs])), 4),
+            ]
+            for n in names
+        }
 
     config = patch_fit_config(opts, seeds[0])
     return {
         "experiment": "magnetic-tile-patch",
         "auc": mean_std("test", "image_auroc")["all"][0],
-        "test_mean_std": {k: mean_std("test", k) for k in ("image_auroc", "pixel_auroc", "global_auroc",
-                                                            "combined_auroc")},
-        "val_mean_std": {k: mean_std("val", k) for k in ("image_auroc", "pixel_auroc", "global_auroc",
-                                                          "combined_auroc")},
+        "test_mean_std": {
+            k: mean_std("test", k) for k in ("image_auroc", "pixel_auroc", "global_auroc", "combined_auroc")
+        },
+        "val_mean_std": {
+            k: mean_std("val", k) for k in ("image_auroc", "pixel_auroc", "global_auroc", "combined_auroc")
+        },
         "targets": {"image_auroc": 0.95, "pixel_auroc": 0.90},
         "protocol": "MT_Free split 60/20/20 (train/val/test) per seed; defects 1/3 val, 2/3 test per type; "
         "settings chosen on val (see accuracy-magnetic-tile-patch-search.md), test scored once per seed; "
@@ -431,8 +469,6 @@ def magnetic_tile_patch_search(opts: dict) -> dict:
     """
     import dataclasses
 
-    import faiss
-
     from ovdoc.irmodels import imagenet_backbone
     from ovdoc.runtime.evaluation import auc
     from ovdoc.runtime.features import FeatureExtractor
@@ -447,14 +483,20 @@ def magnetic_tile_patch_search(opts: dict) -> dict:
     for g in grid:
         cfg = PatchConfig(layers=tuple(g["layers"]), neighbourhood=g.get("nb", 3), dim=g.get("dim", 128))
         w, h = g["size"]
-        key = Path(tempfile.gettempdir()) / f"ovdoc-mtp-{'-'.join(cfg.layers)}-{w}x{h}-{cfg.neighbourhood}-{cfg.dim}.npz"
+        key = (
+            Path(tempfile.gettempdir())
+            / f"ovdoc-mtp-{'-'.join(cfg.layers)}-{w}x{h}-{cfg.neighbourhood}-{cfg.dim}.npz"
+        )
         if key.is_file():
             z = np.load(key)
             feats = {k: z[k] for k in z.files}
         else:
             model, rec = build_patch_model(backbone, h, w, cfg)
             ext = FeatureExtractor(model, dataclasses.replace(spec, height=h, width=w, resize="stretch"))
-            feats = {"train": ext.extract(data["train"], progress=False), "val": ext.extract(data["val_normal"], progress=False)}
+            feats = {
+                "train": ext.extract(data["train"], progress=False),
+                "val": ext.extract(data["val_normal"], progress=False),
+            }
             for kind, (images, _) in data["val"].items():
                 feats[kind] = ext.extract(images, progress=False)
             gh, gw = rec["grid"]
@@ -475,23 +517,51 @@ def magnetic_tile_patch_search(opts: dict) -> dict:
                 scorer.fit_position(scorer.raw_maps(stats))
                 vmaps = scorer.patch_maps(feats["val"])
                 dmaps = {k: scorer.patch_maps(feats[k]) for k in MT_TYPES}
-                for agg, topk in [("max", 1), ("smooth_max", 1), ("topk", 3), ("topk", 10), ("topk", 30), ("topk", 100)]:
+                for agg, topk in [
+                    ("max", 1),
+                    ("smooth_max", 1),
+                    ("topk", 3),
+                    ("topk", 10),
+                    ("topk", 30),
+                    ("topk", 100),
+                ]:
                     scorer.aggregate, scorer.topk = agg, topk
                     nscore = scorer.image_scores(vmaps)
                     per = {k: round(auc(nscore, scorer.image_scores(v)), 4) for k, v in dmaps.items()}
                     alls = np.concatenate([scorer.image_scores(v) for v in dmaps.values()])
-                    rows.append({"layers": list(cfg.layers), "size": [w, h], "neighbourhood": cfg.neighbourhood,
-                                 "dim": d, "coreset": m, "coreset_s": round(core_s, 1), "normalise": norm,
-                                 "aggregate": agg, "topk": topk, "val_auroc": round(auc(nscore, alls), 4),
-                                 "val_auroc_per_type": per})
-        best = max((r for r in rows if r["layers"] == list(cfg.layers) and r["size"] == [w, h]),
-                   key=lambda r: r["val_auroc"])
-        say(f"{g}: best val AUROC {best['val_auroc']} ({best['normalise']}, {best['aggregate']} {best['topk']}, "
-            f"coreset {best['coreset']})")
+                    rows.append(
+                        {
+                            "layers": list(cfg.layers),
+                            "size": [w, h],
+                            "neighbourhood": cfg.neighbourhood,
+                            "dim": d,
+                            "coreset": m,
+                            "coreset_s": round(core_s, 1),
+                            "normalise": norm,
+                            "aggregate": agg,
+                            "topk": topk,
+                            "val_auroc": round(auc(nscore, alls), 4),
+                            "val_auroc_per_type": per,
+                        }
+                    )
+        best = max(
+            (r for r in rows if r["layers"] == list(cfg.layers) and r["size"] == [w, h]),
+            key=lambda r: r["val_auroc"],
+        )
+        say(
+            f"{g}: best val AUROC {best['val_auroc']} ({best['normalise']}, {best['aggregate']} "
+            f"{best['topk']}, coreset {best['coreset']})"
+        )
     rows.sort(key=lambda r: -r["val_auroc"])
-    return {"experiment": "magnetic-tile-patch-search", "auc": rows[0]["val_auroc"], "best": rows[0],
-            "top10": rows[:10], "rows": len(rows), "grid": grid,
-            "timings_s": {"total": round(time.perf_counter() - started, 1)}}
+    return {
+        "experiment": "magnetic-tile-patch-search",
+        "auc": rows[0]["val_auroc"],
+        "best": rows[0],
+        "top10": rows[:10],
+        "rows": len(rows),
+        "grid": grid,
+        "timings_s": {"total": round(time.perf_counter() - started, 1)},
+    }
 
 
 def fmnist_one_class(opts: dict) -> dict:
@@ -585,18 +655,25 @@ def patch_tables(result: dict) -> str:
         types = list(block["image_auroc"])
         head = "| " + " | ".join(["", *types]) + " |\n|" + "---|" * (len(types) + 1) + "\n"
         body = "".join(
-            f"| {metric} | " + " | ".join(f"{block[metric][t][0]:.4f} ± {block[metric][t][1]:.4f}" for t in types)
+            f"| {metric} | "
+            + " | ".join(f"{block[metric][t][0]:.4f} ± {block[metric][t][1]:.4f}" for t in types)
             + " |\n"
             for metric in block
         )
-        text += f"**{part.replace('_mean_std', '')}** (mean ± std over seeds {result.get('seeds')}):\n\n{head}{body}\n"
+        title = part.replace("_mean_std", "")
+        text += f"**{title}** (mean ± std over seeds {result.get('seeds')}):\n\n{head}{body}\n"
     if "top10" in result:
-        text += "| val AUROC | layers | size | nb | normalise | aggregate | topk | coreset |\n|---|---|---|---|---|---|---|---|\n"
-        text += "".join(
-            f"| {r['val_auroc']} | {','.join(r['layers'])} | {r['size'][0]}x{r['size'][1]} | {r['neighbourhood']} | "
-            f"{r['normalise']} | {r['aggregate']} | {r['topk']} | {r['coreset']} |\n"
-            for r in result["top10"]
-        ) + "\n"
+        text += "| val AUROC | layers | size | nb | normalise | aggregate | topk | coreset |\n"
+        text += "|---|---|---|---|---|---|---|---|\n"
+        text += (
+            "".join(
+                f"| {r['val_auroc']} | {','.join(r['layers'])} | {r['size'][0]}x{r['size'][1]} | "
+                f"{r['neighbourhood']} | {r['normalise']} | {r['aggregate']} | {r['topk']} | "
+                f"{r['coreset']} |\n"
+                for r in result["top10"]
+            )
+            + "\n"
+        )
     return text
 
 
@@ -628,24 +705,26 @@ def patch_tables(result: dict) -> str:
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--mode", type=click.Choice(["global", "patch"]), default="global", show_default=True,
-              help="magnetic-tile: global kNN + DOC (as recorded before) or patch mode (untrained backbone).")
-@click.option("--seeds", default="0,1,2", show_default=True, help="patch: seeds (split, projection, coreset).")
+              help="magnetic-tile: global kNN + DOC (as before) or patch mode (untrained backbone).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="patch: seeds (split, projection...)")
 @click.option("--coreset", default="4096", show_default=True, help="patch: memory-bank size or fraction.")
-@click.option("--patch-size", default=None, help="patch: WxH (default: from the normal images' aspect ratio).")
+@click.option("--patch-size", default=None, help="patch: WxH (default: from the images' aspect ratio).")
 @click.option("--layers", default=None, help="patch: comma-separated layer names.")
 @click.option("--dim", default=None, type=int, help="patch: projected feature size.")
 @click.option("--neighbourhood", default=None, type=int, help="patch: AvgPool kernel.")
 @click.option("--aggregate", default=None, type=click.Choice(["max", "topk", "smooth_max"]))
 @click.option("--topk", default=None, type=int)
 @click.option("--normalise", default=None, type=click.Choice(["none", "z", "ratio"]))
-@click.option("--search", is_flag=True, help="patch: the validation grid search instead of the test run.")
-@click.option("--search-grid", default=None, help="patch --search: JSON list of {layers, size:[W,H], nb, dim, "
-              "coreset:[..], normalise:[..]}.")
+@click.option("--search", is_flag=True, help="patch: the validation grid search, not the test run.")
+@click.option("--search-grid", default=None,
+              help="patch --search: JSON list of {layers, size:[W,H], nb, dim, coreset:[..], normalise}.")
 @click.option("--no-record", is_flag=True, help="Do not write benchmarks/results/.")
 @click.option("--json", "as_json", is_flag=True)
 def main(experiment, no_record, as_json, **opts) -> None:
     opts["progress"] = not as_json
-    opts["roc_path"] = Path(os.environ.get("OVDOC_ROC", RESULTS / f"accuracy-{experiment}-roc.png"))
+    # --no-record writes nothing tracked: CI (.ci/run) must not rewrite the recorded ROC chart
+    roc_dir = Path(tempfile.mkdtemp(prefix="ovdoc-accuracy-")) if no_record else RESULTS
+    opts["roc_path"] = Path(os.environ.get("OVDOC_ROC", roc_dir / f"accuracy-{experiment}-roc.png"))
     run = {
         "sneaker-vs-boot": sneaker_vs_boot,
         "magnetic-tile": magnetic_tile,

@@ -154,12 +154,17 @@ def _len_or_none(iterable) -> int | None:
 _NATIVE_QUIET = {"OPENCV_LOG_LEVEL": "OFF", "OPENCV_FFMPEG_LOGLEVEL": "-8"}  # -8 = AV_LOG_QUIET
 
 
+_native_quiet = False
+
+
 def native_logs(verbose: bool = False) -> None:
     """Silence OpenCV's and FFmpeg's own stderr lines, or (verbose) leave them at OpenCV's defaults.
 
     The env vars must be set before OpenCV opens its first FFmpeg capture (FFmpeg's level is read then);
     a user's own setting wins. OpenCV's runtime level is set too when cv2 is already imported.
     """
+    global _native_quiet
+    _native_quiet = not verbose
     if verbose:
         for key, value in _NATIVE_QUIET.items():
             if os.environ.get(key) == value:  # ours, from an earlier call in this process
@@ -171,3 +176,30 @@ def native_logs(verbose: bool = False) -> None:
     if cv2 is not None:
         levels = cv2.utils.logging
         levels.setLogLevel(levels.LOG_LEVEL_WARNING if verbose else levels.LOG_LEVEL_SILENT)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block, after `native_logs(False)` only.
+
+    For the few native messages no log level reaches: OpenCV's own AVI reader `fprintf`s ("Unexpected
+    list type. Expected: hdrl ...") while probing a corrupt file. Process-wide, so keep the block to one
+    open call made before any other thread writes to stderr.
+    """
+    if not _native_quiet:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no fd 2 to redirect (embedded interpreters)
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -80,16 +80,19 @@ def test_every_combination_measured(bench_run):
         assert "error" not in r, r
         assert r["model_ips"] > 0 and r["pipeline_fps"] > 0
         assert r["pipeline_frames"] == FRAMES  # every configuration ran on the same frames
-        assert len(r["pipeline_fps_runs"]) == 2 and min(r["pipeline_fps_runs"]) <= r["pipeline_fps"]
-        assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"]
+        assert len(r["pipeline_fps_runs"]) == 2 and min(r["pipeline_fps_runs"]) > 0
+        # the pipeline runs the model plus decoding: it cannot outrun the model alone (20 % for noise)
+        assert r["pipeline_fps"] <= 1.2 * r["model_ips"], r
+        # async throughput at least matches one synchronous request's (units and batch size agree)
+        assert r["model_ips"] >= 0.8 * r["batch"] * 1000.0 / r["latency_ms_p50"], r
         assert r["scorer_us_per_query"] > 0
         assert 0.0 <= r["auc"] <= 1.0
         assert r["first_result_s_cold"] > 0 and r["first_result_s_warm"] > 0
         assert r["index_vectors"] == 24  # re-indexed from --calib by this precision's own model
         if r["device"] == "CPU":
             assert r["inference_precision"] == "f32"  # pinned: AVX512-BF16/AMX CPUs would run bf16
-        assert r["fraction_of_ceiling"] == pytest.approx(r["pipeline_fps"] / result["ceiling"]["decode_fps"],
-                                                         abs=1e-3)
+        # measured on the same frames at the same --res: the same order of magnitude as the pipeline
+        assert 0.05 < r["fraction_of_ceiling"] < 2.0, (r["pipeline_fps"], result["ceiling"])
     # exact and HNSW kNN agree on AUC at this size; FP16 weights stay close to FP32
     by = {(r["precision"], r["batch"], r["scorer"]): r["auc"] for r in rows if r["device"] == "CPU"}
     assert by[("FP32", 1, "knn:flat")] == pytest.approx(by[("FP32", 1, "knn:hnsw")], abs=1e-3)
@@ -116,8 +119,9 @@ def test_json_schema_ceiling_and_baselines(bench_run):
     assert set(b) >= {"original_app_fps", "openvino_2019_fps", "speedup_vs_original_app",
                       "speedup_vs_openvino_2019"}
     assert b["openvino_2019_fps"] > 0
-    assert b["speedup_vs_openvino_2019"] == pytest.approx(
-        b["ovdoc_best"]["pipeline_fps"] / b["openvino_2019_fps"], rel=0.02)
+    # the best row really is the fastest one, and it beats the 2019 loop (sync, batch 1, LOF) on these frames
+    assert b["ovdoc_best"]["pipeline_fps"] == max(r["pipeline_fps"] for r in result["results"])
+    assert b["speedup_vs_openvino_2019"] > 1.0, b
     # the seed IR here comes from ONNX: no Keras source recorded, so the Keras loop is skipped with why
     assert b["original_app_fps"] is None and "Keras" in b["original_app_skipped"]
 

@@ -13,7 +13,7 @@ import pytest
 
 from ovdoc.errors import OvdocError
 
-N_BANK = 48  # normal tiles the module's bundle is fitted on (small: 2-core CI)
+N_BANK = 150  # normal tiles the module's bundle is fitted on (at 48 the per-position statistics are noisy)
 
 
 def _tiles(folder: Path) -> list[Path]:
@@ -112,7 +112,7 @@ def test_patch_ir_is_built_in_graph_from_layer_names(backbone: Path):
 
     model, spec, _ = read_ir(backbone)
     patch, record = build_patch_model(model, 256, 192, PatchConfig(dim=64))
-    assert record["grid"] == [32, 24] and record["dim"] == 64 and record["layer_channels"] == [192, 576]
+    assert record["grid"] == [32, 24] and record["dim"] == 64 and record["layer_channels"] == [192, 384]
     types = {op.get_type_name() for op in patch.get_ops()}
     assert {"AvgPool", "Interpolate", "Concat", "MatMul"} <= types
     assert "ReduceMean" not in types  # the global pooling head is not part of the patch IR
@@ -138,9 +138,10 @@ def test_default_size_follows_the_aspect_ratio():
 
 # --- maps on real tiles ------------------------------------------------------------------------
 def test_defect_hottest_region_lies_inside_the_mask(det, tiles: dict):
-    """Tiles with a clearly visible defect (Break, Fray: the largest masks): argmax of the map hits it."""
+    """Break and crack tiles: the argmax of the map lies on the defect (13/16 measured; blowholes are
+    too small for argmax-in-mask at this bank size, 2/8, though their pixel AUROC is 0.99)."""
     hits, total = 0, 0
-    for kind in ("MT_Break", "MT_Fray"):
+    for kind in ("MT_Break", "MT_Crack"):
         for path in tiles["defects"][kind][:8]:
             image = cv2.imread(str(path))
             mask = cv2.imread(str(path.with_suffix(".png")), cv2.IMREAD_GRAYSCALE) > 127
@@ -156,14 +157,14 @@ def test_defect_hottest_region_lies_inside_the_mask(det, tiles: dict):
             near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * tol + 1,) * 2, np.uint8)) > 0
             hits += bool(near[y, x])
             total += 1
-    assert hits / total >= 0.75, f"hottest region inside the mask for {hits}/{total} tiles"
+    assert hits / total >= 0.7, f"hottest region inside the mask for {hits}/{total} tiles"
 
 
 def test_normal_held_out_map_stays_below_threshold(det, tiles: dict):
     images = [cv2.imread(str(p)) for p in tiles["held_out"]]
     maps = det.anomaly_map(images)
     below = [float(m.max()) < det.map_threshold_ for m in maps]
-    assert np.mean(below) >= 0.75, f"{sum(below)}/{len(below)} normal maps below the map threshold"
+    assert np.mean(below) >= 0.9, f"{sum(below)}/{len(below)} normal maps below the map threshold"
     # and the defects the test above localises score above the image threshold more often than normals
     scores = det.score_samples(images)
     breaks = det.score_samples([cv2.imread(str(p)) for p in tiles["defects"]["MT_Break"][:12]])
@@ -192,7 +193,7 @@ def test_patch_bundle_round_trips(patch_bundle: Path, det, tiles: dict):
     manifest = json.loads((patch_bundle / "manifest.json").read_text())
     assert manifest["mode"] == "patch" and manifest["format_version"] == 2
     p = manifest["patch"]
-    assert p["layers"] == ["block_6_expand_relu", "block_13_expand_relu"] and p["coreset"]["size"] == 2000
+    assert p["layers"] == ["block_6_expand_relu", "block_10_expand_relu"] and p["coreset"]["size"] == 2000
     assert p["coreset"]["method"] == "greedy k-center" and p["bank_bytes"] <= 50e6
     assert "held-out" in manifest["threshold"]["method"]
     assert not any(f.suffix in (".pkl", ".pickle") for f in patch_bundle.iterdir())

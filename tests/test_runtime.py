@@ -91,7 +91,9 @@ def test_fit_json_schema(fit_result):
     assert report["n_images"] == N_TRAIN
     assert report["feature_dim"] == 1280
     assert report["scorer"] == "knn" and report["index"] == "flat" and report["k"] == 5
-    assert report["calibration"]["method"] == "leave-one-out"
+    # images in two folders: each folder held out whole (calibration.make_grouping), not leave-one-out
+    assert report["calibration"]["method"].startswith("held-out folders: 2 folders")
+    assert report["calibration"]["target_fpr"] == 0.01 and 0.0 <= report["calibration"]["heldout_fpr"] < 0.1
     assert report["device"] == "CPU" and report["inference_precision"] == "f32"
     assert report["threshold"] > 1.0
 
@@ -117,7 +119,8 @@ def test_manifest_records_everything_and_no_pickle(fit_result):
         manifest["built_with"]["device"] == "CPU" and manifest["built_with"]["inference_precision"] == "f32"
     )
     assert {"openvino", "faiss", "numpy", "opencv", "scikit-learn"} <= set(manifest["versions"])
-    assert manifest["threshold"]["method"] == "leave-one-out" and manifest["threshold"]["fpr"] == 0.01
+    assert manifest["threshold"]["method"].startswith("held-out folders")
+    assert manifest["threshold"]["fpr"] == 0.01 and manifest["threshold"]["target_fpr"] == 0.01
     names = sorted(p.name for p in out.iterdir())
     assert names == ["index.faiss", "manifest.json", "model.bin", "model.xml"]
     assert set(manifest["files"]) == {"index.faiss", "model.bin", "model.xml"}
@@ -127,14 +130,22 @@ def test_manifest_records_everything_and_no_pickle(fit_result):
     assert index.ntotal == N_TRAIN and index.d == 1280
 
 
-def test_threshold_is_leave_one_out_quantile(detector, normal_dir):
-    """Independent check: brute-force numpy kNN without self matches, 99th percentile."""
-    feats = detector.features(normal_dir)
+def test_threshold_is_held_out_folders_and_records_leave_one_out(detector, normal_dir, fit_result):
+    """Independent check: brute-force numpy kNN. The threshold: 99th percentile of each folder's images
+    scored against the other folder only (folders held out whole); the recorded leave-one-out threshold:
+    kNN without self matches, 99th percentile."""
+    feats = detector.features(normal_dir)  # a/ first, then b/c/: each half of N_TRAIN
     assert feats.shape == (N_TRAIN, 1280) and feats.dtype == np.float32
     d = np.sqrt(np.maximum(((feats[:, None, :] - feats[None, :, :]) ** 2).sum(-1), 0))
+    h = N_TRAIN // 2
+    held = np.concatenate([np.sort(d[:h, h:], axis=1)[:, :5].mean(axis=1),
+                           np.sort(d[h:, :h], axis=1)[:, :5].mean(axis=1)])
+    assert detector.threshold_ == pytest.approx(np.quantile(held, 0.99), rel=1e-3)
     np.fill_diagonal(d, np.inf)
     loo = np.sort(d, axis=1)[:, :5].mean(axis=1)
-    assert detector.threshold_ == pytest.approx(np.quantile(loo, 0.99), rel=1e-3)
+    manifest = json.loads((fit_result[1] / "manifest.json").read_text())
+    assert manifest["threshold"]["loo_threshold"] == pytest.approx(np.quantile(loo, 0.99), rel=1e-3)
+    assert detector.threshold_ > manifest["threshold"]["loo_threshold"]  # new data sits farther away
     # scoring the training set against itself (self match at distance 0) would set a much lower threshold
     with_self = np.sort(np.where(np.isinf(d), 0, d), axis=1)[:, :5].mean(axis=1)
     assert np.quantile(with_self, 0.99) < 0.9 * detector.threshold_
@@ -262,7 +273,7 @@ def test_cosine_bundle_round_trip(seed_ir, normal_dir, held_out, photos, detecto
     np.testing.assert_allclose(got, _cosine_knn(train, query, 5), rtol=1e-4, atol=1e-5)
     assert got.max() <= 2.0  # distances between unit vectors
     loo = _cosine_knn(train, train, 5, leave_one_out=True)
-    assert det.threshold_ == pytest.approx(np.quantile(loo, 0.99), rel=1e-3)
+    assert manifest["threshold"]["loo_threshold"] == pytest.approx(np.quantile(loo, 0.99), rel=1e-3)
     # a different metric really is a different detector: euclidean scores are in feature units
     assert not np.allclose(detector.score_samples(held_out), det.score_samples(held_out), rtol=0.1)
 
@@ -323,6 +334,7 @@ def test_demo_bundle_still_loads():
 
 
 def test_tampered_bundles_are_refused(fit_result, tmp_path):
+    from ovdoc.runtime.bundle import FORMAT_VERSION
     from ovdoc.runtime.detector import Detector
 
     _, out = fit_result
@@ -346,7 +358,7 @@ def test_tampered_bundles_are_refused(fit_result, tmp_path):
     expect = {
         "bin": "model.bin does not match its sha256",
         "index": "index.faiss does not match its sha256",
-        "version": "format version 2",
+        "version": f"format version {FORMAT_VERSION + 1}",
         "threshold": "manifest.json was modified",
     }
     for name, message in expect.items():
@@ -357,7 +369,7 @@ def test_tampered_bundles_are_refused(fit_result, tmp_path):
         Detector.load(cases["bin"])
     proc = ovdoc_cli("run", str(cases["version"]), "--source", str(tmp_path), "--headless")
     assert proc.returncode != 0
-    assert "format version 2" in error_line(proc)
+    assert f"format version {FORMAT_VERSION + 1}" in error_line(proc)
 
 
 def test_fit_bad_inputs_are_one_line(seed_ir, normal_dir, tmp_path):
@@ -375,7 +387,7 @@ def test_fit_bad_inputs_are_one_line(seed_ir, normal_dir, tmp_path):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "x.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(OvdocError, match="cannot read image"):
+    with pytest.raises(OvdocError, match="none of the normal images could be read.*x.png"):
         fit_bundle(seed_ir, corrupt, tmp_path / "b", progress=False)
     with pytest.raises(OvdocError, match="not an OpenVINO IR"):
         fit_bundle(tmp_path / "corrupt" / "x.png", normal_dir, tmp_path / "b")

@@ -45,7 +45,8 @@ from ovdoc.errors import OvdocError
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.01,
     show_default=True,
-    help="False-positive rate the threshold is calibrated for (leave-one-out on the normal images).",
+    help="False-positive rate the threshold is calibrated for, on normal images held out of the index "
+    "(see --calibration).",
 )
 @click.option(
     "--scorer",
@@ -89,6 +90,9 @@ from ovdoc.errors import OvdocError
 @click.option("--topk", type=click.IntRange(1, 100000), default=None, help="patch: patches averaged by topk.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="patch: projection, coreset start and calibration split.")
+@click.option("--calibration", type=click.Choice(["auto", "loo"]), default="auto", show_default=True,
+              help="global: auto holds out whole subfolders, or blocks of consecutive video frames (with "
+              "their neighbours), so the threshold holds on new normal data; loo = leave-one-out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def fit(
     model: str | None,
@@ -111,6 +115,7 @@ def fit(
     aggregate: str | None,
     topk: int | None,
     seed: int,
+    calibration: str,
     as_json: bool,
 ) -> None:
     """Build a detector bundle from MODEL (an IR .xml or an `ovdoc convert` folder) and normal images.
@@ -122,8 +127,11 @@ def fit(
     \b
     The bundle folder holds the IR, the FAISS index of the normal images' features and manifest.json
     (threshold, preprocessing, hashes); copy it to the board and run it with `ovdoc run BUNDLE`.
-    The threshold is set so that about --fpr of normal images would be flagged, measured
-    leave-one-out: each normal image scored against all the others.
+    The threshold is set so that about --fpr of new normal images would be flagged: whole subfolders,
+    or blocks of consecutive video frames (each against only the frames before it), are held out of the
+    index and scored; the fit reports the target FPR and the one measured on the held-out groups, and
+    warns when they disagree (too few images to hold out: leave-one-out). Unreadable image
+    files are skipped with a warning (more than 10 % unreadable, or none readable, is an error).
     \b
     Example:
       ovdoc fit ir/FP32 --normal data/good --out good.bundle --fpr 0.01
@@ -138,7 +146,7 @@ def fit(
         raise OvdocError("--layers, --dim, --neighbourhood, --aggregate and --topk need --mode patch")
     config = FitConfig(
         mode=mode, k=k, index=index, fpr=fpr, scorer=scorer, metric=metric, batch=batch, device=device,
-        size=parse_size(size) if size else None, resize=resize,
+        size=parse_size(size) if size else None, resize=resize, calibration=calibration,
         patch=PatchConfig(coreset=parse_coreset(coreset), seed=seed,
                           **{key: v for key, v in patch_opts.items() if v is not None}),
     )
@@ -156,8 +164,10 @@ def fit(
         "metric": s.get("metric"),
         "threshold": t["value"],
         "calibration": {
-            key: t[key] for key in ("method", "fpr", "n", "score_median", "score_max") if key in t
+            key: t[key] for key in ("method", "fpr", "n", "score_median", "score_max", "target_fpr",
+                                    "heldout_fpr", "n_heldout", "loo_fpr_on_heldout", "warning") if key in t
         },
+        "unreadable_images": manifest.get("normal_input", {}).get("unreadable", 0),
         "device": b["device"],
         "inference_precision": b["inference_precision"],
         "weight_precision": manifest["model"]["weight_precision"],
@@ -185,3 +195,9 @@ def fit(
         f"threshold {t['value']:.4g} at FPR {t['fpr']} ({t['method']}; median normal score "
         f"{t['score_median']:.4g}); built on {b['device']} {b['inference_precision']} in {wall:.1f} s"
     )
+    if "heldout_fpr" in t:
+        click.echo(f"held out by group: target FPR {t['target_fpr']}, measured {t['heldout_fpr']:.4f} on "
+                   f"{t['n_heldout']} held-out images (the leave-one-out threshold would flag "
+                   f"{t['loo_fpr_on_heldout']:.4f})")
+    if result["unreadable_images"]:
+        click.echo(f"skipped {result['unreadable_images']} unreadable image file(s)")

@@ -26,9 +26,10 @@ import openvino as ov
 from ovdoc import __version__
 from ovdoc.atomic import atomic_dir
 from ovdoc.errors import OvdocError
-from ovdoc.runtime.calibration import threshold_at_fpr
+from ovdoc.runtime.calibration import CALIBRATIONS, calibrate, threshold_at_fpr
+from ovdoc.runtime.datasets import UNREADABLE_NAMED
 from ovdoc.runtime.ir import RT_PREPROCESS, annotate, read_ir, save_ir
-from ovdoc.runtime.patch import PatchConfig
+from ovdoc.runtime.patch import MAP_SIGMA_CELLS, PatchConfig
 from ovdoc.runtime.preprocess import RESIZE_MODES, PreprocessSpec
 
 FORMAT = "ovdoc-bundle"
@@ -38,7 +39,6 @@ READABLE_VERSIONS = (1, 2)
 MODES = ("global", "patch")
 # default patch-mode input area (pixels): about 256x224, chosen on the magnetic-tile validation split
 PATCH_AREA = 256 * 224
-MAP_SIGMA_CELLS = 0.5  # Gaussian smoothing of anomaly maps, in patch-grid cells (4 px at stride 8)
 MANIFEST = "manifest.json"
 SELF_HASH_KEY = "manifest_sha256"
 
@@ -112,6 +112,7 @@ class FitConfig:
     size: tuple[int, int] | None = None
     resize: str | None = None
     patch: PatchConfig = dataclasses.field(default_factory=PatchConfig)
+    calibration: str = "auto"  # global mode: held-out groups where known (auto), or leave-one-out (loo)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -124,8 +125,10 @@ class FitConfig:
             raise OvdocError(f"--size must be WxH with both at least 32, got {self.size}")
         if self.resize is not None and self.resize not in RESIZE_MODES:
             raise OvdocError(f"unknown resize mode {self.resize!r}: use {', '.join(RESIZE_MODES)}")
+        if self.calibration not in CALIBRATIONS:
+            raise OvdocError(f"unknown calibration {self.calibration!r}: use {', '.join(CALIBRATIONS)}")
         if self.mode == "patch" and self.scorer != "knn":
-            raise OvdocError("patch mode scores patches by nearest-neighbour distance: --scorer lof is global")
+            raise OvdocError("patch mode scores patches by nearest-neighbour distance: no --scorer lof")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -170,9 +173,12 @@ def fit_bundle(
 
     config = _configure(config, overrides)
     # folders, globs, videos, .npz and data-set specs (the one input grammar); clear errors before any compile
-    stream = open_unlabelled(normal_sources)
+    # unreadable image files are skipped (named in one warning); stream.report says where each image came
+    # from, so global-mode calibration can hold out whole folders / video blocks
+    stream = open_unlabelled(normal_sources, skip_unreadable=True)
     return fit_bundle_images(model_path, stream.images, out_dir, config, progress=progress,
-                             cache_dir=cache_dir, total=stream.total, sources=stream.names)
+                             cache_dir=cache_dir, total=stream.total, sources=stream.names,
+                             input_report=stream.report)
 
 
 def _configure(config: FitConfig | None, overrides: dict) -> FitConfig:
@@ -193,9 +199,13 @@ def fit_bundle_images(
     cache_dir: str | Path | None = None,
     total: int | None = None,
     sources: list[str] | None = None,
+    input_report: dict | None = None,
     **overrides,
 ) -> dict:
-    """`fit_bundle` for images already in memory (BGR uint8, any size): data sets, benchmarks."""
+    """`fit_bundle` for images already in memory (BGR uint8, any size): data sets, benchmarks.
+
+    `input_report` (from `open_unlabelled(skip_unreadable=True)`): skipped files and each image's group.
+    """
     from ovdoc.runtime.features import default_cache_dir
 
     config = _configure(config, overrides)
@@ -204,9 +214,9 @@ def fit_bundle_images(
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     if config.mode == "patch":
         return _fit_patch(model, spec, xml, images, out_dir, config, core=core, progress=progress,
-                          cache_dir=cache_dir, total=total, sources=sources)
+                          cache_dir=cache_dir, total=total, sources=sources, report=input_report)
     return _fit_global(model, spec, xml, images, out_dir, config, core=core, progress=progress,
-                       cache_dir=cache_dir, total=total, sources=sources)
+                       cache_dir=cache_dir, total=total, sources=sources, report=input_report)
 
 
 def _sized(spec: PreprocessSpec, config: FitConfig, default_resize: str) -> PreprocessSpec:
@@ -217,7 +227,7 @@ def _sized(spec: PreprocessSpec, config: FitConfig, default_resize: str) -> Prep
 
 
 def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, cache_dir, total,
-                sources) -> dict:
+                sources, report=None) -> dict:
     from ovdoc.runtime.features import FeatureExtractor
     from ovdoc.runtime.scoring import make_scorer
 
@@ -230,8 +240,12 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
         raise OvdocError("no images could be read from the normal sources")
     scorer_obj.fit(feats)
     method = "leave-one-out" if config.scorer == "knn" else "leave-one-out (LOF of each training point)"
-    threshold = threshold_at_fpr(scorer_obj.loo_scores(), config.fpr, method=method)
-    manifest = _manifest_head(model, spec, xml, "global", sources) | {
+    threshold = calibrate(
+        scorer_obj.loo_scores(), feats, config.fpr, keys=(report or {}).get("keys"), k=config.k,
+        build=lambda x: make_scorer(config.scorer, k=config.k, index="flat", metric=config.metric).fit(x),
+        loo_method=method, mode=config.calibration,
+    )
+    manifest = _manifest_head(model, spec, xml, "global", sources, report) | {
         "feature_dim": int(feats.shape[1]),
         "n_images": int(len(feats)),
         "scorer": scorer_obj.describe(),
@@ -245,7 +259,7 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
 
 
 def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, cache_dir, total,
-               sources) -> dict:
+               sources, report=None) -> dict:
     """Patch mode: patch-feature IR, greedy coreset bank from most normals, threshold on held-out normals."""
     import time
 
@@ -306,7 +320,7 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         "map_sigma_cells": MAP_SIGMA_CELLS,
         "bank_bytes": int(m * dim * 4),
     }
-    manifest = _manifest_head(patch_model, spec, xml, "patch", sources) | {
+    manifest = _manifest_head(patch_model, spec, xml, "patch", sources, report) | {
         "feature_dim": int(dim),
         "n_images": int(len(feats)),
         "scorer": scorer.describe(),
@@ -318,7 +332,16 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     return _write_bundle(out_dir, manifest, scorer, patch_model, spec, xml, copy=False)
 
 
-def _manifest_head(model, spec, xml, mode: str, sources) -> dict:
+def _manifest_head(model, spec, xml, mode: str, sources, report: dict | None = None) -> dict:
+    head = _manifest_head_base(model, spec, xml, mode, sources)
+    if report and "image_files" in report:  # what `ovdoc fit` read from files: skipped ones counted, named
+        head["normal_input"] = {"image_files": report["image_files"],
+                                "unreadable": len(report["unreadable"]),
+                                "unreadable_files": report["unreadable"][:UNREADABLE_NAMED]}
+    return head
+
+
+def _manifest_head_base(model, spec, xml, mode: str, sources) -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -16,13 +16,22 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ovdoc.errors import OvdocError
-from ovdoc.runtime.images import count_hint, expand_sources, iter_images, read_image, scan_folder
+from ovdoc.log import get_logger
+from ovdoc.runtime.images import (
+    count_hint,
+    expand_sources,
+    is_video_file,
+    iter_images,
+    iter_video_frames,
+    read_image,
+    scan_folder,
+)
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -182,17 +191,34 @@ def load_class_folders(path: Path) -> Images:
 
 
 # --- the one grammar for unlabelled images: `ovdoc fit`, `eval`, `train --target`, bench, quantize ---------
+# `ovdoc fit`: a stray unreadable file among many is skipped with a warning; more than this share of the
+# image files unreadable means a wrong folder or a broken copy, not a stray file, and fails the command.
+MAX_UNREADABLE_SHARE = 0.10
+UNREADABLE_NAMED = 3  # file names a warning lists before "and N more"
+
+
 @dataclass
 class ImageStream:
     """Images read lazily (files, videos) or from memory (data sets, .npz), in the order given.
 
     `total` is known up front where it can be (for progress bars), None when a video hides it;
-    `names` are the sources as the user gave them (a bundle records them).
+    `names` are the sources as the user gave them (a bundle records them). With `skip_unreadable`,
+    `report` fills in as the images are read: image files read, the unreadable ones skipped, and for
+    every image yielded a key (kind, group) saying where it came from - ("file", its folder) or
+    ("frame", its video or array) - which calibration uses to hold out whole groups.
     """
 
     images: Iterator[np.ndarray]
     total: int | None
     names: list[str]
+    report: dict = field(default_factory=dict)
+
+
+def unreadable_note(files: list[str], attempted: int) -> str:
+    """'2 of 954 image files could not be read and were skipped: a.jpg, b.jpg' (first few named)."""
+    named = ", ".join(files[:UNREADABLE_NAMED])
+    more = f" and {len(files) - UNREADABLE_NAMED} more" if len(files) > UNREADABLE_NAMED else ""
+    return f"{len(files)} of {attempted} image files could not be read (corrupt or not images): {named}{more}"
 
 
 def _as_items(sources: str | Path | Iterable[str | Path]) -> list[str | Path]:
@@ -215,12 +241,16 @@ def _in_memory(item: str | Path) -> Images | None:
     return None
 
 
-def open_unlabelled(sources: str | Path | Iterable[str | Path], *, video_every: int = 1) -> ImageStream:
+def open_unlabelled(
+    sources: str | Path | Iterable[str | Path], *, video_every: int = 1, skip_unreadable: bool = False
+) -> ImageStream:
     """Folders (recursive), globs, image and video files, .npz files and data-set specs -> one stream.
 
     Every source is checked before the first image is read, so a typo is one clear line before any
     model is compiled; files and video frames are then decoded one at a time (a long video never has
-    to fit in memory).
+    to fit in memory). `skip_unreadable`: an image file that cannot be decoded is skipped and named in
+    one warning at the end (one bad file among 954 must not abort `ovdoc fit`); the stream fails when
+    no image file, or more than MAX_UNREADABLE_SHARE of them, could be read.
     """
     items = _as_items(sources)
     parts: list[Images | list[Path]] = []
@@ -234,14 +264,58 @@ def open_unlabelled(sources: str | Path | Iterable[str | Path], *, video_every: 
         n = len(part) if isinstance(part, Images) else count_hint(part)
         total = None if total is None or n is None else total + n
 
-    def generate() -> Iterator[np.ndarray]:
-        for part in parts:
-            if isinstance(part, Images):
-                yield from part.images
-            else:
-                yield from iter_images(part, video_every=video_every)
+    report: dict = {"keys": []} if skip_unreadable else {}
 
-    return ImageStream(generate(), total, [str(i) for i in items])
+    def generate() -> Iterator[np.ndarray]:
+        for part, item in zip(parts, items, strict=True):
+            if isinstance(part, Images):
+                if skip_unreadable:  # a data set or .npz: one sequence, in its order
+                    report["keys"].extend([("frame", f"array:{item}")] * len(part.images))
+                yield from part.images
+            elif not skip_unreadable:
+                yield from iter_images(part, video_every=video_every)
+            else:
+                yield from _tolerant(part, video_every, report)
+        if skip_unreadable:
+            _check_unreadable(report)
+
+    return ImageStream(generate(), total, [str(i) for i in items], report)
+
+
+def _tolerant(paths: list[Path], video_every: int, report: dict) -> Iterator[np.ndarray]:
+    """Images of `paths`, skipping (and recording in `report`) image files that cannot be decoded."""
+    report.setdefault("image_files", 0)
+    report.setdefault("unreadable", [])
+    keys = report.setdefault("keys", [])
+    for path in paths:
+        if is_video_file(path):
+            for frame in iter_video_frames(path, every=video_every):
+                keys.append(("frame", str(path)))
+                yield frame
+            continue
+        report["image_files"] += 1
+        try:
+            image = read_image(path)
+        except OvdocError:
+            report["unreadable"].append(str(path))
+            continue
+        keys.append(("file", str(path.parent)))
+        yield image
+
+
+def _check_unreadable(report: dict) -> None:
+    bad, attempted = report.get("unreadable", []), report.get("image_files", 0)
+    if not bad:
+        return
+    note = unreadable_note(bad, attempted)
+    if len(bad) == attempted:
+        raise OvdocError(f"none of the normal images could be read: {note}")
+    if len(bad) > MAX_UNREADABLE_SHARE * attempted:
+        raise OvdocError(
+            f"{note}; more than {MAX_UNREADABLE_SHARE:.0%} unreadable looks like a wrong folder or a "
+            "broken copy: fix or remove them"
+        )
+    get_logger(__name__).warning(f"warning: {note}; skipped")
 
 
 def load_unlabelled(sources: str | Path | Iterable[str | Path]) -> Images:

@@ -160,7 +160,7 @@ class Detector:
         """Gaussian smoothing of a patch-score grid (sigma recorded in the bundle, in grid cells)."""
         from ovdoc.runtime.patch import gaussian_smooth
 
-        sigma = float((self.manifest_.get("patch") or {}).get("map_sigma_cells", 0.5))
+        sigma = float((self.manifest_.get("patch") or {}).get("map_sigma_cells", 1.0))
         return gaussian_smooth(np.asarray(map_hw, np.float32)[None], sigma)[0]
 
     def map_to_frame(self, map_hw: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:

@@ -148,6 +148,11 @@ class FeatureExtractor:
                 seq += 1
                 bar.update(len(chunk))
             self.wait()
+        except BaseException:
+            # an image that failed mid-stream: let the requests in flight finish before the error unwinds,
+            # or OpenVINO's threads call back into an exiting interpreter ("FATAL: exception not rethrown")
+            self.queue.wait_all()
+            raise
         finally:
             bar.close()
             self._callback = previous

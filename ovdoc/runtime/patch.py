@@ -25,8 +25,11 @@ import openvino as ov
 from ovdoc.errors import OvdocError, first_line
 
 # Chosen on the magnetic-tile validation split (benchmarks/accuracy.py, magnetic-tile, --mode patch)
-DEFAULT_LAYERS = ("block_6_expand_relu", "block_13_expand_relu")
+DEFAULT_LAYERS = ("block_6_expand_relu", "block_10_expand_relu")  # stride 8 + stride 16
 AGGREGATES = ("max", "topk", "smooth_max")
+# Gaussian smoothing of patch-score maps, in grid cells (8 px of model input at stride 8): the same for
+# the smooth_max image score and for anomaly maps, so an image's score is the maximum of its map.
+MAP_SIGMA_CELLS = 1.0
 # Per-position normalisation of patch scores: image borders and corners (zero padding, tile edges) have
 # large nearest-neighbour distances even on normal images; dividing by / standardising with the typical
 # normal distance at each grid position keeps them from hiding real defects (measured: see accuracy.py).
@@ -46,7 +49,7 @@ class PatchConfig:
     coreset: int | float = 4096  # bank size: an int (patches) or a fraction (0..1] of the candidates
     max_candidates: int = 200_000  # patches the coreset chooses from (random per-image subsample above)
     projection_dim: int = 32  # random projection used for the coreset's distance computations only
-    aggregate: str = "topk"
+    aggregate: str = "smooth_max"
     topk: int = 10  # patches averaged by aggregate="topk"
     calib_fraction: float = 0.2  # normal images held out of the bank to calibrate the threshold
     normalise: str = "z"  # per-position normalisation (NORMALISATIONS), from half the held-out images
@@ -283,7 +286,7 @@ def aggregate(maps: np.ndarray, method: str, topk: int = 10) -> np.ndarray:
         k = min(topk, flat.shape[1])
         return np.partition(flat, -k, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
     if method == "smooth_max":
-        return gaussian_smooth(maps.astype(np.float32), 1.0).reshape(n, -1).max(axis=1)
+        return gaussian_smooth(maps.astype(np.float32), MAP_SIGMA_CELLS).reshape(n, -1).max(axis=1)
     raise OvdocError(f"unknown aggregation {method!r}: use one of {', '.join(AGGREGATES)}")
 
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ovdoc.errors import OvdocError
+from ovdoc.log import native_stderr_silenced
 from ovdoc.runtime.images import IMAGE_SUFFIXES, expand_sources, is_image_file, read_image
 
 Opener = Callable[[], "cv2.VideoCapture"]
@@ -254,7 +255,9 @@ def open_source(
         source = CaptureSource(
             lambda: cv2.VideoCapture(str(path)), str(path), live=False, res=res, what="video"
         )
-        if not source._open_once():
+        with native_stderr_silenced():  # OpenCV's AVI reader prints while probing a corrupt file
+            opened = source._open_once()
+        if not opened:
             raise OvdocError(f"cannot open video {path} (not a video, corrupt, or a codec OpenCV lacks)")
         return source
     raise OvdocError(

@@ -1,0 +1,46 @@
+"""Progress on a non-terminal stderr is plain lines, at most one every few seconds (no tqdm `\\r` redraws)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from ovdoc.log import PROGRESS_EVERY_S, LineProgress, get_logger, progress_bar
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_line_progress_logs_at_most_every_few_seconds(caplog):
+    clock = Clock()
+    get_logger()
+    logging.getLogger("ovdoc").propagate = True  # let caplog see the lines
+    try:
+        with caplog.at_level(logging.INFO, logger="ovdoc"):
+            bar = LineProgress(total=1000, desc="normal features", clock=clock)
+            for _ in range(1000):  # 1,000 updates over 12 s: two timed lines and a last one
+                clock.t += 0.012
+                bar.update(1)
+            bar.close()
+            quick = LineProgress(total=10, desc="quick", clock=clock)
+            quick.update(10)  # done within the interval: says nothing at all
+            quick.close()
+    finally:
+        logging.getLogger("ovdoc").propagate = False
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and PROGRESS_EVERY_S == 5.0, lines
+    assert lines[0].startswith("normal features: 417/1000 img in 5 s")
+    assert lines[-1].startswith("normal features: 1000/1000 img done in 12 s")
+    assert not any("quick" in line or "\r" in line for line in lines)
+
+
+def test_progress_bar_is_lines_off_a_terminal_and_silent_when_disabled(monkeypatch):
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert isinstance(progress_bar(total=3), LineProgress)
+    bar = progress_bar(total=3, enabled=False)
+    assert not isinstance(bar, LineProgress) and bar.disable
