@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from _runtime_helpers import build_seed_ir, error_line, ovdoc_cli, tile_files
+from _runtime_helpers import build_seed_ir, error_line, ovdoc_cli, read_all, tile_files
 
 from ovdoc.runtime.calibration import make_grouping, threshold_held_out
 
@@ -57,13 +57,7 @@ def test_groups_that_differ_are_warned_about():
 @pytest.fixture(scope="module")
 def halves(video_dir, tmp_path_factory) -> tuple[Path, Path]:
     """vtest.avi (795 frames of a fixed street camera) cut into two halves, losslessly enough (MJPG q95)."""
-    cap = cv2.VideoCapture(str(video_dir / "vtest.avi"))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = read_all(video_dir / "vtest.avi")
     assert len(frames) == 795
     root = tmp_path_factory.mktemp("halves")
     out = []

@@ -204,3 +204,16 @@ def pipeline_fps(
 
 def _res_text(res: tuple[int, int] | None) -> str:
     return f"{res[0]}x{res[1]}" if res else "native"
+
+
+def add_pipeline(row: dict, detector, cfg) -> dict:
+    """Fill `row` with `pipeline_fps` on cfg's clip (or the error line) and the process's RSS after it."""
+    from ovdoc.errors import first_line
+
+    try:
+        row.update(pipeline_fps(detector, cfg.source, cfg.res, cfg.frames, repeats=cfg.repeats))
+    except Exception as exc:  # a configuration that fails is reported, the rest goes on
+        row["pipeline_fps"] = None
+        row["error"] = first_line(exc)
+    row["rss_mb"] = rss_mb()
+    return row

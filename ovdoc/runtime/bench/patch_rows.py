@@ -74,13 +74,7 @@ def patch_rows(cfg, inputs, device: str) -> list[dict]:
                 "auc": auc_value,
                 "inference_precision": det.extractor_.inference_precision,
             }
-            try:
-                row.update(measure.pipeline_fps(det, cfg.source, cfg.res, cfg.frames, repeats=cfg.repeats))
-            except Exception as exc:
-                row["pipeline_fps"] = None
-                row["error"] = first_line(exc)
-            row["rss_mb"] = measure.rss_mb()
-            rows.append(row)
+            rows.append(measure.add_pipeline(row, det, cfg))
             log.info(
                 f"    batch {batch:>3} {hint:<10} patch    model {row['model_ips']:>8.1f} img/s  "
                 f"scorer {scorer_us:>8.1f} us/frame  pipeline {row.get('pipeline_fps') or 0:>7.1f} FPS"

@@ -402,16 +402,8 @@ def _bench_precision(cfg: BenchConfig, inputs: BenchInputs, device: str, precisi
                 }
                 if index_note:
                     row["index_note"] = index_note
-                try:
-                    detector = _detector(manifest, inputs.folder, scorer, threshold, extractor)
-                    row.update(
-                        measure.pipeline_fps(detector, cfg.source, cfg.res, cfg.frames, repeats=cfg.repeats)
-                    )
-                except Exception as exc:
-                    row["pipeline_fps"] = None
-                    row["error"] = first_line(exc)
-                row["rss_mb"] = measure.rss_mb()
-                rows.append(row)
+                detector = _detector(manifest, inputs.folder, scorer, threshold, extractor)
+                rows.append(measure.add_pipeline(row, detector, cfg))
                 log.info(
                     f"    batch {batch:>3} {hint:<10} {label:<8} model {row['model_ips']:>8.1f} img/s  "
                     f"pipeline {row.get('pipeline_fps') or 0:>7.1f} FPS"
