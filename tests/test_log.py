@@ -16,23 +16,32 @@ class Clock:
         return self.t
 
 
-def test_line_progress_logs_at_most_every_few_seconds(caplog):
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_line_progress_logs_at_most_every_few_seconds():
     clock = Clock()
-    get_logger()
-    logging.getLogger("ovdoc").propagate = True  # let caplog see the lines
+    logger = get_logger()
+    collect = Collect()  # our own handler: independent of pytest's capture and of other tests' handlers
+    logger.addHandler(collect)
     try:
-        with caplog.at_level(logging.INFO, logger="ovdoc"):
-            bar = LineProgress(total=1000, desc="normal features", clock=clock)
-            for _ in range(1000):  # 1,000 updates over 12 s: two timed lines and a last one
-                clock.t += 0.012
-                bar.update(1)
-            bar.close()
-            quick = LineProgress(total=10, desc="quick", clock=clock)
-            quick.update(10)  # done within the interval: says nothing at all
-            quick.close()
+        bar = LineProgress(total=1000, desc="normal features", clock=clock)
+        for _ in range(1000):  # 1,000 updates over 12 s: two timed lines and a last one
+            clock.t += 0.012
+            bar.update(1)
+        bar.close()
+        quick = LineProgress(total=10, desc="quick", clock=clock)
+        quick.update(10)  # done within the interval: says nothing at all
+        quick.close()
     finally:
-        logging.getLogger("ovdoc").propagate = False
-    lines = [r.getMessage() for r in caplog.records]
+        logger.removeHandler(collect)
+    lines = collect.lines
     assert len(lines) == 3 and PROGRESS_EVERY_S == 5.0, lines
     assert lines[0].startswith("normal features: 417/1000 img in 5 s")
     assert lines[-1].startswith("normal features: 1000/1000 img done in 12 s")

@@ -86,7 +86,7 @@ def test_patch_heatmap_is_drawn_into_the_saved_video(patch_run):
     assert len(saved) == len(raw) == len(events)
     maps = det.anomaly_map(raw)
     kernel = np.ones((5, 5), np.uint8)
-    checked = 0
+    checked = cold_checked = 0
     for i, (frame_map, e) in enumerate(zip(maps, events, strict=True)):
         hot = (frame_map >= HEAT_FLOOR * det.map_threshold_).astype(np.uint8)
         valid = np.zeros(hot.shape, np.uint8)
@@ -98,5 +98,8 @@ def test_patch_heatmap_is_drawn_into_the_saved_video(patch_run):
         if core_hot.sum() >= 10:
             assert diff[core_hot].mean() > 10, f"frame {i}: no heatmap where the map is hot"
             checked += 1
-        assert diff[core_cold].mean() < 4, f"frame {i}: the frame changed where the map is cold"
+        if core_cold.sum() >= 10:  # a defect can heat a whole small tile: then there is nothing cold
+            assert diff[core_cold].mean() < 4, f"frame {i}: the frame changed where the map is cold"
+            cold_checked += 1
     assert checked, "no frame's map reached the overlay's floor: nothing was checked"
+    assert cold_checked, "no frame had a cold region: the overlay's floor was never checked from below"
