@@ -277,6 +277,8 @@ DEFAULT_SEARCH_GRID = [
     {"layers": ["block_3_depthwise_relu", "block_6_expand_relu", "block_13_expand_relu"], "size": [224, 256]},
     {"layers": ["block_6_expand_relu", "block_10_expand_relu"], "size": [224, 256], "dim": 64,
      "coreset": [2048, 4096]},
+    {"layers": ["block_6_expand_relu", "block_10_expand_relu"], "size": [192, 224], "dim": 64,
+     "coreset": [2048, 4096]},
 ]
 
 
@@ -559,6 +561,7 @@ def magnetic_tile_patch_search(opts: dict) -> dict:
         "best": rows[0],
         "top10": rows[:10],
         "rows": len(rows),
+        "all_rows": rows,  # JSON only (the Markdown shows the top 10)
         "grid": grid,
         "timings_s": {"total": round(time.perf_counter() - started, 1)},
     }
@@ -633,6 +636,8 @@ def write_results(result: dict, command: str) -> None:
     (RESULTS / f"accuracy-{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     rows = [("metric", "value")]
     for key, value in result.items():
+        if key in ("all_rows", "runs"):  # long per-row/per-seed records: JSON only
+            continue
         if isinstance(value, dict):
             rows += [
                 (f"{key}.{k}", json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in value.items()
@@ -663,12 +668,12 @@ def patch_tables(result: dict) -> str:
         title = part.replace("_mean_std", "")
         text += f"**{title}** (mean ± std over seeds {result.get('seeds')}):\n\n{head}{body}\n"
     if "top10" in result:
-        text += "| val AUROC | layers | size | nb | normalise | aggregate | topk | coreset |\n"
-        text += "|---|---|---|---|---|---|---|---|\n"
+        text += "| val AUROC | layers | size | nb | dim | normalise | aggregate | topk | coreset |\n"
+        text += "|---|---|---|---|---|---|---|---|---|\n"
         text += (
             "".join(
                 f"| {r['val_auroc']} | {','.join(r['layers'])} | {r['size'][0]}x{r['size'][1]} | "
-                f"{r['neighbourhood']} | {r['normalise']} | {r['aggregate']} | {r['topk']} | "
+                f"{r['neighbourhood']} | {r['dim']} | {r['normalise']} | {r['aggregate']} | {r['topk']} | "
                 f"{r['coreset']} |\n"
                 for r in result["top10"]
             )

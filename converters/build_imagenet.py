@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ovdoc.log import get_logger
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -50,8 +52,7 @@ LICENSE = (
 )
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+say = get_logger("ovdoc.converters.build_imagenet").info  # plain lines on stderr
 
 
 def pooled_model(height: int, width: int, base=None):

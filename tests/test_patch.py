@@ -129,7 +129,7 @@ def test_patch_ir_is_built_in_graph_from_layer_names(backbone: Path):
 def test_default_size_follows_the_aspect_ratio():
     from ovdoc.runtime.bundle import default_patch_size, parse_size
 
-    assert default_patch_size([0.86, 0.85, 0.9]) == (224, 256)  # tall tiles: W x H
+    assert default_patch_size([0.86, 0.85, 0.9]) == (192, 224)  # tall tiles: W x H
     assert default_patch_size([640 / 480]) == (256, 192)  # a 4:3 camera
     assert parse_size("320x240") == (320, 240) and parse_size("224") == (224, 224)
     with pytest.raises(OvdocError):
@@ -138,10 +138,13 @@ def test_default_size_follows_the_aspect_ratio():
 
 # --- maps on real tiles ------------------------------------------------------------------------
 def test_defect_hottest_region_lies_inside_the_mask(det, tiles: dict):
-    """Break and crack tiles: the argmax of the map lies on the defect (13/16 measured; blowholes are
-    too small for argmax-in-mask at this bank size, 2/8, though their pixel AUROC is 0.99)."""
-    hits, total = 0, 0
-    for kind in ("MT_Break", "MT_Crack"):
+    """The argmax of each defect tile's map lies on its mask (one patch of tolerance), far above chance.
+
+    8 tiles of each of the 5 defect types; measured 27/40 with the defaults. Chance = the share of the
+    tile the tolerated mask covers (a random hottest point would hit that often): 0.16 measured.
+    """
+    hits, cover = [], []
+    for kind in ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven"):
         for path in tiles["defects"][kind][:8]:
             image = cv2.imread(str(path))
             mask = cv2.imread(str(path.with_suffix(".png")), cv2.IMREAD_GRAYSCALE) > 127
@@ -149,15 +152,13 @@ def test_defect_hottest_region_lies_inside_the_mask(det, tiles: dict):
             assert amap.shape == image.shape[:2] and amap.dtype == np.float32
             y, x = np.unravel_index(int(np.argmax(amap)), amap.shape)
             # one patch of tolerance: the grid has stride 8 at model scale
-            tol = int(
-                np.ceil(
-                    8 * max(image.shape[0] / det.preprocess.height, image.shape[1] / det.preprocess.width)
-                )
-            )
+            scale = max(image.shape[0] / det.preprocess.height, image.shape[1] / det.preprocess.width)
+            tol = int(np.ceil(8 * scale))
             near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * tol + 1,) * 2, np.uint8)) > 0
-            hits += bool(near[y, x])
-            total += 1
-    assert hits / total >= 0.7, f"hottest region inside the mask for {hits}/{total} tiles"
+            hits.append(bool(near[y, x]))
+            cover.append(float(near.mean()))
+    rate, chance = float(np.mean(hits)), float(np.mean(cover))
+    assert rate >= 0.6 and rate > 3 * chance, f"hottest point on the defect for {sum(hits)}/{len(hits)} tiles"
 
 
 def test_normal_held_out_map_stays_below_threshold(det, tiles: dict):

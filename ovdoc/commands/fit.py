@@ -72,7 +72,7 @@ from ovdoc.errors import OvdocError
     "(PatchCore-style memory bank of normal patches); better for small surface defects.",
 )
 @click.option("--size", default=None, metavar="WxH",
-              help="Model input size, e.g. 256x192. Default: the model's (global); patch mode: ~57k pixels "
+              help="Model input size, e.g. 256x192. Default: the model's (global); patch mode: ~43k pixels "
               "at the normal images' median aspect ratio, multiples of 32.")
 @click.option("--resize", type=click.Choice(["stretch", "center_crop"]), default=None,
               help="stretch scores the whole frame; center_crop the largest centred crop. Default: the "
@@ -81,12 +81,14 @@ from ovdoc.errors import OvdocError
               help="patch: memory-bank size in patches (greedy k-center), or a fraction of the candidates.")
 @click.option("--layers", default=None, metavar="A,B",
               help="patch: backbone layers to tap, by Keras name (default block_6_expand_relu,"
-              "block_13_expand_relu).")
-@click.option("--dim", type=click.IntRange(1, 4096), default=None, help="patch: projected feature size.")
+              "block_10_expand_relu).")
+@click.option("--dim", type=click.IntRange(1, 4096), default=None,
+              help="patch: projected feature size (default 64).")
 @click.option("--neighbourhood", type=click.IntRange(1, 15), default=None,
               help="patch: AvgPool kernel around each patch (odd).")
 @click.option("--aggregate", type=click.Choice(["max", "topk", "smooth_max"]), default=None,
-              help="patch: image score from the map (topk = mean of the --topk hottest patches).")
+              help="patch: image score from the map: smooth_max = maximum of the Gaussian-smoothed "
+              "map; topk (default, 30) = mean of the --topk hottest patches; max = hottest patch.")
 @click.option("--topk", type=click.IntRange(1, 100000), default=None, help="patch: patches averaged by topk.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="patch: projection, coreset start and calibration split.")
@@ -133,8 +135,14 @@ def fit(
     warns when they disagree (too few images to hold out: leave-one-out). Unreadable image
     files are skipped with a warning (more than 10 % unreadable, or none readable, is an error).
     \b
-    Example:
+    Examples:
       ovdoc fit ir/FP32 --normal data/good --out good.bundle --fpr 0.01
+      ovdoc fit --normal tiles/good --out tiles.bundle --mode patch       # where is the defect?
+      ovdoc fit --normal line.mp4 --out line.bundle --mode patch --coreset 2048 --dim 64   # faster
+    \b
+    Patch mode keeps 20% of the normal images out of the memory bank: half of them set a per-position
+    normalisation of the patch scores, the other half the threshold (no image is scored against its
+    own patches).
     """
     from ovdoc.irmodels import resolve_model
     from ovdoc.runtime.bundle import FitConfig, fit_bundle, parse_size

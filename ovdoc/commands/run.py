@@ -93,6 +93,26 @@ def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
 )
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after N processed frames.")
 @click.option(
+    "--loop",
+    "loop_source",
+    is_flag=True,
+    help="Files and folders: start again at the end (frame numbers and timestamps run on); the run "
+    "ends by --max-frames, --duration or Ctrl-C.",
+)
+@click.option(
+    "--realtime",
+    is_flag=True,
+    help="Video files: replay at the file's own frame rate, as a camera would deliver it.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(0.1, 366 * 86400),
+    default=None,
+    metavar="SECONDS",
+    help="Stop after SECONDS of wall time; the capture stops and the frames already prepared are still "
+    "scored, so the events file and the video end complete.",
+)
+@click.option(
     "--batch",
     type=click.IntRange(1, 64),
     default=8,
@@ -128,6 +148,9 @@ def run(
     events: str | None,
     save_video: str | None,
     max_frames: int | None,
+    loop_source: bool,
+    realtime: bool,
+    duration: float | None,
     batch: int,
     retries: int,
     stall_timeout: float,
@@ -147,6 +170,7 @@ def run(
       ovdoc run                                        # the demo: no camera, no network
       ovdoc run good.bundle --source 0 --res 640x480   # a USB camera
       ovdoc run good.bundle --source line.mp4 --headless --events events.jsonl --json
+      ovdoc run good.bundle --source line.mp4 --loop --realtime --duration 600   # a clip as a camera
     """
     from ovdoc.log import native_logs
 
@@ -167,6 +191,17 @@ def run(
         click.echo("no display found: running headless", err=True)
     detector = load_detector_for_run(bundle, device, batch=batch)
     src = open_source(source, res=size, stall_timeout_s=stall_timeout)
+    if (loop_source or realtime) and src.live:
+        src.close()
+        raise OvdocError(
+            f"--loop and --realtime replay files and folders; {src.name} is live already (drop them)"
+        )
+    if realtime and not src.fps:
+        src.close()
+        raise OvdocError(
+            f"--realtime needs a video file with a frame rate; {src.name} has none (an image folder "
+            "or a file that does not say)"
+        )
     options = RunOptions(
         smooth=smooth,
         threshold=threshold,
@@ -175,6 +210,9 @@ def run(
         show=show,
         events=events,
         save_video=save_video,
+        loop=loop_source,
+        realtime=realtime,
+        duration_s=duration,
     )
     summary = Pipeline(detector, src, options).run()
     src.close()

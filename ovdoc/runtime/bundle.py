@@ -37,8 +37,8 @@ FORMAT = "ovdoc-bundle"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MODES = ("global", "patch")
-# default patch-mode input area (pixels): about 256x224, chosen on the magnetic-tile validation split
-PATCH_AREA = 256 * 224
+# default patch-mode input area (pixels): about 224x192, chosen on the magnetic-tile validation split
+PATCH_AREA = 224 * 192
 MANIFEST = "manifest.json"
 SELF_HASH_KEY = "manifest_sha256"
 

@@ -154,14 +154,22 @@ class Detector:
         maps, so a normal image's map stays below it at the chosen false-positive rate.
         """
         t = self.manifest_["threshold"]
-        return float(t.get("map_value", t["value"]))
+        return float(t.get("map_value", t["value"])) - self.map_baseline_
+
+    @property
+    def map_baseline_(self) -> float:
+        """The scorer's level of a typical normal patch; smoothed maps are returned relative to it, so a
+        map reads ~0 where the part looks normal and `map_threshold_` where it is anomalous, whatever the
+        per-position normalisation (a heatmap drawn from 0 would otherwise colour every ratio-scaled map)."""
+        return float(getattr(self.scorer_, "map_baseline", 0.0)) if self.mode_ == "patch" else 0.0
 
     def smooth_map(self, map_hw: np.ndarray) -> np.ndarray:
-        """Gaussian smoothing of a patch-score grid (sigma recorded in the bundle, in grid cells)."""
+        """Gaussian smoothing of a patch-score grid (sigma recorded in the bundle, in grid cells), relative
+        to the typical normal level (`map_baseline_`)."""
         from ovdoc.runtime.patch import gaussian_smooth
 
         sigma = float((self.manifest_.get("patch") or {}).get("map_sigma_cells", 1.0))
-        return gaussian_smooth(np.asarray(map_hw, np.float32)[None], sigma)[0]
+        return gaussian_smooth(np.asarray(map_hw, np.float32)[None], sigma)[0] - self.map_baseline_
 
     def map_to_frame(self, map_hw: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
         """A [h, w] map in model-input geometry -> float32 map of the frame's size, undoing crop/resize.

@@ -43,16 +43,16 @@ class PatchConfig:
 
     layers: tuple[str, ...] = DEFAULT_LAYERS
     neighbourhood: int = 3  # AvgPool kernel (odd); 1 = no aggregation
-    dim: int = 128  # projected feature size (reduce="project")
+    dim: int = 64  # projected feature size (reduce="project"); 64 scored as 128 on validation
     reduce: str = "project"
     seed: int = 0  # projection matrix, coreset start and calibration split
     coreset: int | float = 4096  # bank size: an int (patches) or a fraction (0..1] of the candidates
     max_candidates: int = 200_000  # patches the coreset chooses from (random per-image subsample above)
     projection_dim: int = 32  # random projection used for the coreset's distance computations only
-    aggregate: str = "smooth_max"
-    topk: int = 10  # patches averaged by aggregate="topk"
+    aggregate: str = "topk"
+    topk: int = 30  # patches averaged by aggregate="topk"
     calib_fraction: float = 0.2  # normal images held out of the bank to calibrate the threshold
-    normalise: str = "z"  # per-position normalisation (NORMALISATIONS), from half the held-out images
+    normalise: str = "ratio"  # per-position normalisation (NORMALISATIONS), from half the held-out images
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -320,6 +320,16 @@ class PatchScorer:
         floor = max(float(np.median(sd)), 1e-6) * 0.1  # a position that never varied must not explode
         self.position_ = np.stack([mu, np.maximum(sd, floor)]).astype(np.float32)
         return self
+
+    @property
+    def map_baseline(self) -> float:
+        """Where a typical normal patch sits on this scorer's scale: ratio-normalised scores at 1, z-scores
+        at 0, raw distances at the median normal distance when it was measured (else 0)."""
+        if self.normalise == "ratio":
+            return 1.0
+        if self.normalise == "z" or self.position_ is None:
+            return 0.0
+        return float(np.median(self.position_[0]))
 
     def normalised(self, raw_maps: np.ndarray) -> np.ndarray:
         if self.normalise == "none" or self.position_ is None:

@@ -154,6 +154,9 @@ class VideoSink:
             raise OvdocError(f"--save-video: use a .avi, .mp4, .mkv or .mov file name, got {self.path.name}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{suffix}")
+        from ovdoc.atomic import sweep_leftovers  # a killed run's partial video goes (ovdoc.atomic)
+
+        sweep_leftovers(self.path, extra=((f".{self.path.stem}.", f".partial{suffix}"),))
         self.fps = fps if fps and fps > 0 else 25.0
         self.writer: cv2.VideoWriter | None = None
         self.frames = 0

@@ -43,6 +43,9 @@ class RunOptions:
     events: str | Path | None = None
     save_video: str | Path | None = None
     snapshot_dir: Path | None = None
+    loop: bool = False  # files and folders: start again at the end (a clip standing in for a camera)
+    realtime: bool = False  # files: hand frames on at the file's own frame rate
+    duration_s: float | None = None  # stop after this many seconds (readers end, in-flight frames count)
 
 
 class SinkError(Exception):
@@ -131,7 +134,8 @@ class LiveLoop:
 
     # --- stages ---------------------------------------------------------------------------------------
     def _start(self) -> None:
-        live = any(lane.source.live for lane in self.lanes)
+        # a file replayed in real time stands in for a camera: send partial batches, as for a live one
+        live = any(lane.source.live or self.opt.realtime for lane in self.lanes)
         self._live = live
         for lane in self.lanes:
             src = lane.source
@@ -155,6 +159,8 @@ class LiveLoop:
                 backoff_s=self.opt.backoff_s,
                 max_frames=self.opt.max_frames,
                 incident=lambda record, i=lane.source_id: self.incidents.put((i, record)),
+                loop=self.opt.loop,
+                realtime=self.opt.realtime,
             )
             lane.preparer = Preparer(
                 self.det.prepare, src.res, captured, self.prepared, lane.stop, source_id=lane.source_id
@@ -259,6 +265,13 @@ class LiveLoop:
         lane.stop.set()
         self._end(lane.source_id)
 
+    def _time_up(self) -> None:
+        """--duration reached: stop the readers; the frames already read still go through to the sinks,
+        so the events file and the video end on a complete, contiguous run."""
+        self.stopped = "duration"
+        for lane in self.lanes:
+            lane.stop.set()
+
     # --- run ------------------------------------------------------------------------------------------
     def run(self) -> None:
         """Process every source to its end (or max_frames, quit, Ctrl-C, a failure); see `stopped`,
@@ -271,7 +284,11 @@ class LiveLoop:
         try:
             self._start()
             start = time.perf_counter()
+            deadline = None if self.opt.duration_s is None else start + self.opt.duration_s
             while self._active and not self.stop.is_set():
+                if deadline is not None and time.perf_counter() >= deadline:
+                    self._time_up()
+                    deadline = None
                 frames, prepared = self._collect(batch)
                 self._pump_incidents()
                 if frames:
@@ -327,7 +344,7 @@ class LiveLoop:
             self.fatal = next((lane.fatal for lane in self.lanes if lane.fatal and not lane.done), None)
         if self.fatal is not None:
             self.stopped = "error"
-        elif self.stopped == "end" and all(
+        elif self.stopped == "end" and all(  # (a --duration stop keeps its own name)
             lane.done or (lane.reader is not None and lane.reader.hit_max_frames) for lane in self.lanes
         ):
             self.stopped = "max_frames"

@@ -78,6 +78,10 @@ class Pipeline:
             "events_file": str(self.opt.events) if self.opt.events else None,
             "video_file": str(video) if video else None,
         }
+        if self.opt.loop or self.opt.realtime:
+            reader = lane.reader
+            summary["loops"] = reader.loops if reader is not None else 0
+            summary["late_resets"] = reader.late_resets if reader is not None else 0
         if loop.fatal is not None:
             fatal = loop.fatal
             summary["error"] = (

@@ -7,6 +7,12 @@ A live source shows what happens *now*, so when scoring falls behind the oldest 
 file never drops a frame. A live source that stops delivering is reopened with exponential backoff, each
 try reported as an incident, and given up after `retries` tries with one clear line. OpenCV releases the
 GIL while decoding and resizing, so both threads overlap with inference and with each other.
+
+A recorded clip can stand in for a camera: `realtime` hands frames on at the file's own frame rate
+(a reader that falls more than LATE_RESET_S behind re-anchors its schedule instead of rushing to catch
+up), and `loop` starts the file again at its end, numbering frames and timestamps on from the previous
+pass so a looping run reads as one continuous stream; each restart is reported as a `source_looped`
+incident. A file still never drops a frame: pacing only ever waits.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from ovdoc.errors import OvdocError
 from ovdoc.runtime.stream.sources import FrameSource, fit_to
 
 MAX_BACKOFF_S = 8.0
+LATE_RESET_S = 1.0  # --realtime: further behind than this, re-anchor the schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,9 @@ class Reader:
         max_frames: int | None = None,
         incident: Callable[[dict], None] = lambda record: None,
         sleep: Callable[[float], bool] | None = None,
+        loop: bool = False,
+        realtime: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.out = out
@@ -92,6 +102,12 @@ class Reader:
         self.read = 0
         self.dropped = 0
         self.hit_max_frames = False
+        self.loop = loop and not source.live
+        self.realtime = realtime and not source.live
+        self.clock = clock
+        self.loops = 0  # restarts of a looping file
+        self.late_resets = 0  # --realtime schedule re-anchored because the run fell behind
+        self._anchor: tuple[float, float] | None = None  # (clock, stream timestamp) of the schedule
         self.fatal: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"ovdoc-capture-{source_id}", daemon=True)
 
@@ -108,9 +124,31 @@ class Reader:
     def _report(self, event: str, **fields: object) -> None:
         self.incident({"event": event, "source": self.source.name, **fields, "time": time.time()})
 
+    def pace(self, timestamp: float) -> bool:
+        """--realtime: wait until `timestamp` (seconds of stream time) is due; True if the run is stopping."""
+        now = self.clock()
+        if self._anchor is None:
+            self._anchor = (now, timestamp)
+            return False
+        wait = self._anchor[0] + (timestamp - self._anchor[1]) - now
+        if wait < -LATE_RESET_S:  # far behind (a slow consumer held the queue): carry on from now
+            self._anchor = (now, timestamp)
+            self.late_resets += 1
+            return False
+        return wait > 0 and bool(self.sleep(wait))
+
+    def _frame_period(self, frames: int, last_stamp: float) -> float:
+        """One frame's duration in stream time: 1/fps, else the mean spacing seen in the pass."""
+        fps = getattr(self.source, "fps", None)
+        if fps:
+            return 1.0 / fps
+        return last_stamp / (frames - 1) if frames > 1 and last_stamp > 0 else 1.0
+
     def _run(self) -> None:
         source, live = self.source, self.source.live
         failures = 0
+        index_offset, time_offset = 0, 0.0  # where the current pass of a looping file starts
+        in_pass, last = 0, None  # frames of the current pass, and its last frame (index, timestamp)
         try:
             while not self.stop.is_set():
                 if self.max_frames is not None and self.read >= self.max_frames:
@@ -121,7 +159,14 @@ class Reader:
                     if not live:
                         if self.read == 0:
                             raise OvdocError(f"{source.name} has no readable frames")
-                        break
+                        if not self.loop or in_pass == 0 or not source.rewind():
+                            break
+                        index_offset += last[0] + 1
+                        time_offset += last[1] + self._frame_period(in_pass, last[1])
+                        in_pass = 0
+                        self.loops += 1
+                        self._report("source_looped", loop=self.loops, next_frame=index_offset)
+                        continue
                     if failures >= self.retries:
                         self._report("source_gave_up", retries=failures)
                         raise OvdocError(
@@ -139,6 +184,14 @@ class Reader:
                     self._report("source_recovered", after_attempts=failures)
                     failures = 0
                 frame.source_id = self.source_id
+                if not live:
+                    in_pass += 1
+                    last = (frame.index, frame.timestamp)
+                    if self.loop:
+                        frame.index += index_offset
+                        frame.timestamp += time_offset
+                    if self.realtime and self.pace(frame.timestamp):
+                        break
                 self.read += 1
                 self.dropped += put(self.out, frame, self.stop, drop_oldest=live)
         except BaseException as exc:  # reported by the loop as one line

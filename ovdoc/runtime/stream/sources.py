@@ -65,6 +65,7 @@ class FrameSource:
     live: bool = False
     name: str = "?"
     res: tuple[int, int] | None = None
+    fps: float | None = None  # a file's own frame rate, when it has one (--realtime replays at it)
 
     def open(self) -> None:
         raise NotImplementedError
@@ -80,6 +81,10 @@ class FrameSource:
 
     def reopen(self) -> bool:
         """Try to get the source back after a failed read (live sources); True if it delivers again."""
+        return False
+
+    def rewind(self) -> bool:
+        """Start a file or folder again from its first frame (`--loop`); True if it can."""
         return False
 
     def close(self) -> None:
@@ -151,6 +156,13 @@ class CaptureSource(FrameSource):
     def reopen(self) -> bool:
         return self.live and self._open_once()
 
+    def rewind(self) -> bool:
+        """A file opened afresh rather than seeked: seeking to frame 0 is unreliable in some containers."""
+        if self.live or not self._open_once():
+            return False
+        self.index = 0
+        return True
+
     def close(self) -> None:
         if self.cap is not None:
             self.cap.release()
@@ -185,6 +197,10 @@ class ImageFolderSource(FrameSource):
         frame = Frame(self.index, float(self.index), image)
         self.index += 1
         return frame
+
+    def rewind(self) -> bool:
+        self.index = 0
+        return bool(self.files)
 
 
 def camera_opener(index: int, res: tuple[int, int] | None) -> Opener:
