@@ -290,9 +290,10 @@ def write_report(result: dict, out: Path, args: argparse.Namespace) -> None:
         "# Soak run",
         "",
         f"`python benchmarks/soak.py --minutes {args.minutes:g}` on {result['date']}, "
-        f"{result['machine']}. `ovdoc run` on vtest.avi at 640x480, `--loop --realtime`, events and "
-        f"saved video on, sampled every {args.interval:g} s from /proc. Warm-up = first max(2 min, 10 % "
-        "of the run); baseline = median of the minute after it, end = median of the last minute.",
+        f"{result['machine']}. `ovdoc run` on vtest.avi at 640x480, "
+        f"`--loop --realtime --batch {args.batch}`, events and saved video on, sampled every "
+        f"{args.interval:g} s from /proc. Warm-up = first max(2 min, 10 % of the run); baseline = "
+        "median of the minute after it, end = median of the last minute.",
         "",
         "| measure | value |",
         "|---|---|",
