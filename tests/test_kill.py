@@ -92,8 +92,15 @@ def kill_series(cmd: list[str], target: Path, complete: Callable[[Path], None], 
     """Fresh target, then an existing one, each killed at seeded moments; one clean run at the end."""
     rng = random.Random(seed)
     outcomes = []
+    # how long a clean run takes here, so the random moments fall inside a run on a fast or a slow machine
+    start = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    duration = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    complete(target)
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
     for existing in (False, True):
-        moments = [("random", rng.uniform(0.2, 3.0), None) for _ in range(n_random)]
+        moments = [("random", rng.uniform(0.1, 0.9) * duration, None) for _ in range(n_random)]
         moments += [("write", None, rng.uniform(0.0, phase_max_s)) for _ in range(n_phase)]
         if existing:  # a complete previous output the killed runs must leave as it was
             done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
@@ -117,7 +124,9 @@ def kill_series(cmd: list[str], target: Path, complete: Callable[[Path], None], 
             assert out["rc"] == -signal.SIGKILL
             if after != before:  # only allowed: killed after the complete new output was swapped in
                 complete(target)
-                assert existing, f"a killed run left a target that was not asked for: {out}"
+                if not existing:  # a fresh target again for the next moment
+                    shutil.rmtree(target) if target.is_dir() else target.unlink()
+                    after = snapshot(target)
                 before = after
     # a clean run after the kills: complete output, and the dead runs' temporaries swept
     done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
