@@ -333,16 +333,7 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
 
 
 def _manifest_head(model, spec, xml, mode: str, sources, report: dict | None = None) -> dict:
-    head = _manifest_head_base(model, spec, xml, mode, sources)
-    if report and "image_files" in report:  # what `ovdoc fit` read from files: skipped ones counted, named
-        head["normal_input"] = {"image_files": report["image_files"],
-                                "unreadable": len(report["unreadable"]),
-                                "unreadable_files": report["unreadable"][:UNREADABLE_NAMED]}
-    return head
-
-
-def _manifest_head_base(model, spec, xml, mode: str, sources) -> dict:
-    return {
+    head = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "mode": mode,
@@ -352,6 +343,11 @@ def _manifest_head_base(model, spec, xml, mode: str, sources) -> dict:
         "preprocess": spec.to_dict(),
         "normal_sources": sources or ["(images in memory)"],
     }
+    if report and "image_files" in report:  # what `ovdoc fit` read from files: skipped ones counted, named
+        head["normal_input"] = {"image_files": report["image_files"],
+                                "unreadable": len(report["unreadable"]),
+                                "unreadable_files": report["unreadable"][:UNREADABLE_NAMED]}
+    return head
 
 
 def _built_with(core, extractor, batch: int) -> dict:

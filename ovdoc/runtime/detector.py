@@ -238,7 +238,7 @@ class Detector:
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         if self.mode_ == "patch":
-            return self.scorer_.image_scores(self.scorer_.patch_maps(features))
+            return self._score_patch_outputs(features).scores
         return self.scorer_.score_samples(features)
 
     def score_samples(self, images: ImagesLike) -> np.ndarray:

@@ -235,12 +235,8 @@ class LiveLoop:
             result = Result(
                 frame, score, smoothed, anomalous, threshold, item.map, box, peak, self.map_threshold
             )
-            sink = None
-            try:
-                for sink in lane.sinks:
-                    sink.handle(result)
-            except Exception as exc:
-                raise _sink_error(sink, exc) from exc
+            for sink in lane.sinks:
+                self._call(sink, sink.handle, result)
             if self.opt.max_frames is not None and lane.processed >= self.opt.max_frames:
                 self._finish_lane(lane)
             if not commands.empty():  # a key pressed on this frame acts before the next one

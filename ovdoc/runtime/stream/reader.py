@@ -71,7 +71,24 @@ def put(target: queue.Queue, item: object, stop: threading.Event, *, drop_oldest
     return 0
 
 
-class Reader:
+class StageThread:
+    """A stage's daemon thread: `start`, `join`, and the exception that ended it in `fatal`."""
+
+    def __init__(self, name: str) -> None:
+        self.fatal: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Reader(StageThread):
     """Capture thread for one source, with the reconnect policy; counts frames read and dropped."""
 
     def __init__(
@@ -108,14 +125,7 @@ class Reader:
         self.loops = 0  # restarts of a looping file
         self.late_resets = 0  # --realtime schedule re-anchored because the run fell behind
         self._anchor: tuple[float, float] | None = None  # (clock, stream timestamp) of the schedule
-        self.fatal: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=f"ovdoc-capture-{source_id}", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        self.thread.join(timeout)
+        super().__init__(f"ovdoc-capture-{source_id}")
 
     def backoff(self, attempt: int) -> float:
         """Seconds before reconnect attempt `attempt` (1-based): doubling, capped at MAX_BACKOFF_S."""
@@ -200,7 +210,7 @@ class Reader:
             put(self.out, End(self.source_id), self.stop, drop_oldest=False)
 
 
-class Preparer:
+class Preparer(StageThread):
     """Resize to --res (the same work for every source), then the model's crop/resize, in its own thread."""
 
     def __init__(
@@ -219,14 +229,7 @@ class Preparer:
         self.out = out
         self.stop = stop
         self.source_id = source_id
-        self.fatal: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=f"ovdoc-prepare-{source_id}", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        self.thread.join(timeout)
+        super().__init__(f"ovdoc-prepare-{source_id}")
 
     def _run(self) -> None:
         prepare, res, inp, out, stop = self.prepare, self.res, self.inp, self.out, self.stop
