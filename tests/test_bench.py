@@ -117,11 +117,17 @@ def test_json_schema_ceiling_and_baselines(bench_run):
     assert result["ceiling"]["decode_fps"] > 0
     b = result["baselines"]
     assert set(b) >= {"original_app_fps", "openvino_2019_fps", "speedup_vs_original_app",
-                      "speedup_vs_openvino_2019"}
+                      "speedup_vs_openvino_2019", "best_speedup_vs_openvino_2019"}
     assert b["openvino_2019_fps"] > 0
-    # the best row really is the fastest one, and it beats the 2019 loop (sync, batch 1, LOF) on these frames
+    # like with like: the speed-up is taken from the CPU FP32 LOF row (the 2019 loop's own precision and
+    # scorer), the fastest of those; the best configuration of the run is a separate figure
+    like_rows = [r for r in result["results"]
+                 if (r["device"], r["precision"], r["scorer"]) == ("CPU", "FP32", "lof")]
+    like = max(like_rows, key=lambda r: r["pipeline_fps"])
+    assert b["ovdoc_like"] == {k: like[k] for k in b["ovdoc_like"]}
     assert b["ovdoc_best"]["pipeline_fps"] == max(r["pipeline_fps"] for r in result["results"])
-    assert b["speedup_vs_openvino_2019"] > 1.0, b
+    assert b["best_speedup_vs_openvino_2019"] >= b["speedup_vs_openvino_2019"]
+    assert b["speedup_vs_openvino_2019"] > 1.0, b  # batched async beats sync batch-1 with the same LOF
     # the seed IR here comes from ONNX: no Keras source recorded, so the Keras loop is skipped with why
     assert b["original_app_fps"] is None and "Keras" in b["original_app_skipped"]
 

@@ -474,12 +474,12 @@ def test_live_queue_drops_oldest_files_never_drop(bundle, streams, tmp_path):
 
 
 class PublicOnly:
-    """A real Detector seen only through the live-loop contract of COMMON.md: the loop must not need
+    """A real Detector seen only through its live-loop contract (detector.py): the loop must not need
     anything else (no extractor_, no spec_)."""
 
     ALLOWED = {
-        "mode_", "preprocess", "prepare", "batch", "set_callback", "submit", "wait", "score_outputs",
-        "map_to_frame", "smooth_map", "map_threshold_", "threshold_", "bundle_", "device_",
+        "mode_", "preprocess", "prepare", "prepare_at", "batch", "set_callback", "submit", "wait",
+        "score_outputs", "map_to_frame", "smooth_map", "map_threshold_", "threshold_", "bundle_", "device_",
     }  # fmt: skip
 
     def __init__(self, det) -> None:
@@ -508,3 +508,29 @@ def test_loop_uses_only_the_public_detector_api(bundle, streams, tmp_path):
     np.testing.assert_allclose(scores, expected, rtol=1e-4)
     scored = det.score_outputs(det.features(read_all(streams["anomalous"])[:3]))
     assert scored.maps is None and scored.scores.dtype == np.float32 and scored.scores.shape == (3,)
+
+
+def test_headless_run_crops_from_the_decoded_frame_and_scores_alike(bundle, streams, tmp_path):
+    """With no output that draws or saves the frame, the preparer takes the model's crop straight from the
+    decoded frame (one resample) instead of resizing it to --res first; the scores barely move and every
+    decision stays the same. An output that needs the pixels (saved video) keeps the resize."""
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.runtime.stream.sources import open_source
+
+    det = Detector.load(bundle, batch=4)
+    runs = {}
+    for name, extra in (("fused", {}), ("resized", {"save_video": tmp_path / "out.avi"})):
+        events = tmp_path / f"{name}.jsonl"
+        source = open_source(str(streams["anomalous"]), res=(200, 150))  # 4:3 from a square video
+        pipeline = Pipeline(det, source, RunOptions(events=events, smooth=1, **extra))
+        summary = pipeline.run()
+        runs[name] = (summary, read_events(events), pipeline.lane.preparer.prepare_at)
+    (fused, fused_events, fused_at), (resized, resized_events, resized_at) = runs["fused"], runs["resized"]
+    assert fused_at is not None and resized_at is None
+    assert fused["frames"] == resized["frames"] == ANOMALY_AT + ANOMALY_LEN + 30
+    a = np.array([e["score"] for e in fused_events])
+    b = np.array([e["score"] for e in resized_events])
+    assert np.median(np.abs(a - b) / b) < 0.03, np.abs(a - b) / b
+    assert [e["anomalous"] for e in fused_events] == [e["anomalous"] for e in resized_events]
+    assert fused["anomalies"] >= ANOMALY_LEN - 2  # the inserted photos are still flagged

@@ -97,9 +97,11 @@ class Detector:
         scorer = load_scorer(folder, manifest["scorer"])
         return cls(manifest, folder, scorer, extractor)
 
-    # --- live-loop API (contract in .notes/COMMON.md; used by ovdoc.runtime.stream) ----------------
-    # The live loop talks to a Detector only through these, so it never depends on how features are
-    # extracted or scored (global kNN today, patch maps next) and a fake detector can test it.
+    # --- live-loop API (used by ovdoc.runtime.stream) ---------------------------------------------------
+    # The live loop talks to a Detector only through these — mode_, preprocess, prepare, prepare_at, batch,
+    # set_callback, submit, wait, score_outputs, map_to_frame, smooth_map, threshold_, map_threshold_ — so
+    # it never depends on how features are extracted or scored (global kNN, patch maps) and a fake
+    # detector can test it (tests/test_stages.py; tests/test_stream.py's PublicOnly holds a real one to it).
     @property
     def mode_(self) -> str:  # read-only: derived from the manifest, not assigned in __init__
         """'global' (one score per image) or 'patch' (a score per patch, and a map); manifest['mode']."""
@@ -113,6 +115,10 @@ class Detector:
     def prepare(self, image_bgr: np.ndarray) -> np.ndarray:
         """One BGR image -> the uint8 model input (crop + resize); safe to call from any thread."""
         return self.spec_.prepare(image_bgr)
+
+    def prepare_at(self, image_bgr: np.ndarray, res: tuple[int, int] | None) -> np.ndarray:
+        """`prepare(image resized to res)` in one resample (see PreprocessSpec.prepare_at)."""
+        return self.spec_.prepare_at(image_bgr, res)
 
     @property
     def batch(self) -> int:

@@ -1,8 +1,9 @@
 """The loops ovdoc replaces, reproduced faithfully so the speed-up is measured, not claimed.
 
-* original app (2019, Keras on a Raspberry Pi): per frame `cv2.resize` -> `/255` -> `model.predict` of
-  ONE image -> sklearn LocalOutlierFactor score -> mean of the last 10 scores. Needs TensorFlow and the
-  bundle's Keras source (or `--keras-model`); skipped with the reason otherwise.
+* original app (2019, Keras on a Raspberry Pi): per frame `cv2.resize` -> `/255` -> one Keras call
+  (`predict_on_batch`) of ONE image -> sklearn LocalOutlierFactor score -> mean of the last 10
+  scores. Needs TensorFlow and the bundle's Keras source (or `--keras-model`); skipped with the reason
+  otherwise.
 * OpenVINO 2019 port: the same loop with a synchronous OpenVINO request per frame (float input
   prepared in numpy, batch 1, no async queue, no in-graph preprocessing) and the same LOF.
 
@@ -52,14 +53,15 @@ def _frames(clip: Clip):
         src.close()
 
 
-def _loop(clip: Clip, features_of, lof) -> dict:
-    """Read -> features (one frame) -> LOF -> smoothing, timed end to end like the original's FPS."""
+def _loop(clip: Clip, features_of, lof, knn=None) -> dict:
+    """Read -> features (one frame) -> LOF (or `knn`, an ovdoc scorer) -> smoothing, timed end to end
+    like the original's FPS."""
     recent: collections.deque = collections.deque(maxlen=SMOOTH)
     count = 0
     start = time.perf_counter()
     for image in _frames(clip):
-        feat = features_of(image)
-        recent.append(float(-lof.score_samples(feat.reshape(1, -1))[0]))
+        feat = features_of(image).reshape(1, -1)
+        recent.append(float(knn.score_samples(feat)[0] if knn is not None else -lof.score_samples(feat)[0]))
         _ = float(np.mean(recent))
         count += 1
     wall = time.perf_counter() - start
@@ -75,22 +77,25 @@ def fit_lof(reference: np.ndarray, k: int = 5):
 
 
 def openvino_2019_loop(
-    model: ov.Model, spec: PreprocessSpec, clip: Clip, reference: np.ndarray, device: str = "CPU"
+    model: ov.Model, spec: PreprocessSpec, clip: Clip, reference: np.ndarray, device: str = "CPU", knn=None
 ) -> dict:
-    """The 2019 OpenVINO port: synchronous infer per frame, numpy preprocessing, LOF."""
+    """The 2019 OpenVINO port: synchronous infer per frame, numpy preprocessing, LOF.
+
+    `knn` (an ovdoc scorer with `score_samples`) replaces the LOF: the ablation that separates what the
+    scorer gains from what the loop gains."""
     from ovdoc.runtime.ir import compile_ir
 
     m = model.clone()
     m.reshape({m.inputs[0]: ov.PartialShape([1, spec.height, spec.width, 3])})
     compiled = compile_ir(m, spec, device=device, batch=1, hint="latency", uint8_input=False)
     request = compiled.create_infer_request()
-    lof = fit_lof(reference)
+    lof = fit_lof(reference) if knn is None else None
 
     def features_of(image: np.ndarray) -> np.ndarray:
         x = spec.to_float(spec.prepare(image)[None])
         return np.array(request.infer({0: x})[0], np.float32).reshape(-1)
 
-    return _loop(clip, features_of, lof) | {"device": device}
+    return _loop(clip, features_of, lof, knn) | {"device": device, "scorer": "lof" if knn is None else "knn"}
 
 
 def keras_source_of(model: ov.Model) -> tuple[str, str | None] | None:

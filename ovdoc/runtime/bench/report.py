@@ -79,7 +79,7 @@ def _footer(result: dict) -> list[str]:
     b = result.get("baselines") or {}
     for label, fps_key, sp_key, skip_key in (
         (
-            "original app (Keras predict per frame + LOF)",
+            "original app (Keras predict_on_batch per frame + LOF)",
             "original_app_fps",
             "speedup_vs_original_app",
             "original_app_skipped",
@@ -92,10 +92,14 @@ def _footer(result: dict) -> list[str]:
         ),
     ):
         if b.get(fps_key):
-            sp = f", ovdoc is {b[sp_key]}x faster" if b.get(sp_key) else ""
+            sp = f", ovdoc (CPU FP32 LOF, like with like) is {b[sp_key]}x faster" if b.get(sp_key) else ""
+            best = b.get("best_" + sp_key)
+            sp += f"; best configuration {best}x" if best else ""
             lines.append(f"baseline {label}: {b[fps_key]} FPS{sp}")
         elif b.get(skip_key):
             lines.append(f"baseline {label}: skipped: {b[skip_key]}")
+    if b.get("like_note"):
+        lines.append(f"baselines: {b['like_note']}")
     if b.get("note"):
         lines.append(f"baselines: {b['note']}")
     m = result.get("machine", {})

@@ -163,11 +163,26 @@ class LiveLoop:
                 realtime=self.opt.realtime,
             )
             lane.preparer = Preparer(
-                self.det.prepare, src.res, captured, self.prepared, lane.stop, source_id=lane.source_id
+                self.det.prepare,
+                src.res,
+                captured,
+                self.prepared,
+                lane.stop,
+                source_id=lane.source_id,
+                prepare_at=self._fused_prepare(lane),
             )
         for lane in self.lanes:
             lane.reader.start()
             lane.preparer.start()
+
+    def _fused_prepare(self, lane: Lane):
+        """The detector's one-resample crop when nothing of this lane looks at the --res pixels (global
+        mode: a patch map is drawn at the frame's size, so patch mode keeps the resize)."""
+        if any(getattr(sink, "needs_pixels", True) for sink in lane.sinks):
+            return None
+        if getattr(self.det, "mode_", "global") != "global":
+            return None
+        return getattr(self.det, "prepare_at", None)
 
     def _collect(self, size: int) -> tuple[list[Frame], list]:
         """Up to `size` prepared frames: a live source sends what is there (latency), files wait for a

@@ -211,7 +211,11 @@ class Reader(StageThread):
 
 
 class Preparer(StageThread):
-    """Resize to --res (the same work for every source), then the model's crop/resize, in its own thread."""
+    """Resize to --res (the same work for every source), then the model's crop/resize, in its own thread.
+
+    With `prepare_at` (fused), no output needs the frame's pixels at --res: the model's crop is taken from
+    the decoded frame in one resample and the frame keeps its decoded pixels (its events still say --res).
+    """
 
     def __init__(
         self,
@@ -222,8 +226,10 @@ class Preparer(StageThread):
         stop: threading.Event,
         *,
         source_id: int = 0,
+        prepare_at: Callable[[np.ndarray, tuple[int, int] | None], np.ndarray] | None = None,
     ) -> None:
         self.prepare = prepare
+        self.prepare_at = prepare_at
         self.res = res
         self.inp = inp
         self.out = out
@@ -233,6 +239,7 @@ class Preparer(StageThread):
 
     def _run(self) -> None:
         prepare, res, inp, out, stop = self.prepare, self.res, self.inp, self.out, self.stop
+        fused = self.prepare_at
         try:
             while True:
                 try:
@@ -243,8 +250,12 @@ class Preparer(StageThread):
                     continue
                 if isinstance(frame, End) or stop.is_set():
                     break
-                frame.image = image = fit_to(frame.image, res)
-                put(out, (frame, prepare(image)), stop, drop_oldest=False)
+                if fused is not None:
+                    prepared = fused(frame.image, res)
+                else:
+                    frame.image = image = fit_to(frame.image, res)
+                    prepared = prepare(image)
+                put(out, (frame, prepared), stop, drop_oldest=False)
         except BaseException as exc:
             self.fatal = exc
         finally:

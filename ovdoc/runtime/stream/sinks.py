@@ -38,6 +38,7 @@ class Sink:
     """Base class with do-nothing defaults: a sink implements only what it needs."""
 
     name = "sink"
+    needs_pixels = True  # reads frame.image at --res (draws, saves): False lets the loop skip that resize
 
     def open(self, ctx: SinkContext) -> None:
         self.ctx = ctx
@@ -57,6 +58,8 @@ class Sink:
 
 class EventSink(Sink):
     """`--events FILE`: one JSON line per scored frame and per source incident, flushed as written."""
+
+    needs_pixels = False
 
     name = "events"
 

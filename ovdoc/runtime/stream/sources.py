@@ -18,6 +18,7 @@ import numpy as np
 from ovdoc.errors import OvdocError
 from ovdoc.log import native_stderr_silenced
 from ovdoc.runtime.images import IMAGE_SUFFIXES, expand_sources, is_image_file, read_image
+from ovdoc.runtime.preprocess import fit_to
 
 Opener = Callable[[], "cv2.VideoCapture"]
 
@@ -41,18 +42,6 @@ def parse_res(text: str | None) -> tuple[int, int] | None:
     if w <= 0 or h <= 0 or w > 16384 or h > 16384:
         raise OvdocError(f"--res must be a positive size like 640x480, got {text!r}")
     return w, h
-
-
-def fit_to(image: np.ndarray, res: tuple[int, int] | None) -> np.ndarray:
-    """Resize to `res` (w, h) when given and different, so `--res` means the same work for every source.
-
-    Bilinear unless shrinking by 2x or more: INTER_AREA at a non-integer ratio such as 768->640 costs
-    ~7 ms a frame on a small CPU (bilinear ~0.8 ms), and the model's own crop/resize follows anyway.
-    """
-    if res is None or (image.shape[1], image.shape[0]) == res:
-        return image
-    big_shrink = image.shape[1] >= 2 * res[0] or image.shape[0] >= 2 * res[1]
-    return cv2.resize(image, res, interpolation=cv2.INTER_AREA if big_shrink else cv2.INTER_LINEAR)
 
 
 class FrameSource:

@@ -1,0 +1,53 @@
+"""benchmarks/speed.py runs end to end: every loop (the original Keras app included), all runs recorded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO, need_package
+
+
+def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):
+    need_package("tensorflow", "the original-app loop of the speed benchmark")
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--quick", "--repeats", "1",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "speed.json").read_text())
+    loops, runs = result["loops"], result["runs"]
+    expected = {"decode", "decode_resize", "model", "scorer", "original", "port_lof", "port_faiss", "ovdoc",
+                "ovdoc_lof", "ovdoc_exact", "cpu_bound"}
+    assert set(loops) == expected
+    for name, summary in loops.items():
+        assert summary["runs"] == 1 and summary["fps_min"] <= summary["fps_median"] <= summary["fps_max"]
+        assert len(runs[name]) == 1 and runs[name][0]["fps"] > 0
+        assert isinstance(runs[name][0]["load_1m"], float)
+    # every loop saw the clip it was asked for: 100 frames (quick), 30 for the slow Keras loop
+    assert {name: loops[name]["frames"] for name in expected - {"original"}} == dict.fromkeys(
+        expected - {"original"}, 100)
+    assert loops["original"]["frames"] == 30 and runs["original"][0]["call"] == "predict_on_batch"
+    # sanity that a broken timer would fail: nothing that decodes can beat decoding alone (50 % for noise),
+    # and the 2019 loop's synchronous batch-1 inference is slower than the batched model alone
+    for name in ("decode_resize", "port_lof", "port_faiss", "ovdoc", "ovdoc_lof", "ovdoc_exact", "original"):
+        assert loops[name]["fps_median"] < 1.5 * loops["decode"]["fps_median"], name
+    assert loops["port_lof"]["fps_median"] < loops["model"]["fps_median"]
+    assert runs["port_faiss"][0].get("scorer") == "knn" and runs["port_lof"][0].get("scorer") == "lof"
+    assert result["ratios"]["ovdoc_vs_decode_resize"]["median"] > 0
+    md = (out / "speed.md").read_text()
+    assert "Goal: `ovdoc run` >= 90% of decode + resize" in md and "quick" in md
+    assert (out / "speed.png").stat().st_size > 5000
+    assert sorted(p.name for p in out.iterdir()) == ["speed.json", "speed.md", "speed.png"]  # no temp left
+
+
+def test_speed_benchmark_refuses_too_few_repeats(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--repeats", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0 and "at least 3" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())
