@@ -131,10 +131,10 @@ def check_events(path: Path, expected_frames: int) -> dict:
             except json.JSONDecodeError:
                 bad += 1
                 continue
-            if "frame" in record and "score" in record:
-                frames.append(int(record["frame"]))
-            elif "event" in record:
+            if "event" in record:  # source incidents and anomaly episodes
                 incidents[record["event"]] = incidents.get(record["event"], 0) + 1
+            elif "frame" in record:
+                frames.append(int(record["frame"]))
             else:
                 bad += 1
     contiguous = frames == list(range(len(frames)))

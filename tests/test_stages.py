@@ -180,10 +180,12 @@ def test_results_in_order_across_out_of_order_batches():
 
 
 def test_summary_keys_unchanged():
+    """One source: the summary a script reads keeps its keys (episodes added); no per-source list."""
     summary, _ = run(ScriptSource([1, 2, 3]))
     assert set(summary) == {
         "frames", "anomalies", "dropped", "skipped", "source_incidents", "wall_s", "fps", "threshold",
         "smooth", "batch", "stopped", "events_file", "video_file", "source", "live", "bundle", "device",
+        "episodes",
     }  # fmt: skip
 
 
@@ -476,7 +478,7 @@ def test_window_keys_become_commands(monkeypatch, tmp_path):
     class FakeWindow:
         keys = {4: "save", 9: "quit"}
 
-        def __init__(self, snapshot_dir=None) -> None:
+        def __init__(self, snapshot_dir=None, title="ovdoc") -> None:
             self.shown = 0
 
         def show(self, image):

@@ -80,11 +80,17 @@ def read_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def frame_records(path: Path) -> list[dict]:
+    """The per-frame lines of an events file (incidents and episodes carry an "event" field)."""
+    return [r for r in read_events(path) if "event" not in r]
+
+
 def test_anomalies_flagged_where_inserted(bundle, streams, tmp_path):
     events = tmp_path / "events.jsonl"
     summary = run_json(str(bundle), "--source", str(streams["anomalous"]), "--events", str(events))
     assert set(summary) >= SUMMARY_KEYS
-    frames = read_events(events)
+    records = read_events(events)
+    frames = [e for e in records if "event" not in e]
     assert summary["frames"] == len(frames) == ANOMALY_AT + ANOMALY_LEN + 30
     assert [e["frame"] for e in frames] == list(range(len(frames)))
     assert all(set(e) == {"frame", "timestamp", "score", "smoothed", "anomalous"} for e in frames)
@@ -99,12 +105,28 @@ def test_anomalies_flagged_where_inserted(bundle, streams, tmp_path):
     expected = [raw[max(0, i - smooth + 1) : i + 1].mean() for i in range(len(raw))]
     np.testing.assert_allclose(smoothed, expected, rtol=1e-5)  # mean of the last --smooth raw scores
     assert raw[ANOMALY_AT : ANOMALY_AT + ANOMALY_LEN].min() > raw[:ANOMALY_AT].max()
+    # one episode for the one inserted stretch: a start on its first flagged frame, an end on the first
+    # normal frame after it, with the peak smoothed score and how long it lasted
+    episodes = [e for e in records if e.get("event", "").startswith("anomaly_")]
+    assert [e["event"] for e in episodes] == ["anomaly_start", "anomaly_end"], episodes
+    start, end = episodes
+    assert start["frame"] == flagged[0] and start["episode"] == end["episode"] == 1
+    assert end["frame"] == flagged[-1] + 1 and end["start_frame"] == flagged[0]
+    assert end["frames"] == len(flagged) and "open_at_end" not in end
+    assert end["peak_score"] == pytest.approx(max(smoothed[flagged[0] : flagged[-1] + 1]), rel=1e-6)
+    assert smoothed[end["peak_frame"]] == pytest.approx(end["peak_score"], rel=1e-6)
+    lasted = frames[end["frame"]]["timestamp"] - frames[flagged[0]]["timestamp"]
+    assert end["duration_s"] == pytest.approx(lasted, abs=1e-3)
+    # the records sit in the stream where they happened: start right after its frame, end after its frame
+    position = {id(e): i for i, e in enumerate(records)}
+    assert records[position[id(start)] - 1].get("frame") == start["frame"]
+    assert records[position[id(end)] - 1].get("frame") == end["frame"]
 
 
 def test_normal_stream_not_flagged(bundle, streams, tmp_path):
     events = tmp_path / "events.jsonl"
     summary = run_json(str(bundle), "--source", str(streams["normal"]), "--events", str(events))
-    assert summary["frames"] == 60 == len(read_events(events))
+    assert summary["frames"] == 60 == len(frame_records(events))
     assert summary["anomalies"] == 0
     assert summary["stopped"] == "end" and summary["dropped"] == 0
 
@@ -125,11 +147,15 @@ def test_real_videos_at_640x480(bundle, video_dir, tmp_path, name):
         "--save-video",
         str(video),
     )
-    frames = read_events(events)
+    frames = frame_records(events)
     assert summary["frames"] == len(frames) == 40
     assert summary["stopped"] == "max_frames" and summary["fps"] > 0
     assert all(np.isfinite(e["score"]) for e in frames)
     assert summary["anomalies"] == 40  # street scenes are not magnetic tiles
+    # one episode, still open when the run stopped: closed on the last frame and said so
+    episodes = [r for r in read_events(events) if r.get("event", "").startswith("anomaly_")]
+    assert [(e["event"], e["frame"]) for e in episodes] == [("anomaly_start", 0), ("anomaly_end", 39)]
+    assert episodes[1]["open_at_end"] is True and episodes[1]["frames"] == 40
     saved = read_all(video)
     assert len(saved) == 40 and saved[0].shape == (480, 640, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi", "events.jsonl"]  # no temp left
@@ -338,7 +364,7 @@ def test_live_source_drops_oldest_behind_a_slow_scorer(bundle, streams, tmp_path
     read = pipeline.lane.reader.read
     assert summary["stopped"] == "max_frames" and summary["frames"] == 25
     assert summary["dropped"] > 25, summary  # ~60 FPS in, ~12 FPS out: most frames are dropped
-    indices = [r["frame"] for r in read_events(events) if "frame" in r]
+    indices = [r["frame"] for r in frame_records(events)]
     assert indices == sorted(set(indices)) and indices[-1] - indices[0] > len(indices)  # gaps, in order
     # what is scored stays recent: behind the stream by the two 2-frame queues and the frames in flight
     # (~0.5 s measured), not by the whole run (~2 s at 60 - 12 FPS) as a reader that blocked would be
@@ -435,7 +461,7 @@ def test_events_stream_live_and_ctrl_c_prints_summary(bundle, streams, tmp_path)
     summary = json.loads(out)
     assert summary["stopped"] == "interrupted" and summary["live"] is True
     records = read_events(events)  # every line parses: none cut off by the interrupt
-    assert summary["frames"] == len([r for r in records if "frame" in r]) >= 5
+    assert summary["frames"] == len([r for r in records if "event" not in r]) >= 5
     assert "Traceback" not in err
 
 
@@ -502,7 +528,7 @@ def test_loop_uses_only_the_public_detector_api(bundle, streams, tmp_path):
     events = tmp_path / "events.jsonl"
     source = open_source(str(streams["anomalous"]))
     summary = Pipeline(PublicOnly(det), source, RunOptions(events=events, smooth=1)).run()
-    scores = [e["score"] for e in read_events(events)]
+    scores = [e["score"] for e in frame_records(events)]
     assert summary["frames"] == len(scores) == ANOMALY_AT + ANOMALY_LEN + 30 and summary["batch"] == 4
     expected = det.score_samples(read_all(streams["anomalous"]))
     np.testing.assert_allclose(scores, expected, rtol=1e-4)
@@ -525,7 +551,7 @@ def test_headless_run_crops_from_the_decoded_frame_and_scores_alike(bundle, stre
         source = open_source(str(streams["anomalous"]), res=(200, 150))  # 4:3 from a square video
         pipeline = Pipeline(det, source, RunOptions(events=events, smooth=1, **extra))
         summary = pipeline.run()
-        runs[name] = (summary, read_events(events), pipeline.lane.preparer.prepare_at)
+        runs[name] = (summary, frame_records(events), pipeline.lane.preparer.prepare_at)
     (fused, fused_events, fused_at), (resized, resized_events, resized_at) = runs["fused"], runs["resized"]
     assert fused_at is not None and resized_at is None
     assert fused["frames"] == resized["frames"] == ANOMALY_AT + ANOMALY_LEN + 30

@@ -22,6 +22,18 @@ def demo_paths() -> tuple[Path, Path]:
 DEFAULT_SMOOTH = 10  # the original app averaged the last 10 scores
 
 
+def check_outputs(outputs) -> None:
+    """Bad --mqtt/--webhook URLs are refused before the model loads (one line)."""
+    if outputs.mqtt:
+        from ovdoc.runtime.stream.mqtt import parse_mqtt_url
+
+        parse_mqtt_url(outputs.mqtt)
+    if outputs.webhook:
+        from ovdoc.runtime.stream.webhook import check_webhook_url
+
+        check_webhook_url(outputs.webhook)
+
+
 def demo_smoothing() -> int:
     """Frames the demo clip holds each product for (its demo.json): smoothing over more would average a
     sneaker and the boot after it into one verdict."""
@@ -37,11 +49,17 @@ def demo_smoothing() -> int:
 
 def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
     """No BUNDLE: the demo bundle (and the demo stream unless --source); a BUNDLE alone: camera 0."""
+    bundle, sources = resolve_sources(bundle, [source] if source is not None else [])
+    return bundle, sources[0]
+
+
+def resolve_sources(bundle: str | None, sources: list[str]) -> tuple[str, list[str]]:
+    """`resolve_defaults` for any number of --source options."""
     if bundle is None:
         demo_bundle, demo_stream = demo_paths()
         missing = (
             [p for p in (demo_bundle, demo_stream) if not p.exists()]
-            if source is None
+            if not sources
             else [p for p in (demo_bundle,) if not p.exists()]
         )
         if missing:
@@ -49,18 +67,19 @@ def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
                 f"the built-in demo is missing ({missing[0]}): reinstall ovdoc (it ships as package data), "
                 "or give a bundle: ovdoc run BUNDLE --source 0"
             )
-        return str(demo_bundle), str(demo_stream) if source is None else source
-    return bundle, source if source is not None else "0"
+        return str(demo_bundle), sources or [str(demo_stream)]
+    return bundle, sources or ["0"]
 
 
 @click.command()
 @click.argument("bundle", required=False, type=click.Path())
 @click.option(
     "--source",
-    default=None,
+    "sources",
+    multiple=True,
     metavar="SRC",
-    help="Camera index (0), video file, image folder or stream URL (rtsp://...). "
-    "Default: camera 0, or the demo stream when no BUNDLE is given.",
+    help="Camera index (0), video file, image folder or stream URL (rtsp://...); repeat it to watch "
+    "several at once with one shared model. Default: camera 0, or the demo stream when no BUNDLE is given.",
 )
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device: CPU, GPU, NPU, AUTO, ...")
 @click.option(
@@ -135,11 +154,48 @@ def resolve_defaults(bundle: str | None, source: str | None) -> tuple[str, str]:
     help="A network stream that stays connected but sends nothing for this long counts as lost (and is "
     "reconnected like a dropped one); without it OpenCV waits about 30 s.",
 )
+@click.option(
+    "--episodes-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Save each anomaly episode's worst frame here as JPEG (with its heatmap in patch mode); the "
+    "anomaly_end event names the file.",
+)
+@click.option(
+    "--mqtt",
+    default=None,
+    metavar="URL",
+    help="Publish episodes, their snapshots and a score stream to mqtt://host:1883/prefix (QoS 1, "
+    "reconnecting; topics prefix/cam<N>/episode|snapshot|score, prefix/status).",
+)
+@click.option(
+    "--mqtt-interval",
+    type=click.FloatRange(0.01, 3600),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="At most one score message per camera per SECONDS.",
+)
+@click.option(
+    "--webhook",
+    default=None,
+    metavar="URL",
+    help="POST each episode (anomaly_start, anomaly_end with its snapshot) as JSON to URL, from a "
+    "thread of its own, with retries: a slow endpoint never slows scoring.",
+)
+@click.option(
+    "--webhook-timeout",
+    type=click.FloatRange(0.1, 600),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Timeout of one webhook POST.",
+)
 @click.option("--verbose", is_flag=True, help="Let OpenCV's and FFmpeg's own log lines through to stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout.")
 def run(
     bundle: str | None,
-    source: str | None,
+    sources: tuple[str, ...],
     device: str,
     res: str | None,
     threshold: float | None,
@@ -154,6 +210,11 @@ def run(
     batch: int,
     retries: int,
     stall_timeout: float,
+    episodes_dir: str | None,
+    mqtt: str | None,
+    mqtt_interval: float,
+    webhook: str | None,
+    webhook_timeout: float,
     verbose: bool,
     as_json: bool,
 ) -> int:
@@ -171,12 +232,14 @@ def run(
       ovdoc run good.bundle --source 0 --res 640x480   # a USB camera
       ovdoc run good.bundle --source line.mp4 --headless --events events.jsonl --json
       ovdoc run good.bundle --source line.mp4 --loop --realtime --duration 600   # a clip as a camera
+      ovdoc run good.bundle --source 0 --source rtsp://cam2/stream --headless \\
+          --mqtt mqtt://broker:1883/line1 --webhook http://dashboard/hook --episodes-dir episodes/
     """
     from ovdoc.log import native_logs
 
     native_logs(verbose)
     from ovdoc.runtime.stream.display import display_available
-    from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
+    from ovdoc.runtime.stream.pipeline import OutputOptions, Pipeline, RunOptions
     from ovdoc.runtime.stream.runtime import load_detector_for_run
     from ovdoc.runtime.stream.sources import open_source, parse_res
 
@@ -184,44 +247,57 @@ def run(
         raise OvdocError(f"--threshold must be a finite number, got {threshold}")
     if smooth is None:
         smooth = demo_smoothing() if bundle is None else DEFAULT_SMOOTH
-    bundle, source = resolve_defaults(bundle, source)
+    bundle, source_texts = resolve_sources(bundle, list(sources))
     size = parse_res(res)
     show = not headless and display_available()
     if not headless and not show:
         click.echo("no display found: running headless", err=True)
-    detector = load_detector_for_run(bundle, device, batch=batch)
-    src = open_source(source, res=size, stall_timeout_s=stall_timeout)
-    if (loop_source or realtime) and src.live:
-        src.close()
-        raise OvdocError(
-            f"--loop and --realtime replay files and folders; {src.name} is live already (drop them)"
-        )
-    if realtime and not src.fps:
-        src.close()
-        raise OvdocError(
-            f"--realtime needs a video file with a frame rate; {src.name} has none (an image folder "
-            "or a file that does not say)"
-        )
-    options = RunOptions(
-        smooth=smooth,
-        threshold=threshold,
-        max_frames=max_frames,
-        retries=retries,
-        show=show,
-        events=events,
-        save_video=save_video,
-        loop=loop_source,
-        realtime=realtime,
-        duration_s=duration,
+    outputs = OutputOptions(
+        mqtt=mqtt, mqtt_interval_s=mqtt_interval, webhook=webhook, webhook_timeout_s=webhook_timeout
     )
-    summary = Pipeline(detector, src, options).run()
-    src.close()
+    check_outputs(outputs)
+    detector = load_detector_for_run(bundle, device, batch=batch)
+    opened: list = []
+    try:
+        for text in source_texts:
+            src = open_source(text, res=size, stall_timeout_s=stall_timeout)
+            opened.append(src)
+            if (loop_source or realtime) and src.live:
+                raise OvdocError(
+                    f"--loop and --realtime replay files and folders; {src.name} is live already (drop them)"
+                )
+            if realtime and not src.fps:
+                raise OvdocError(
+                    f"--realtime needs a video file with a frame rate; {src.name} has none (an image folder "
+                    "or a file that does not say)"
+                )
+        options = RunOptions(
+            smooth=smooth,
+            threshold=threshold,
+            max_frames=max_frames,
+            retries=retries,
+            show=show,
+            events=events,
+            save_video=save_video,
+            loop=loop_source,
+            realtime=realtime,
+            duration_s=duration,
+            episodes_dir=Path(episodes_dir) if episodes_dir else None,
+        )
+        summary = Pipeline(detector, opened, options, outputs=outputs).run()
+    finally:
+        for src in opened:
+            src.close()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
+        several = isinstance(summary["source"], list)
         click.echo(
-            f"{summary['frames']} frames, {summary['anomalies']} anomalous, {summary['wall_s']:.1f} s, "
-            f"{summary['fps']:.1f} FPS ({summary['device']}, stopped: {summary['stopped']}"
+            f"{summary['frames']} frames"
+            + (f" from {len(summary['source'])} sources" if several else "")
+            + f", {summary['anomalies']} anomalous, {summary['episodes']} episodes, "
+            f"{summary['wall_s']:.1f} s, {summary['fps']:.1f} FPS "
+            f"({summary['device']}, stopped: {summary['stopped']}"
             + (f", {summary['dropped']} dropped" if summary["dropped"] else "")
             + ")",
             err=False,

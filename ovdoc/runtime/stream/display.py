@@ -114,15 +114,16 @@ def overlay_heatmap(
 class Window:
     """A cv2 window; `show` returns 'quit', 'save', 'toggle' or None for the key pressed."""
 
-    def __init__(self, snapshot_dir: Path | None = None) -> None:
+    def __init__(self, snapshot_dir: Path | None = None, title: str = WINDOW) -> None:
         self.snapshot_dir = snapshot_dir or Path.cwd()
+        self.title = title
         try:
-            cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
             raise OvdocError(f"cannot open a window ({first_line(exc, 120)}); use --headless") from exc
 
     def show(self, image: np.ndarray) -> str | None:
-        cv2.imshow(WINDOW, image)
+        cv2.imshow(self.title, image)
         key = cv2.waitKey(1) & 0xFF
         return {ord("q"): "quit", 27: "quit", ord("p"): "save", ord("s"): "toggle"}.get(key)
 
@@ -136,7 +137,7 @@ class Window:
 
     def close(self) -> None:
         with contextlib.suppress(cv2.error):
-            cv2.destroyWindow(WINDOW)
+            cv2.destroyWindow(self.title)
 
 
 class VideoSink:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ovdoc.errors import OvdocError, first_line
 from ovdoc.runtime.stream.decider import Decider
+from ovdoc.runtime.stream.episodes import EpisodeTracker, snapshot_jpeg
 from ovdoc.runtime.stream.messages import Command, Control, Result
 from ovdoc.runtime.stream.reader import End, Preparer, Reader
 from ovdoc.runtime.stream.regions import hottest_region
@@ -46,6 +47,7 @@ class RunOptions:
     loop: bool = False  # files and folders: start again at the end (a clip standing in for a camera)
     realtime: bool = False  # files: hand frames on at the file's own frame rate
     duration_s: float | None = None  # stop after this many seconds (readers end, in-flight frames count)
+    episodes_dir: Path | None = None  # write each episode's peak frame here as JPEG (named in anomaly_end)
 
 
 class SinkError(Exception):
@@ -60,10 +62,12 @@ class Lane:
     sinks: list[Sink]
     source_id: int = 0
     decider: Decider | None = None
+    episodes: EpisodeTracker | None = None
     reader: Reader | None = None
     preparer: Preparer | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     processed: int = 0
+    last_frame: tuple[int, float] | None = None  # (index, timestamp) of the last scored frame
     anomalies: int = 0
     skipped: int = 0
     incidents: int = 0
@@ -107,6 +111,10 @@ class LiveLoop:
             if lane.source_id != i:
                 raise ValueError(f"lane {i} has source_id {lane.source_id}: ids are the lanes' positions")
             lane.decider = Decider(options.smooth, self.threshold)
+            keep = options.episodes_dir is not None or any(
+                getattr(sink, "wants_snapshots", False) for sink in lane.sinks
+            )
+            lane.episodes = EpisodeTracker(lane.source.name, keep_snapshot=keep)
 
     # --- control --------------------------------------------------------------------------------------
     def post(self, command: Command | Control) -> None:
@@ -178,7 +186,7 @@ class LiveLoop:
     def _fused_prepare(self, lane: Lane):
         """The detector's one-resample crop when nothing of this lane looks at the --res pixels (global
         mode: a patch map is drawn at the frame's size, so patch mode keeps the resize)."""
-        if any(getattr(sink, "needs_pixels", True) for sink in lane.sinks):
+        if any(getattr(sink, "needs_pixels", True) for sink in lane.sinks) or lane.episodes.keep_snapshot:
             return None
         if getattr(self.det, "mode_", "global") != "global":
             return None
@@ -243,6 +251,7 @@ class LiveLoop:
             score = item.score
             smoothed, anomalous = lane.decider.update(score)
             lane.processed += 1
+            lane.last_frame = (frame.index, frame.timestamp)
             lane.anomalies += anomalous
             box = peak = None
             if item.map is not None:
@@ -252,12 +261,52 @@ class LiveLoop:
             )
             for sink in lane.sinks:
                 self._call(sink, sink.handle, result)
+            episode = lane.episodes.update(result)
+            if episode is not None:
+                self._publish_episode(lane, episode)
             if self.opt.max_frames is not None and lane.processed >= self.opt.max_frames:
                 self._finish_lane(lane)
             if not commands.empty():  # a key pressed on this frame acts before the next one
                 self._apply_commands()
                 if self.stop.is_set():
                     return
+
+    def _publish_episode(self, lane: Lane, record: dict) -> None:
+        """An episode started or ended: snapshot of its peak frame (if asked for), then every output."""
+        peak = record.pop("_peak", None)
+        if peak is not None and record["event"] == "anomaly_end":
+            record["_jpeg"] = jpeg = snapshot_jpeg(peak)
+            if self.opt.episodes_dir is not None:
+                record["snapshot"] = str(self._write_snapshot(lane, record, jpeg))
+        for sink in lane.sinks:
+            self._call(sink, sink.episode, record)
+
+    def _write_snapshot(self, lane: Lane, record: dict, jpeg: bytes) -> Path:
+        from ovdoc.atomic import atomic_path
+
+        folder = Path(self.opt.episodes_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(lane.source.name).name)[:40]
+        path = folder / f"{lane.source_id}-{safe}-episode{record['episode']}-frame{record['peak_frame']}.jpg"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(jpeg)
+        return path
+
+    def _close_episodes(self) -> None:
+        """The run ends: an episode still open ends here, flagged open_at_end."""
+        for lane in self.lanes:
+            ep = lane.episodes.open if lane.episodes is not None else None
+            if ep is None:
+                continue
+            last = lane.last_frame or (ep.start_frame, ep.start_timestamp)
+            record = lane.episodes.close(last[0], last[1], at_end=True)
+            self._publish_episode(lane, record)
+
+    def _close_episodes_quietly(self) -> None:
+        try:
+            self._close_episodes()
+        except SinkError as exc:
+            self.fatal = OvdocError(str(exc))
 
     def _skip(self, frames: list[Frame]) -> None:
         """Frames that arrive while scoring is paused: still shown and saved, not scored."""
@@ -312,10 +361,12 @@ class LiveLoop:
                 self._apply_commands()
             if not self.stop.is_set():  # ended (or max_frames): what is in flight still counts
                 self._deliver(scorer.ready(wait=True))
+            self._close_episodes()
             self.ok = True
         except KeyboardInterrupt:
             self.stopped = "interrupted"
             self.ok = True
+            self._close_episodes_quietly()
         except SinkError as exc:
             self.fatal = OvdocError(str(exc))
         except OvdocError:

@@ -8,85 +8,184 @@ sources. See loop.py for the picture.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from ovdoc.errors import OvdocError, first_line
 from ovdoc.runtime.stream.loop import Lane, LiveLoop, RunOptions
 from ovdoc.runtime.stream.messages import Command, Control
 from ovdoc.runtime.stream.reader import MAX_BACKOFF_S
-from ovdoc.runtime.stream.sinks import EventSink, Renderer, Sink, VideoFileSink, WindowSink
+from ovdoc.runtime.stream.sinks import (
+    EventSink,
+    Renderer,
+    SharedEventWriter,
+    Sink,
+    VideoFileSink,
+    WindowSink,
+)
 from ovdoc.runtime.stream.sources import FrameSource
 
-__all__ = ["MAX_BACKOFF_S", "Lane", "LiveLoop", "Pipeline", "RunOptions", "default_sinks"]
+__all__ = ["MAX_BACKOFF_S", "Lane", "LiveLoop", "OutputOptions", "Pipeline", "RunOptions", "default_sinks"]
 
 
-def default_sinks(options: RunOptions) -> list[Sink]:
+@dataclass
+class OutputOptions:
+    """Where results go besides the events file, window and video: MQTT, a webhook."""
+
+    mqtt: str | None = None  # mqtt://host:port/prefix
+    mqtt_interval_s: float = 1.0
+    webhook: str | None = None
+    webhook_timeout_s: float = 5.0
+
+
+def video_path_for(path: str | Path, source_id: int, several: bool) -> Path:
+    """`--save-video out.avi` with several sources: out-0.avi, out-1.avi, ... (one file per camera)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-{source_id}{path.suffix}") if several else path
+
+
+def default_sinks(
+    options: RunOptions,
+    *,
+    source_id: int = 0,
+    several: bool = False,
+    shared_events: SharedEventWriter | None = None,
+    outputs: OutputOptions | None = None,
+    publisher=None,
+) -> list[Sink]:
     """The sinks the CLI options ask for: events file, window, saved video (window and video share one
-    rendering of each frame)."""
+    rendering of each frame), MQTT and webhook."""
     sinks: list[Sink] = []
     if options.events:
-        sinks.append(EventSink(options.events))
+        sinks.append(EventSink(options.events, shared_events))
     renderer = Renderer()
     if options.show:
         sinks.append(WindowSink(renderer, options.snapshot_dir))
     if options.save_video:
-        sinks.append(VideoFileSink(options.save_video, renderer))
+        sinks.append(VideoFileSink(video_path_for(options.save_video, source_id, several), renderer))
+    outputs = outputs or OutputOptions()
+    if publisher is not None:
+        from ovdoc.runtime.stream.mqtt import MqttSink
+
+        sinks.append(MqttSink(publisher, outputs.mqtt_interval_s))
+    if outputs.webhook:
+        from ovdoc.runtime.stream.webhook import WebhookSink
+
+        sinks.append(WebhookSink(outputs.webhook, timeout_s=outputs.webhook_timeout_s))
     return sinks
 
 
 class Pipeline:
-    """`ovdoc run`'s loop for one source: the lane, the default sinks, and the summary it prints."""
+    """`ovdoc run`'s loop for one or several sources (one shared model): the lanes, the default sinks,
+    and the summary it prints."""
 
     def __init__(
         self,
         detector,
-        source: FrameSource,
+        source: FrameSource | list[FrameSource],
         options: RunOptions | None = None,
         sinks: list[Sink] | None = None,
+        outputs: OutputOptions | None = None,
     ) -> None:
         self.det = detector
-        self.source = source
+        self.sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        self.source = self.sources[0]
         self.opt = options or RunOptions()
-        self.sinks = default_sinks(self.opt) if sinks is None else sinks
-        self.lane = Lane(source, self.sinks)
-        self.loop = LiveLoop(detector, [self.lane], self.opt)
+        several = len(self.sources) > 1
+        if sinks is not None and several:
+            raise ValueError("explicit sinks are for one source")
+        publisher = None
+        if outputs is not None and outputs.mqtt:
+            from ovdoc.runtime.stream.mqtt import MqttPublisher, parse_mqtt_url
+
+            publisher = MqttPublisher(parse_mqtt_url(outputs.mqtt))
+        shared = SharedEventWriter(self.opt.events) if several and self.opt.events else None
+        self.lanes = [
+            Lane(
+                src,
+                sinks
+                if sinks is not None
+                else default_sinks(
+                    self.opt,
+                    source_id=i,
+                    several=several,
+                    shared_events=shared,
+                    outputs=outputs,
+                    publisher=publisher,
+                ),
+                source_id=i,
+            )
+            for i, src in enumerate(self.sources)
+        ]
+        self.lane = self.lanes[0]
+        self.sinks = self.lane.sinks
+        self.loop = LiveLoop(detector, self.lanes, self.opt)
 
     def post(self, command: Command | Control) -> None:
         self.loop.post(command)
 
-    def run(self) -> dict:
-        """Run to the end; return the summary. A fatal problem (live source gone for good, unreadable
-        file, a failing output) is in summary["error"] as one line, with summary["stopped"] == "error"."""
-        loop, lane = self.loop, self.lane
-        loop.run()
-        wall = loop.wall_s
-        video = next((s.file for s in self.sinks if isinstance(s, VideoFileSink)), None)
+    def _lane_summary(self, lane: Lane, wall: float) -> dict:
+        video = next((s.file for s in lane.sinks if isinstance(s, VideoFileSink)), None)
         summary = {
-            "source": self.source.name,
-            "live": self.source.live,
-            "bundle": str(getattr(self.det, "bundle_", "")),
-            "device": getattr(self.det, "device_", None),
+            "source": lane.source.name,
+            "live": lane.source.live,
             "frames": lane.processed,
             "anomalies": lane.anomalies,
+            "episodes": lane.episodes.count if lane.episodes is not None else 0,
             "dropped": lane.dropped,
             "skipped": lane.skipped,
             "source_incidents": lane.incidents,
-            "wall_s": round(wall, 3),
             "fps": round(lane.processed / wall, 2) if wall > 0 else 0.0,
-            "threshold": loop.threshold,
-            "smooth": self.opt.smooth,
-            "batch": int(self.det.batch),
-            "stopped": loop.stopped,
-            "events_file": str(self.opt.events) if self.opt.events else None,
             "video_file": str(video) if video else None,
         }
         if self.opt.loop or self.opt.realtime:
             reader = lane.reader
             summary["loops"] = reader.loops if reader is not None else 0
             summary["late_resets"] = reader.late_resets if reader is not None else 0
-        if loop.fatal is not None:
-            fatal = loop.fatal
-            summary["error"] = (
-                str(fatal)
-                if isinstance(fatal, OvdocError)
-                else f"{type(fatal).__name__}: {first_line(fatal)}"
-            )
+        if lane.fatal is not None and not lane.done:
+            summary["error"] = _one_line(lane.fatal)
         return summary
+
+    def run(self) -> dict:
+        """Run to the end; return the summary. A fatal problem (live source gone for good, unreadable
+        file, a failing output) is in summary["error"] as one line, with summary["stopped"] == "error".
+        With several sources the top level sums them and "sources" holds one summary each."""
+        loop = self.loop
+        loop.run()
+        wall = loop.wall_s
+        per_lane = [self._lane_summary(lane, wall) for lane in self.lanes]
+        first = per_lane[0]
+        summary = {
+            **{k: v for k, v in first.items() if k != "error"},
+            "bundle": str(getattr(self.det, "bundle_", "")),
+            "device": getattr(self.det, "device_", None),
+            "wall_s": round(wall, 3),
+            "threshold": loop.threshold,
+            "smooth": self.opt.smooth,
+            "batch": int(self.det.batch),
+            "stopped": loop.stopped,
+            "events_file": str(self.opt.events) if self.opt.events else None,
+        }
+        if len(per_lane) > 1:
+            for key in ("frames", "anomalies", "episodes", "dropped", "skipped", "source_incidents"):
+                summary[key] = sum(lane[key] for lane in per_lane)
+            summary["source"] = [lane["source"] for lane in per_lane]
+            summary["live"] = any(lane["live"] for lane in per_lane)
+            summary["video_file"] = [lane["video_file"] for lane in per_lane] if self.opt.save_video else None
+            summary["fps"] = round(summary["frames"] / wall, 2) if wall > 0 else 0.0
+            summary["sources"] = per_lane
+        outputs = {}
+        for lane in self.lanes:
+            for sink in lane.sinks:
+                stats = sink.stats()
+                if stats is not None:
+                    outputs[sink.name] = stats  # the MQTT connection is shared: the same counters
+        if outputs:
+            summary["outputs"] = outputs
+        if loop.fatal is not None:
+            summary["error"] = _one_line(loop.fatal)
+        return summary
+
+
+def _one_line(fatal: BaseException) -> str:
+    return str(fatal) if isinstance(fatal, OvdocError) else f"{type(fatal).__name__}: {first_line(fatal)}"

@@ -49,7 +49,14 @@ class Sink:
     def event(self, record: dict) -> None:
         pass
 
+    def episode(self, record: dict) -> None:
+        """anomaly_start / anomaly_end of this source (see episodes.py); private fields start with _."""
+
     def snapshot(self) -> Path | None:
+        return None
+
+    def stats(self) -> dict | None:
+        """Counters for the run's summary (messages sent, dropped, ...), if the sink has any."""
         return None
 
     def close(self, ok: bool) -> None:
@@ -63,15 +70,16 @@ class EventSink(Sink):
 
     name = "events"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, shared: SharedEventWriter | None = None) -> None:
         self.path = Path(path)
+        self.shared = shared  # several sources, one events file
         self.writer = None
 
     def open(self, ctx: SinkContext) -> None:
         from ovdoc.runtime.stream.events import EventWriter
 
         super().open(ctx)
-        self.writer = EventWriter(self.path)
+        self.writer = self.shared.acquire() if self.shared is not None else EventWriter(self.path)
 
     def handle(self, result: Result) -> None:
         if result.score is None:  # scoring paused: nothing was measured
@@ -94,9 +102,43 @@ class EventSink(Sink):
     def event(self, record: dict) -> None:
         self.writer.write(record)
 
+    def episode(self, record: dict) -> None:
+        from ovdoc.runtime.stream.episodes import public
+
+        self.writer.write(public(record))
+
     def close(self, ok: bool) -> None:
-        if self.writer is not None:
+        if self.writer is None:
+            return
+        if self.shared is not None:
+            self.shared.release()
+        else:
             self.writer.close()
+        self.writer = None
+
+
+class SharedEventWriter:
+    """One events file for several sources' EventSinks (the loop calls sinks from one thread only):
+    opened by the first, closed by the last."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.writer = None
+        self.users = 0
+
+    def acquire(self):
+        from ovdoc.runtime.stream.events import EventWriter
+
+        if self.writer is None:
+            self.writer = EventWriter(self.path)
+        self.users += 1
+        return self.writer
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class Renderer:
@@ -147,10 +189,11 @@ class WindowSink(Sink):
         self._shown: tuple[np.ndarray, Result] | None = None
 
     def open(self, ctx: SinkContext) -> None:
-        from ovdoc.runtime.stream.display import Window
+        from ovdoc.runtime.stream.display import WINDOW, Window
 
         super().open(ctx)
-        self.window = Window(self.snapshot_dir)
+        title = f"{WINDOW} - {ctx.source_id}: {ctx.source_name}" if ctx.tag_source else WINDOW
+        self.window = Window(self.snapshot_dir, title)
 
     def handle(self, result: Result) -> None:
         image = self.renderer.render(result)
