@@ -23,7 +23,11 @@ DEFAULT_SMOOTH = 10  # the original app averaged the last 10 scores
 
 
 def check_outputs(outputs) -> None:
-    """Bad --mqtt/--webhook URLs are refused before the model loads (one line)."""
+    """Bad --mqtt/--webhook/--serve values are refused before the model loads (one line)."""
+    if outputs.serve:
+        from ovdoc.runtime.stream.web import parse_serve
+
+        parse_serve(outputs.serve, outputs.serve_token)
     if outputs.mqtt:
         from ovdoc.runtime.stream.mqtt import parse_mqtt_url
 
@@ -191,6 +195,20 @@ def resolve_sources(bundle: str | None, sources: list[str]) -> tuple[str, list[s
     metavar="SECONDS",
     help="Timeout of one webhook POST.",
 )
+@click.option(
+    "--serve",
+    default=None,
+    metavar="HOST:PORT",
+    help="Live web view of every camera (stream, score chart, threshold sliders, episodes, pause), with "
+    "/api/status, /api/events and /metrics, e.g. 127.0.0.1:8080. Another host than loopback needs a token.",
+)
+@click.option(
+    "--serve-token",
+    envvar="OVDOC_SERVE_TOKEN",
+    default=None,
+    metavar="TOKEN",
+    help="Token the web view asks for (?token= or Authorization: Bearer); required off loopback.",
+)
 @click.option("--verbose", is_flag=True, help="Let OpenCV's and FFmpeg's own log lines through to stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout.")
 def run(
@@ -215,6 +233,8 @@ def run(
     mqtt_interval: float,
     webhook: str | None,
     webhook_timeout: float,
+    serve: str | None,
+    serve_token: str | None,
     verbose: bool,
     as_json: bool,
 ) -> int:
@@ -253,7 +273,12 @@ def run(
     if not headless and not show:
         click.echo("no display found: running headless", err=True)
     outputs = OutputOptions(
-        mqtt=mqtt, mqtt_interval_s=mqtt_interval, webhook=webhook, webhook_timeout_s=webhook_timeout
+        mqtt=mqtt,
+        mqtt_interval_s=mqtt_interval,
+        webhook=webhook,
+        webhook_timeout_s=webhook_timeout,
+        serve=serve,
+        serve_token=serve_token,
     )
     check_outputs(outputs)
     detector = load_detector_for_run(bundle, device, batch=batch)

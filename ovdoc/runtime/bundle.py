@@ -369,6 +369,27 @@ def _write_bundle(out_dir, manifest: dict, scorer, model, spec, xml, *, copy: bo
     return manifest
 
 
+def save_threshold(bundle: str | Path, value: float, *, by: str = "user") -> Path:
+    """Write a new threshold into a bundle's manifest (verified first, re-hashed, replaced atomically);
+    the calibrated one stays on record under threshold.history."""
+    import math
+
+    from ovdoc.atomic import write_text_atomic
+
+    if not math.isfinite(value):
+        raise OvdocError(f"a threshold must be a finite number, got {value}")
+    manifest, folder = load_manifest(bundle)
+    threshold = dict(manifest["threshold"])
+    history = list(threshold.get("history", []))
+    history.append({"value": threshold["value"], "replaced_by": float(value), "by": by,
+                    "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    threshold.update(value=float(value), history=history)
+    manifest = {k: v for k, v in manifest.items() if k != SELF_HASH_KEY} | {"threshold": threshold}
+    manifest[SELF_HASH_KEY] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return folder / MANIFEST
+
+
 def load_manifest(bundle: str | Path) -> tuple[dict, Path]:
     """Read and verify a bundle's manifest and every file's hash; one clear line on any mismatch."""
     folder = Path(bundle)

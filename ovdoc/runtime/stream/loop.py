@@ -131,14 +131,40 @@ class LiveLoop:
             if command.control is Control.QUIT:
                 self.stopped = "user"
                 self.stop.set()
-            elif command.control is Control.TOGGLE_SCORING:
-                self.scoring = not self.scoring  # one model scores every source: paused for all
-                for lane in self.lanes:
-                    lane.decider.reset()
+            elif command.control in (Control.TOGGLE_SCORING, Control.PAUSE, Control.RESUME):
+                wanted = {Control.PAUSE: False, Control.RESUME: True}.get(command.control, not self.scoring)
+                if wanted != self.scoring:
+                    self.scoring = wanted  # one model scores every source: paused for all
+                    for lane in self.lanes:
+                        lane.decider.reset()
+            elif command.control is Control.SET_THRESHOLD:
+                self._set_threshold(lanes, command)
             elif command.control is Control.SAVE:
                 for lane in lanes:
                     for sink in lane.sinks:
                         self._call(sink, sink.snapshot)
+
+    def _set_threshold(self, lanes: list[Lane], command: Command) -> None:
+        """A new threshold for these sources, from the next frame on; said in the events; with `save`,
+        written into the bundle's manifest too (re-hashed), so the next start uses it."""
+        value = float(command.value)
+        saved = None
+        if command.save:
+            from ovdoc.runtime.bundle import save_threshold
+
+            saved = str(save_threshold(self.det.bundle_, value, by=command.by))
+        for lane in lanes:
+            previous = lane.decider.threshold
+            lane.decider.threshold = value
+            record = {"event": "threshold_changed", "source": lane.source.name, "threshold": value,
+                      "previous": previous, "by": command.by, "time": time.time()}
+            if saved:
+                record["saved_to"] = saved
+            for sink in lane.sinks:
+                self._call(sink, sink.event, record)
+
+    def threshold_of(self, source_id: int) -> float:
+        return self.lanes[source_id].decider.threshold
 
     # --- stages ---------------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -192,13 +218,13 @@ class LiveLoop:
             return None
         return getattr(self.det, "prepare_at", None)
 
-    def _collect(self, size: int) -> tuple[list[Frame], list]:
+    def _collect(self, size: int, wait_s: float = 0.2) -> tuple[list[Frame], list]:
         """Up to `size` prepared frames: a live source sends what is there (latency), files wait for a
         full batch (throughput)."""
         frames: list[Frame] = []
         prepared: list = []
         try:
-            item = self.prepared.get(timeout=0.2)
+            item = self.prepared.get(timeout=wait_s)
         except queue.Empty:
             return frames, prepared
         while True:
@@ -242,7 +268,7 @@ class LiveLoop:
 
     def _deliver(self, scored: list) -> None:
         """Scored frames, in order, through each source's decider to its sinks."""
-        threshold, commands = self.threshold, self.commands
+        commands = self.commands
         for item in scored:
             frame = item.frame
             lane = self.lanes[frame.source_id]
@@ -257,7 +283,8 @@ class LiveLoop:
             if item.map is not None:
                 box, peak = hottest_region(item.map)
             result = Result(
-                frame, score, smoothed, anomalous, threshold, item.map, box, peak, self.map_threshold
+                frame, score, smoothed, anomalous, lane.decider.threshold, item.map, box, peak,
+                self.map_threshold,
             )
             for sink in lane.sinks:
                 self._call(sink, sink.handle, result)
@@ -315,7 +342,7 @@ class LiveLoop:
             if lane.done:
                 continue
             lane.skipped += 1
-            result = Result(frame, None, None, False, self.threshold)
+            result = Result(frame, None, None, False, lane.decider.threshold)
             for sink in lane.sinks:
                 self._call(sink, sink.handle, result)
 
@@ -349,7 +376,10 @@ class LiveLoop:
                 if deadline is not None and time.perf_counter() >= deadline:
                     self._time_up()
                     deadline = None
-                frames, prepared = self._collect(batch)
+                # results in flight: look back soon, so a live frame's verdict does not wait for the next
+                # frame to arrive (one frame period of latency at camera rates)
+                wait_s = 0.002 if self._live and scorer.pending else 0.2
+                frames, prepared = self._collect(batch, wait_s)
                 self._pump_incidents()
                 if frames:
                     if self.scoring:

@@ -20,6 +20,9 @@ class Control(str, Enum):
     QUIT = "quit"
     SAVE = "save"  # sinks that can snapshot save the current frame (and its heatmap)
     TOGGLE_SCORING = "toggle"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SET_THRESHOLD = "threshold"  # value = the new threshold; save = also write it into the bundle
 
 
 @dataclass(slots=True)
@@ -28,6 +31,9 @@ class Command:
 
     control: Control
     source_id: int | None = None
+    value: float | None = None
+    save: bool = False
+    by: str = "user"  # who asked (window, web): written to the events with the change
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovdoc.errors import OvdocError, first_line
+from ovdoc.log import get_logger
 from ovdoc.runtime.stream.loop import Lane, LiveLoop, RunOptions
 from ovdoc.runtime.stream.messages import Command, Control
 from ovdoc.runtime.stream.reader import MAX_BACKOFF_S
@@ -25,6 +26,8 @@ from ovdoc.runtime.stream.sinks import (
 )
 from ovdoc.runtime.stream.sources import FrameSource
 
+log = get_logger("run")
+
 __all__ = ["MAX_BACKOFF_S", "Lane", "LiveLoop", "OutputOptions", "Pipeline", "RunOptions", "default_sinks"]
 
 
@@ -36,6 +39,8 @@ class OutputOptions:
     mqtt_interval_s: float = 1.0
     webhook: str | None = None
     webhook_timeout_s: float = 5.0
+    serve: str | None = None  # host:port of the live web view
+    serve_token: str | None = None
 
 
 def video_path_for(path: str | Path, source_id: int, several: bool) -> Path:
@@ -52,6 +57,7 @@ def default_sinks(
     shared_events: SharedEventWriter | None = None,
     outputs: OutputOptions | None = None,
     publisher=None,
+    web_state=None,
 ) -> list[Sink]:
     """The sinks the CLI options ask for: events file, window, saved video (window and video share one
     rendering of each frame), MQTT and webhook."""
@@ -72,6 +78,10 @@ def default_sinks(
         from ovdoc.runtime.stream.webhook import WebhookSink
 
         sinks.append(WebhookSink(outputs.webhook, timeout_s=outputs.webhook_timeout_s))
+    if web_state is not None:
+        from ovdoc.runtime.stream.web import WebSink
+
+        sinks.append(WebSink(web_state))
     return sinks
 
 
@@ -100,6 +110,22 @@ class Pipeline:
 
             publisher = MqttPublisher(parse_mqtt_url(outputs.mqtt))
         shared = SharedEventWriter(self.opt.events) if several and self.opt.events else None
+        self.web = None
+        web_state = None
+        if outputs is not None and outputs.serve:
+            from ovdoc.runtime.stream.web import WebServer, WebState, parse_serve
+
+            host, port = parse_serve(outputs.serve, outputs.serve_token)
+            threshold = float(self.opt.threshold if self.opt.threshold is not None else detector.threshold_)
+            web_state = WebState(
+                [src.name for src in self.sources],
+                threshold,
+                post=lambda command: self.loop.post(command),
+                counters=lambda i: {"dropped": self.lanes[i].dropped,
+                                    "source_incidents": self.lanes[i].incidents},
+                scoring=lambda: self.loop.scoring,
+            )
+            self.web = WebServer(web_state, host, port, outputs.serve_token)
         self.lanes = [
             Lane(
                 src,
@@ -112,6 +138,7 @@ class Pipeline:
                     shared_events=shared,
                     outputs=outputs,
                     publisher=publisher,
+                    web_state=web_state,
                 ),
                 source_id=i,
             )
@@ -151,7 +178,14 @@ class Pipeline:
         file, a failing output) is in summary["error"] as one line, with summary["stopped"] == "error".
         With several sources the top level sums them and "sources" holds one summary each."""
         loop = self.loop
-        loop.run()
+        if self.web is not None:
+            self.web.start()
+            log.info(f"web view on {self.web.url}")
+        try:
+            loop.run()
+        finally:
+            if self.web is not None:
+                self.web.stop()
         wall = loop.wall_s
         per_lane = [self._lane_summary(lane, wall) for lane in self.lanes]
         first = per_lane[0]
@@ -180,6 +214,8 @@ class Pipeline:
                 stats = sink.stats()
                 if stats is not None:
                     outputs[sink.name] = stats  # the MQTT connection is shared: the same counters
+        if self.web is not None:
+            outputs["web"] = {"url": self.web.url}
         if outputs:
             summary["outputs"] = outputs
         if loop.fatal is not None:

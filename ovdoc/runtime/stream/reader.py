@@ -203,6 +203,7 @@ class Reader(StageThread):
                     if self.realtime and self.pace(frame.timestamp):
                         break
                 self.read += 1
+                frame.read_at = time.monotonic()  # (after --realtime pacing: when a camera would deliver it)
                 self.dropped += put(self.out, frame, self.stop, drop_oldest=live)
         except BaseException as exc:  # reported by the loop as one line
             self.fatal = exc

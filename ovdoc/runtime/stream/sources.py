@@ -29,6 +29,7 @@ class Frame:
     timestamp: float  # seconds: position in a file, wall-clock (epoch) time for a live source
     image: np.ndarray
     source_id: int = 0  # which source of the run (several cameras can share one compiled model)
+    read_at: float = 0.0  # time.monotonic() when the reader had it: the loop's latency starts here
 
 
 def parse_res(text: str | None) -> tuple[int, int] | None:
