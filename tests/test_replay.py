@@ -318,3 +318,23 @@ def test_cli_loop_realtime_duration_on_a_real_clip(video_dir, tmp_path):
     while cap.grab():
         count += 1
     assert count == summary["frames"]
+
+
+def test_many_sources_with_small_queues_end_on_duration():
+    """--duration with more sources than queue slots: every source's end marker still reaches the loop
+    (an end marker given up on a full queue used to leave the loop waiting forever)."""
+    from ovdoc.runtime.stream.loop import Lane, LiveLoop
+
+    class Busy(InstantDetector):
+        def score_outputs(self, outputs):
+            time.sleep(0.02)  # scoring far slower than 12 sources arrive: the queues stay full
+            return super().score_outputs(outputs)
+
+    lanes = [Lane(FakeFile(n=40, fps=200.0), [], source_id=i) for i in range(12)]
+    loop = LiveLoop(Busy(), lanes, RunOptions(loop=True, realtime=True, duration_s=0.5, queue_size=2))
+    runner = threading.Thread(target=loop.run, daemon=True)
+    runner.start()
+    runner.join(20)
+    assert not runner.is_alive(), "the loop did not end after --duration"
+    assert loop.stopped == "duration" and loop.fatal is None
+    assert sum(lane.processed for lane in lanes) > 0

@@ -206,6 +206,7 @@ class LiveLoop:
                 prepare_at=self._fused_prepare(lane),
             )
         for lane in self.lanes:
+            lane.reader.abort = lane.preparer.abort = self.stop  # the loop is gone: no End is awaited
             lane.reader.start()
             lane.preparer.start()
 

@@ -72,7 +72,14 @@ def put(target: queue.Queue, item: object, stop: threading.Event, *, drop_oldest
 
 
 class StageThread:
-    """A stage's daemon thread: `start`, `join`, and the exception that ended it in `fatal`."""
+    """A stage's daemon thread: `start`, `join`, and the exception that ended it in `fatal`.
+
+    `stop` ends the stage's work (its source is done: duration, max frames); its End marker must still
+    reach the loop, which counts sources down by them, so it waits for room until `abort` (the loop
+    itself is gone) — an End given up on a full queue would leave the loop waiting forever.
+    """
+
+    abort: threading.Event | None = None
 
     def __init__(self, name: str) -> None:
         self.fatal: BaseException | None = None
@@ -208,7 +215,7 @@ class Reader(StageThread):
         except BaseException as exc:  # reported by the loop as one line
             self.fatal = exc
         finally:  # the end marker waits for room rather than displace the last frames
-            put(self.out, End(self.source_id), self.stop, drop_oldest=False)
+            put(self.out, End(self.source_id), self.abort or self.stop, drop_oldest=False)
 
 
 class Preparer(StageThread):
@@ -260,4 +267,4 @@ class Preparer(StageThread):
         except BaseException as exc:
             self.fatal = exc
         finally:
-            put(self.out, End(self.source_id), stop, drop_oldest=False)
+            put(self.out, End(self.source_id), self.abort or stop, drop_oldest=False)
