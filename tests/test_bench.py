@@ -213,3 +213,26 @@ def test_int8_on_a_runtime_only_install_is_one_skip_line(bench_data, video_dir):
     reasons = {s["precision"]: s["reason"] for s in json.loads(proc.stdout)["skipped"] if "precision" in s}
     assert "NNCF" in reasons["INT8"] and "pip install 'ovdoc[train]'" in reasons["INT8"]
     assert "skipped INT8" in proc.stderr
+
+
+def test_stream_density(video_dir, tmp_path):
+    """`ovdoc bench --density`: copies of a real clip as 30 FPS cameras on one shared model, each count
+    judged by frame rate kept up, no schedule slips and p99 latency; files written."""
+    from ovdoc.irmodels import demo_bundle
+
+    out = tmp_path / "density"
+    proc = ovdoc_cli("bench", str(demo_bundle()), "--source", str(video_dir / "vtest.avi"),
+                     "--density", "1,2", "--density-seconds", "3", "--out", str(out), "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    rows = result["rows"]
+    assert [r["cameras"] for r in rows][:1] == [1] and result["mode"] == "global"
+    for r in rows:
+        # a real replay at 30 FPS: each camera delivers about 30 frames a second, never much more
+        assert 20 < r["min_fps"] <= 31 and r["total_fps"] <= 31 * r["cameras"]
+        assert 0 < r["median_latency_ms_p50"] <= r["max_latency_ms_p99"]
+        if r["passed"]:  # the contract a pass stands for
+            assert r["min_fps"] > 28 and r["late_resets"] == 0 and r["max_latency_ms_p99"] < 100
+    assert result["density"] == max([r["cameras"] for r in rows if r["passed"]], default=0)
+    assert sorted(p.name for p in out.iterdir()) == ["density.json", "density.md"]
+    assert "| cameras | passed |" in (out / "density.md").read_text()

@@ -422,3 +422,30 @@ def test_runtime_does_not_import_tensorflow():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_single_frames_use_a_batch1_copy_with_the_same_features(seed_ir, held_out):
+    """A live camera's single frames go to a batch-1 copy of the model (compiled in the background the
+    first time one is seen) instead of being padded to the full batch; the features are the same."""
+    import time
+
+    from ovdoc.runtime.features import FeatureExtractor
+
+    ex = FeatureExtractor(seed_ir, batch=4)
+    images = ex.prepare(held_out[:6])
+    padded = ex.extract(held_out[:6])
+    got: dict = {}
+    ex.set_callback(lambda feats, i: got.__setitem__(i, feats))
+    ex.submit(images[:1], 0)  # padded: the copy is only being built now
+    ex.wait()
+    deadline = time.monotonic() + 60
+    while ex._single is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ex._single is not None, "the batch-1 copy was never built"
+    for i in range(1, 6):
+        ex.submit(images[i : i + 1], i)
+    ex.submit(images[:3], 10)  # several frames still go padded through the batch-4 model
+    ex.wait()
+    singles = np.concatenate([got[i] for i in range(6)])
+    np.testing.assert_allclose(singles, padded, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[10], padded[:3], rtol=1e-4, atol=1e-5)

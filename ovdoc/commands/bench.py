@@ -120,6 +120,21 @@ def default_source() -> Path | None:
     default=None,
     help="Folder for bench.json, bench.md and PNG charts (FPS; accuracy vs speed).",
 )
+@click.option(
+    "--density",
+    default=None,
+    metavar="COUNTS",
+    help="Instead of the configuration sweep: stream density. Runs 1..N copies of --source as 640x480 "
+    "30 FPS cameras (replayed at that rate, one shared model) for each count, e.g. 1,2,4,8,12,16, and "
+    "reports the most it scores keeping up, with p99 latency under 100 ms.",
+)
+@click.option(
+    "--density-seconds",
+    type=click.FloatRange(2, 600),
+    default=10.0,
+    show_default=True,
+    help="Measured seconds per camera count.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON on stdout.")
 def bench(
     bundle,
@@ -140,6 +155,8 @@ def bench(
     keras_model,
     keras_weights,
     out_dir,
+    density,
+    density_seconds,
     as_json,
 ) -> int:
     """Measure a detector bundle on this machine: model images/s, latency p50/p99, scorer µs per query,
@@ -165,6 +182,8 @@ def bench(
         )
     if not src.exists():
         raise OvdocError(f"source not found: {src}")
+    if density:
+        return _density(bundle, src, _ints(density, "density"), density_seconds, out_dir, as_json)
     cfg = BenchConfig(
         bundle=Path(bundle),
         source=src,
@@ -197,4 +216,44 @@ def bench(
         click.echo(table)
         if out_dir:
             click.echo("wrote " + ", ".join(result["written"]))
+    return 0
+
+
+def _density(bundle, source: Path, counts: list[int], seconds: float, out_dir, as_json: bool) -> int:
+    """`ovdoc bench --density`: the stream-density measurement alone (see ovdoc.runtime.bench.density)."""
+    import tempfile
+
+    from ovdoc.atomic import write_text_atomic
+    from ovdoc.runtime.bench.density import stream_density
+    from ovdoc.runtime.bench.machine import describe_machine
+    from ovdoc.runtime.stream.runtime import load_detector_for_run
+
+    if min(counts) < 1:
+        raise OvdocError("--density counts must be at least 1")
+    detector = load_detector_for_run(bundle, "CPU")
+    with tempfile.TemporaryDirectory(prefix="ovdoc-density-") as tmp:
+        result = stream_density(detector, source, counts, seconds=seconds, workdir=Path(tmp))
+    result |= {"bundle": str(bundle), "mode": detector.mode_, "machine": describe_machine()}
+    lines = [
+        f"stream density ({result['mode']} mode): {result['density']} cameras ({result['clip']})",
+        "| cameras | passed | min FPS | total FPS | p99 latency ms | p50 ms | late | load |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['cameras']} | {'yes' if r['passed'] else 'no'} | {r['min_fps']} | {r['total_fps']} | "
+        f"{r['max_latency_ms_p99']} | {r['median_latency_ms_p50']} | {r['late_resets']} | "
+        f"{r['load_1m_before']} |"
+        for r in result["rows"]
+    ]
+    table = "\n".join(lines)
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "density.json", json.dumps(result, indent=2, default=str) + "\n")
+        write_text_atomic(out / "density.md", "# Stream density\n\n" + table + "\n")
+    if as_json:
+        click.echo(table, err=True)
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        click.echo(table)
     return 0

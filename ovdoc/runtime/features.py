@@ -80,6 +80,13 @@ class FeatureExtractor:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self.queue.set_callback(self._on_done)
+        # single frames (a live camera's partial batches) go to a batch-1 copy, built in the background
+        # the first time one is seen: padding one frame to `batch` would compute batch-1 wasted images
+        self._single: ov.AsyncInferQueue | None = None
+        self._single_started = batch == 1
+        self._single_args = (model, dict(device=device, batch=1, hint=hint,
+                                         inference_precision=inference_precision, cache_dir=cache_dir,
+                                         core=self.core), jobs)
 
     # --- asynchronous interface (used by extract and the live pipeline) ---------------------------
     def set_callback(self, fn: Callable[[np.ndarray, object], None]) -> None:
@@ -103,11 +110,34 @@ class FeatureExtractor:
         n = len(prepared)
         if n == 0 or n > self.batch:
             raise OvdocError(f"a batch holds 1..{self.batch} images, got {n}")
+        if n == 1:
+            single = self._single_queue()
+            if single is not None:
+                single.start_async({0: prepared}, (1, userdata))
+                return
         # static batch is fastest on CPU: pad the tail
         self.queue.start_async({0: pad_batch(prepared, self.batch)}, (n, userdata))
 
+    def _single_queue(self) -> ov.AsyncInferQueue | None:
+        if not self._single_started:
+            self._single_started = True
+            threading.Thread(target=self._build_single, name="ovdoc-compile-batch1", daemon=True).start()
+        return self._single
+
+    def _build_single(self) -> None:
+        """Compile the batch-1 copy; until it is ready (or if it fails) single frames are padded."""
+        model, options, jobs = self._single_args
+        try:
+            queue = ov.AsyncInferQueue(compile_ir(model, self.spec, **options), jobs)
+        except Exception:  # padding still works: slower for single frames, never wrong
+            return
+        queue.set_callback(self._on_done)
+        self._single = queue
+
     def wait(self) -> None:
         self.queue.wait_all()
+        if self._single is not None:
+            self._single.wait_all()
         self.raise_pending()
 
     def raise_pending(self) -> None:
