@@ -213,8 +213,7 @@ def build(work: Path, n_index: int) -> None:
     CIFAR-10 vectors: kNN with the default index (HNSW at this size), kNN exact, LOF."""
     import openvino as ov
 
-    from ovdoc.runtime.bench.suite import _bundle_vectors
-    from ovdoc.runtime.bundle import FitConfig, fit_bundle_images, load_manifest
+    from ovdoc.runtime.bundle import FitConfig, bundle_vectors, fit_bundle_images, load_manifest
     from ovdoc.runtime.datasets import load_npz
     from ovdoc.runtime.ir import annotate, name_ports, save_ir
     from ovdoc.runtime.preprocess import PreprocessSpec
@@ -235,7 +234,7 @@ def build(work: Path, n_index: int) -> None:
             ir, iter(images), work / name, config, total=len(images), progress=False, cache_dir=cache
         )
     manifest, folder = load_manifest(work / "bundle-hnsw")
-    np.save(work / "vectors.npy", _bundle_vectors(folder, manifest))
+    np.save(work / "vectors.npy", bundle_vectors(folder, manifest))
 
 
 def run_cli(work: Path, bundle: str, frames: int | None) -> dict:

@@ -449,3 +449,50 @@ def test_single_frames_use_a_batch1_copy_with_the_same_features(seed_ir, held_ou
     singles = np.concatenate([got[i] for i in range(6)])
     np.testing.assert_allclose(singles, padded, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got[10], padded[:3], rtol=1e-4, atol=1e-5)
+
+
+def test_fit_append_adds_normal_images_and_recalibrates(fit_result, tiles, held_out, photos, tmp_path):
+    """`ovdoc fit --append`: new normal images join the index (same model), the threshold is recalibrated
+    with the previous images and the new folder held out as groups, the bundle is written atomically."""
+    from ovdoc.runtime.bundle import load_manifest
+    from ovdoc.runtime.detector import Detector
+
+    result, original = fit_result
+    new = write_pngs([cv2.imread(str(p)) for p in tiles[N_TRAIN + 40 : N_TRAIN + 100]], tmp_path / "new")
+    out = tmp_path / "appended.bundle"
+    proc = ovdoc_cli("fit", "--append", str(original), "--normal", str(new), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["appended"] == 60 and report["n_images"] == result["n_images"] + 60
+    assert report["previous_threshold"] == result["threshold"]
+    manifest, _ = load_manifest(out)  # verified: hashes and manifest hash
+    assert manifest["appended"][-1]["n_images"] == 60
+    assert "held-out folders" in manifest["threshold"]["method"]
+    before, after = Detector.load(original), Detector.load(out)
+    assert after.scorer_.describe()["n_vectors"] == result["n_images"] + 60
+    added = [cv2.imread(str(p)) for p in sorted(new.glob("*.png"))]
+    # the added tiles are now in the index: nearer than before; photos stay far above the threshold
+    assert np.median(after.score_samples(added)) < np.median(before.score_samples(added))
+    assert (after.score_samples(photos) > after.threshold_).mean() > 0.9
+    assert (after.score_samples(held_out) > after.threshold_).mean() < 0.3
+    # in place (no --out): the bundle is replaced as a whole, the original fixture untouched
+    copy = tmp_path / "inplace.bundle"
+    shutil.copytree(original, copy)
+    proc = ovdoc_cli("fit", "--append", str(copy), "--normal", str(new), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert load_manifest(copy)[0]["n_images"] == result["n_images"] + 60
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["appended.bundle", "inplace.bundle", "new"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["MODEL"], "--append keeps the bundle's own model: give no MODEL"),
+    ([], "no images in folder"),
+])  # fmt: skip
+def test_fit_append_bad_inputs_are_one_line(seed_ir, fit_result, tmp_path, args, needle):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    model = [str(seed_ir)] if args == ["MODEL"] else []
+    proc = ovdoc_cli("fit", *model, "--append", str(fit_result[1]), "--normal", str(empty),
+                     "--out", str(tmp_path / "x.bundle"))
+    assert proc.returncode != 0 and needle in error_line(proc), proc.stderr
+    assert not (tmp_path / "x.bundle").exists()

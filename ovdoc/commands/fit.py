@@ -22,7 +22,19 @@ from ovdoc.errors import OvdocError
     help="Normal images: a folder (recursive), a glob ('good/*.png'), a video file, a .npz (x) or a data "
     "spec such as fashion-mnist:sneaker. Repeatable.",
 )
-@click.option("--out", "out", required=True, type=click.Path(), help="Bundle folder to write (atomically).")
+@click.option(
+    "--out", "out", type=click.Path(), default=None,
+    help="Bundle folder to write (atomically). Required, except with --append (default: the bundle itself).",
+)
+@click.option(
+    "--append",
+    "append",
+    type=click.Path(),
+    default=None,
+    metavar="BUNDLE",
+    help="Add the --normal images to this existing (global) bundle: same model, features added to its "
+    "index, threshold recalibrated at its FPR. No MODEL with --append.",
+)
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device for feature extraction.")
 @click.option(
     "--index",
@@ -99,7 +111,8 @@ from ovdoc.errors import OvdocError
 def fit(
     model: str | None,
     normal: tuple[str, ...],
-    out: str,
+    out: str | None,
+    append: str | None,
     device: str,
     index: str,
     k: int,
@@ -145,8 +158,15 @@ def fit(
     own patches).
     """
     from ovdoc.irmodels import resolve_model
-    from ovdoc.runtime.bundle import FitConfig, fit_bundle, parse_size
+    from ovdoc.runtime.bundle import FitConfig, append_bundle, fit_bundle, parse_size
     from ovdoc.runtime.patch import PatchConfig, parse_coreset
+
+    if append is not None:
+        if model is not None:
+            raise OvdocError("--append keeps the bundle's own model: give no MODEL")
+        out = out or append
+    elif out is None:
+        raise OvdocError("--out is required: the bundle folder to write")
 
     patch_opts = {"layers": tuple(v.strip() for v in layers.split(",") if v.strip()) if layers else None,
                   "dim": dim, "neighbourhood": neighbourhood, "aggregate": aggregate, "topk": topk}
@@ -159,7 +179,10 @@ def fit(
                           **{key: v for key, v in patch_opts.items() if v is not None}),
     )
     t0 = time.perf_counter()
-    manifest = fit_bundle(resolve_model(model), list(normal), out, config, progress=True)
+    if append is not None:
+        manifest = append_bundle(append, list(normal), out, progress=True)
+    else:
+        manifest = fit_bundle(resolve_model(model), list(normal), out, config, progress=True)
     wall = time.perf_counter() - t0
     s, t, b = manifest["scorer"], manifest["threshold"], manifest["built_with"]
     result = {
@@ -181,6 +204,9 @@ def fit(
         "weight_precision": manifest["model"]["weight_precision"],
         "wall_s": round(wall, 2),
     }
+    if append is not None:
+        result["appended"] = manifest["added"]
+        result["previous_threshold"] = manifest["appended"][-1]["previous_threshold"]
     if manifest.get("mode") == "patch":
         p = manifest["patch"]
         result["mode"] = "patch"
@@ -198,7 +224,8 @@ def fit(
                    f"patches of {p['dim']}-d from {', '.join(p['layers'])}; bank {p['coreset']} patches "
                    f"({p['bank_mb']} MB, greedy k-center); score = {p['aggregate']}")
     where = f" ({s['index']} index, {s['metric']})" if s["kind"] == "knn" else ""
-    click.echo(f"bundle {out}: {result['n_images']} normal images, {s['kind']}{where}, k={s['k']}")
+    added = f" ({result['appended']} added)" if append is not None else ""
+    click.echo(f"bundle {out}: {result['n_images']} normal images{added}, {s['kind']}{where}, k={s['k']}")
     click.echo(
         f"threshold {t['value']:.4g} at FPR {t['fpr']} ({t['method']}; median normal score "
         f"{t['score_median']:.4g}); built on {b['device']} {b['inference_precision']} in {wall:.1f} s"

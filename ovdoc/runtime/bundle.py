@@ -369,6 +369,77 @@ def _write_bundle(out_dir, manifest: dict, scorer, model, spec, xml, *, copy: bo
     return manifest
 
 
+def bundle_vectors(folder: Path, manifest: dict) -> np.ndarray:
+    """The normal feature vectors stored in a global bundle (FAISS index vectors or LOF reference)."""
+    info = manifest["scorer"]
+    if info.get("kind") == "lof":
+        return np.load(folder / info.get("reference_file", "reference.npy"), allow_pickle=False)
+    import faiss
+
+    index = faiss.read_index(str(folder / info.get("index_file", "index.faiss")))
+    return index.reconstruct_n(0, index.ntotal)
+
+
+def append_bundle(bundle: str | Path, normal_sources: list[str], out_dir: str | Path | None = None, *,
+                  progress: bool = True, cache_dir: str | Path | None = None) -> dict:
+    """Add normal images to a global bundle without refitting from scratch: their features (same model,
+    same preprocessing) join the index and the threshold is recalibrated at the bundle's --fpr, the
+    previous images and each new folder / video held out as groups. Writes `out_dir` (default: the
+    bundle itself) atomically; the old bundle stays as it was until the new one is complete."""
+    from ovdoc.runtime.datasets import open_unlabelled
+    from ovdoc.runtime.features import FeatureExtractor, default_cache_dir
+    from ovdoc.runtime.scoring import ScorerSpec
+
+    manifest, folder = load_manifest(bundle)
+    if manifest.get("mode", "global") != "global":
+        raise OvdocError(f"--append adds to global bundles; {folder} is a {manifest['mode']} bundle: "
+                         "refit it with all normal images (`ovdoc fit --mode patch`)")
+    stream = open_unlabelled(normal_sources, skip_unreadable=True)
+    core = ov.Core()
+    model, spec, xml = read_ir(folder / manifest["model"]["file"], core)
+    spec = PreprocessSpec.from_dict(manifest["preprocess"])
+    built = manifest["built_with"]
+    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+    extractor = FeatureExtractor(model, spec, device=built["device"], batch=int(built.get("batch", 8)),
+                                 core=core, cache_dir=cache_dir)
+    new = extractor.extract(stream.images, progress=progress, total=stream.total, desc="new normal features")
+    if len(new) == 0:
+        raise OvdocError("no images could be read from the new normal sources")
+    old = bundle_vectors(folder, manifest)
+    feats = np.concatenate([old, new]).astype(np.float32)
+    spec_info = ScorerSpec.from_manifest(manifest["scorer"])
+    scorer_obj = spec_info.build().fit(feats)
+    old_threshold = manifest["threshold"]
+    fpr = float(old_threshold["fpr"])
+    keys = [("file", "(the bundle's previous images)")] * len(old) + list(stream.report.get("keys", []))
+    method = "leave-one-out" if spec_info.kind == "knn" else "leave-one-out (LOF of each training point)"
+    threshold = calibrate(
+        scorer_obj.loo_scores(), feats, fpr, keys=keys if len(keys) == len(feats) else None, k=spec_info.k,
+        build=lambda x: dataclasses.replace(spec_info, index="flat").build().fit(x), loo_method=method,
+    )
+    appended = list(manifest.get("appended", [])) + [{
+        "sources": stream.names, "n_images": int(len(new)), "previous_threshold": old_threshold["value"],
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}]
+    new_manifest = {k: v for k, v in manifest.items() if k not in ("files", SELF_HASH_KEY, "versions")} | {
+        "n_images": int(len(feats)),
+        "scorer": scorer_obj.describe(),
+        "threshold": threshold,
+        "normal_sources": list(manifest.get("normal_sources", [])) + stream.names,
+        "appended": appended,
+    }
+    target = Path(out_dir) if out_dir is not None else folder
+    with atomic_dir(target) as tmp:
+        for name in manifest["files"]:  # the model files, byte for byte (the index is rewritten below)
+            if name in (manifest["model"]["file"], manifest["model"]["weights"]):
+                shutil.copy2(folder / name, tmp / name)
+        scorer_obj.save(tmp)
+        new_manifest["versions"] = library_versions()
+        new_manifest["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
+        new_manifest[SELF_HASH_KEY] = hashlib.sha256(_canonical(new_manifest)).hexdigest()
+        (tmp / MANIFEST).write_text(json.dumps(new_manifest, indent=2, sort_keys=True) + "\n")
+    return new_manifest | {"added": int(len(new))}
+
+
 def save_threshold(bundle: str | Path, value: float, *, by: str = "user") -> Path:
     """Write a new threshold into a bundle's manifest (verified first, re-hashed, replaced atomically);
     the calibrated one stays on record under threshold.history."""

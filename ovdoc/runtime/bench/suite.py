@@ -23,6 +23,7 @@ from ovdoc.errors import OvdocError, VerificationError, first_line
 from ovdoc.log import get_logger, quiet
 from ovdoc.runtime.arrays import spread
 from ovdoc.runtime.bench import measure
+from ovdoc.runtime.bundle import bundle_vectors
 from ovdoc.runtime.preprocess import PreprocessSpec
 from ovdoc.runtime.scoring import ScorerSpec
 
@@ -350,7 +351,7 @@ def _bench_precision(cfg: BenchConfig, inputs: BenchInputs, device: str, precisi
         normal = first.extract(inputs.normal_images, progress=False)
         index_note = None
     else:
-        normal = _bundle_vectors(inputs.folder, manifest)
+        normal = bundle_vectors(inputs.folder, manifest)
         index_note = "index from the bundle (built on {})".format(
             (manifest.get("built_with") or {}).get("device", "?")
         )
@@ -409,17 +410,6 @@ def _bench_precision(cfg: BenchConfig, inputs: BenchInputs, device: str, precisi
                     f"pipeline {row.get('pipeline_fps') or 0:>7.1f} FPS"
                 )
     return rows, normal if precision == "FP32" else None
-
-
-def _bundle_vectors(folder: Path, manifest: dict) -> np.ndarray:
-    """The normal feature vectors stored in the bundle (FAISS index vectors or LOF reference)."""
-    info = manifest["scorer"]
-    if info.get("kind") == "lof":
-        return np.load(folder / info.get("reference_file", "reference.npy"), allow_pickle=False)
-    import faiss
-
-    index = faiss.read_index(str(folder / info.get("index_file", "index.faiss")))
-    return index.reconstruct_n(0, index.ntotal)
 
 
 def _fit_scorer(spec: ScorerSpec, normal: np.ndarray):
