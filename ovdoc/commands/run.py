@@ -22,6 +22,19 @@ def demo_paths() -> tuple[Path, Path]:
 DEFAULT_SMOOTH = 10  # the original app averaged the last 10 scores
 
 
+def reload_on_sighup(pipeline) -> None:
+    """`kill -HUP <pid>`: load the bundle again and swap it in between batches (see stream/reload.py)."""
+    import signal
+
+    from ovdoc.runtime.stream.messages import Command, Control
+
+    if hasattr(signal, "SIGHUP"):
+        def on_hup(signum, frame) -> None:
+            pipeline.post(Command(Control.RELOAD, by="SIGHUP"))
+
+        signal.signal(signal.SIGHUP, on_hup)
+
+
 def check_outputs(outputs) -> None:
     """Bad --mqtt/--webhook/--serve values are refused before the model loads (one line)."""
     if outputs.serve:
@@ -308,8 +321,11 @@ def run(
             realtime=realtime,
             duration_s=duration,
             episodes_dir=Path(episodes_dir) if episodes_dir else None,
+            watch_bundle=True,
         )
-        summary = Pipeline(detector, opened, options, outputs=outputs).run()
+        pipeline = Pipeline(detector, opened, options, outputs=outputs)
+        reload_on_sighup(pipeline)
+        summary = pipeline.run()
     finally:
         for src in opened:
             src.close()

@@ -27,6 +27,7 @@ from ovdoc.runtime.stream.episodes import EpisodeTracker, snapshot_jpeg
 from ovdoc.runtime.stream.messages import Command, Control, Result
 from ovdoc.runtime.stream.reader import End, Preparer, Reader
 from ovdoc.runtime.stream.regions import hottest_region
+from ovdoc.runtime.stream.reload import BundleWatcher, Reloader
 from ovdoc.runtime.stream.scorer import BatchScorer
 from ovdoc.runtime.stream.sinks import Sink, SinkContext
 from ovdoc.runtime.stream.sources import Frame, FrameSource
@@ -48,6 +49,7 @@ class RunOptions:
     realtime: bool = False  # files: hand frames on at the file's own frame rate
     duration_s: float | None = None  # stop after this many seconds (readers end, in-flight frames count)
     episodes_dir: Path | None = None  # write each episode's peak frame here as JPEG (named in anomaly_end)
+    watch_bundle: bool = False  # reload the bundle when its manifest changes on disk
 
 
 class SinkError(Exception):
@@ -88,7 +90,9 @@ class Lane:
 class LiveLoop:
     """Runs lanes through one shared BatchScorer until every lane ends (or quit, Ctrl-C, an error)."""
 
-    def __init__(self, detector, lanes: list[Lane], options: RunOptions) -> None:
+    def __init__(
+        self, detector, lanes: list[Lane], options: RunOptions, reloader: Reloader | None = None
+    ) -> None:
         if options.smooth < 1:
             raise OvdocError(f"--smooth must be at least 1, got {options.smooth}")
         self.det = detector
@@ -98,6 +102,8 @@ class LiveLoop:
         # patch bundles calibrate the map's level apart from the image score's
         patch = getattr(detector, "mode_", "global") == "patch"
         self.map_threshold = float(getattr(detector, "map_threshold_", self.threshold)) if patch else None
+        self.reloader = reloader or Reloader()
+        self.reloads = 0
         self.stop = threading.Event()
         self.prepared: queue.Queue = queue.Queue(maxsize=max(2, options.queue_size))
         self.incidents: queue.SimpleQueue = queue.SimpleQueue()
@@ -139,6 +145,8 @@ class LiveLoop:
                         lane.decider.reset()
             elif command.control is Control.SET_THRESHOLD:
                 self._set_threshold(lanes, command)
+            elif command.control is Control.RELOAD:
+                self.reloader.start(self.det, command.by)
             elif command.control is Control.SAVE:
                 for lane in lanes:
                     for sink in lane.sinks:
@@ -162,6 +170,35 @@ class LiveLoop:
                 record["saved_to"] = saved
             for sink in lane.sinks:
                 self._call(sink, sink.event, record)
+
+    def _swap(self, scorer: BatchScorer, new, error: str | None, by: str) -> BatchScorer:
+        """A reload finished: swap the detector between batches (what the old one has in flight is
+        delivered first, so no frame is lost or reordered), or say why not; an event either way."""
+        if error is not None or new is None:
+            record = {"event": "bundle_reload_failed", "reason": error, "by": by, "time": time.time(),
+                      "kept": str(getattr(self.det, "bundle_", ""))}
+            self._event_to_all(record)
+            return scorer
+        self._deliver(scorer.ready(wait=True))
+        self.det = new
+        scorer = BatchScorer(new)
+        self.reloads += 1
+        if self.opt.threshold is None:  # --threshold still overrides; else the new bundle's own
+            self.threshold = float(new.threshold_)
+            for lane in self.lanes:
+                lane.decider.threshold = self.threshold
+        if self.map_threshold is not None:
+            self.map_threshold = float(getattr(new, "map_threshold_", self.threshold))
+        manifest = getattr(new, "manifest_", {})
+        self._event_to_all({"event": "bundle_reloaded", "bundle": str(new.bundle_), "by": by,
+                            "threshold": self.threshold, "n_images": manifest.get("n_images"),
+                            "time": time.time()})
+        return scorer
+
+    def _event_to_all(self, record: dict) -> None:
+        for lane in self.lanes:
+            for sink in lane.sinks:
+                self._call(sink, sink.event, record | {"source": lane.source.name})
 
     def threshold_of(self, source_id: int) -> float:
         return self.lanes[source_id].decider.threshold
@@ -197,7 +234,7 @@ class LiveLoop:
                 realtime=self.opt.realtime,
             )
             lane.preparer = Preparer(
-                self.det.prepare,
+                lambda image: self.det.prepare(image),  # the current detector: a reload swaps it
                 src.res,
                 captured,
                 self.prepared,
@@ -215,9 +252,9 @@ class LiveLoop:
         mode: a patch map is drawn at the frame's size, so patch mode keeps the resize)."""
         if any(getattr(sink, "needs_pixels", True) for sink in lane.sinks) or lane.episodes.keep_snapshot:
             return None
-        if getattr(self.det, "mode_", "global") != "global":
+        if getattr(self.det, "mode_", "global") != "global" or not hasattr(self.det, "prepare_at"):
             return None
-        return getattr(self.det, "prepare_at", None)
+        return lambda image, res: self.det.prepare_at(image, res)
 
     def _collect(self, size: int, wait_s: float = 0.2) -> tuple[list[Frame], list]:
         """Up to `size` prepared frames: a live source sends what is there (latency), files wait for a
@@ -366,6 +403,10 @@ class LiveLoop:
         `fatal` and each lane's counters afterwards."""
         scorer = BatchScorer(self.det)
         batch = scorer.batch
+        watcher = None
+        if self.opt.watch_bundle and Path(str(getattr(self.det, "bundle_", ""))).is_dir():
+            watcher = BundleWatcher(self.det.bundle_, self.post)
+            watcher.start()
         self._ended: set[int] = set()
         self._active = len(self.lanes)
         start = time.perf_counter()
@@ -390,6 +431,9 @@ class LiveLoop:
                         self._skip(frames)
                 self._deliver(scorer.ready())
                 self._apply_commands()
+                outcome = self.reloader.take()
+                if outcome is not None:
+                    scorer = self._swap(scorer, *outcome)
             if not self.stop.is_set():  # ended (or max_frames): what is in flight still counts
                 self._deliver(scorer.ready(wait=True))
             self._close_episodes()
@@ -405,6 +449,8 @@ class LiveLoop:
         except Exception as exc:  # inference failed mid-run: summary + one line, not a traceback
             self.fatal = exc
         finally:
+            if watcher is not None:
+                watcher.close()
             self.stop.set()
             for lane in self.lanes:
                 lane.stop.set()

@@ -23,6 +23,7 @@ class Control(str, Enum):
     PAUSE = "pause"
     RESUME = "resume"
     SET_THRESHOLD = "threshold"  # value = the new threshold; save = also write it into the bundle
+    RELOAD = "reload"  # load the bundle again (changed on disk) and swap it in between batches
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@
     /api/events        server-sent events: scores (rate-limited), episodes, threshold changes, incidents
     /api/threshold     POST {"camera": N, "value": x, "save": false}: takes effect from the next frame
     /api/scoring       POST {"action": "pause" | "resume"}
+    /api/reload        POST: load the bundle again and swap it in between batches (stream/reload.py)
     /metrics           Prometheus text format: frames, anomalies, dropped, episodes, FPS, latency per camera
 
 aiohttp serves it from a thread of its own with its own event loop; the live loop's thread only updates
@@ -138,7 +139,7 @@ class WebState:
         self.publish(message)
 
     def on_event(self, camera_id: int, record: dict) -> None:
-        if record.get("event") == "threshold_changed":
+        if record.get("event") in ("threshold_changed", "bundle_reloaded"):
             with self.lock:
                 self.cameras[camera_id].threshold = float(record["threshold"])
         self.publish({"type": "event", "camera": camera_id, **record})
@@ -301,6 +302,7 @@ class WebServer:
             web.get("/api/events", self._events),
             web.post("/api/threshold", self._threshold),
             web.post("/api/scoring", self._scoring),
+            web.post("/api/reload", self._reload),
             web.get("/metrics", self._metrics),
         ])  # fmt: skip
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -439,6 +441,12 @@ class WebServer:
             raise web.HTTPBadRequest(text='action must be "pause" or "resume"')
         self.state.post(Command(Control.PAUSE if action == "pause" else Control.RESUME))
         return web.json_response({"action": action}, status=202)
+
+    async def _reload(self, request):
+        from aiohttp import web
+
+        self.state.post(Command(Control.RELOAD, by="web"))
+        return web.json_response({"reload": "requested"}, status=202)
 
     async def _metrics(self, request):
         from aiohttp import web

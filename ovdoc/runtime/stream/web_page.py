@@ -17,7 +17,8 @@ PAGE = """<!doctype html>
  #episodes{padding:0 1em 1em 1em;font-size:.85em} #episodes li{margin:.2em 0}
 </style></head><body>
 <header><h1>ovdoc</h1><span id="state">connecting…</span>
-<button id="pause">pause scoring</button></header>
+<button id="pause">pause scoring</button> <button id="reload">reload bundle</button>
+<span id="bundle"></span></header>
 <main id="cams"></main>
 <section id="episodes"><h2 style="font-size:1em">Episodes</h2><ol id="eplist" reversed></ol></section>
 <script>
@@ -96,6 +97,12 @@ async function start() {
     const m = JSON.parse(e.data);
     if (m.type === "score") onScore(m);
     else if (m.type === "episode") onEpisode(m);
+    else if (m.type === "event" && m.event.startsWith("bundle_reload")) {
+      document.getElementById("bundle").textContent = m.event === "bundle_reloaded"
+        ? `bundle reloaded (${m.by})` : `reload refused: ${m.reason}`;
+      if (m.event === "bundle_reloaded") { const c = cams[m.camera]; c.threshold = m.threshold;
+        document.getElementById("slider" + m.camera).value = m.threshold; }
+    }
     else if (m.type === "event" && m.event === "threshold_changed") {
       const c = cams[m.camera]; c.threshold = m.threshold;
       document.getElementById("slider" + m.camera).value = m.threshold;
@@ -103,6 +110,7 @@ async function start() {
     }
   };
 }
+document.getElementById("reload").addEventListener("click", () => post("/api/reload", {}));
 document.getElementById("pause").addEventListener("click", async () => {
   await post("/api/scoring", {action: scoring ? "pause" : "resume"});
   scoring = !scoring;
