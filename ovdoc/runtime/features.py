@@ -121,7 +121,8 @@ class FeatureExtractor:
     def _single_queue(self) -> ov.AsyncInferQueue | None:
         if not self._single_started:
             self._single_started = True
-            threading.Thread(target=self._build_single, name="ovdoc-compile-batch1", daemon=True).start()
+            # not a daemon: an interpreter exiting during a native compile aborts; exit waits for it
+            threading.Thread(target=self._build_single, name="ovdoc-compile-batch1", daemon=False).start()
         return self._single
 
     def _build_single(self) -> None:

@@ -42,7 +42,8 @@ class Reloader:
             if self._busy:
                 return False
             self._busy = True
-        threading.Thread(target=self._run, args=(current, by), name="ovdoc-reload", daemon=True).start()
+        # not a daemon: exiting in the middle of a native compile would abort the process
+        threading.Thread(target=self._run, args=(current, by), name="ovdoc-reload", daemon=False).start()
         return True
 
     def _run(self, current, by: str) -> None:
