@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import http.client
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ MAX_GROWTH = 0.05
 MIN_WARMUP_S = 120.0
 WARMUP_FRACTION = 0.10
 WINDOW_S = 60.0
+SHUTDOWN_S = 15.0  # --serve: the web server stops while videos are finished and the summary written
 
 
 # --- sampling --------------------------------------------------------------------------------------
@@ -119,9 +121,11 @@ def analyse_samples(samples: list[dict], max_growth: float = MAX_GROWTH) -> dict
     return out
 
 
-def check_events(path: Path, expected_frames: int) -> dict:
-    """Every line parses; scored lines are frames 0..N-1 in order with no gap; N == expected_frames."""
-    frames: list[int] = []
+def check_events(path: Path, expected_frames: int | list[int]) -> dict:
+    """Every line parses; each camera's scored lines are frames 0..N-1 in order with no gap, N its own
+    summary count (several cameras: `expected_frames` is a list, lines carry `camera`)."""
+    expected = expected_frames if isinstance(expected_frames, list) else [expected_frames]
+    per_camera: dict[int, list[int]] = {i: [] for i in range(len(expected))}
     incidents: dict[str, int] = {}
     bad = 0
     with open(path, encoding="utf-8") as fh:
@@ -133,16 +137,18 @@ def check_events(path: Path, expected_frames: int) -> dict:
                 continue
             if "event" in record:  # source incidents and anomaly episodes
                 incidents[record["event"]] = incidents.get(record["event"], 0) + 1
-            elif "frame" in record:
-                frames.append(int(record["frame"]))
+            elif "frame" in record and int(record.get("camera", 0)) in per_camera:
+                per_camera[int(record.get("camera", 0))].append(int(record["frame"]))
             else:
                 bad += 1
-    contiguous = frames == list(range(len(frames)))
-    ok = bad == 0 and contiguous and len(frames) == expected_frames
+    counts = [len(per_camera[i]) for i in range(len(expected))]
+    contiguous = all(f == list(range(len(f))) for f in per_camera.values())
+    ok = bad == 0 and contiguous and counts == expected
     return {
         "ok": ok,
         "lines_unparseable": bad,
-        "frames": len(frames),
+        "frames": sum(counts) if len(counts) > 1 else counts[0],
+        "frames_per_camera": counts,
         "expected_frames": expected_frames,
         "contiguous": contiguous,
         "incidents": incidents,
@@ -199,18 +205,96 @@ def fit_bundle(video: Path, out: Path) -> Path:
     return bundle
 
 
+class Viewer:
+    """The web view kept open the way a browser keeps it: camera 0's MJPEG stream and the event stream
+    read continuously, /api/status and /metrics polled; every failed request counted."""
+
+    def __init__(self, port: int, cameras: int) -> None:
+        import threading
+
+        self.base = f"http://127.0.0.1:{port}"
+        self.cameras = cameras
+        self.stop = threading.Event()
+        self.errors: list[float] = []  # when each request failed (monotonic)
+        self.polls = 0
+        self.bytes = {"stream": 0, "events": 0}
+        self.threads = [threading.Thread(target=f, daemon=True)
+                        for f in (self._stream, self._events, self._poll)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _read(self, path: str, key: str) -> None:
+        import urllib.request
+
+        while not self.stop.is_set():
+            try:
+                with urllib.request.urlopen(self.base + path, timeout=30) as r:
+                    while not self.stop.is_set():
+                        chunk = r.read(65536)
+                        if not chunk:
+                            break
+                        self.bytes[key] += len(chunk)
+            except (OSError, http.client.HTTPException):
+                self.errors.append(time.monotonic())
+                self.stop.wait(2.0)
+
+    def _stream(self) -> None:
+        self._read("/stream/0", "stream")
+
+    def _events(self) -> None:
+        self._read("/api/events", "events")
+
+    def _poll(self) -> None:
+        import urllib.request
+
+        while not self.stop.wait(10.0):
+            for path in ("/api/status", "/metrics"):
+                try:
+                    with urllib.request.urlopen(self.base + path, timeout=10) as r:
+                        r.read()
+                    self.polls += 1
+                except (OSError, http.client.HTTPException):
+                    self.errors.append(time.monotonic())
+
+    def report(self, run_ended: float) -> dict:
+        """Failures before the run's last SHUTDOWN_S count (its own end closes every stream)."""
+        self.stop.set()
+        errors = [t for t in self.errors if t < run_ended - SHUTDOWN_S]
+        return {"http_errors": len(errors), "errors_at_shutdown": len(self.errors) - len(errors),
+                "polls": self.polls, "bytes": self.bytes}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_soak(args: argparse.Namespace, work: Path) -> dict:
     bundle = Path(args.bundle) if args.bundle else fit_bundle(Path(args.source), work)
     events, video = work / "events.jsonl", work / "soak.avi"
     duration = args.minutes * 60.0
     cmd = [
-        sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(args.source),
+        sys.executable, "-m", "ovdoc", "run", str(bundle),
+        *[a for _ in range(args.cameras) for a in ("--source", str(args.source))],
         "--res", args.res, "--loop", "--realtime", "--duration", f"{duration:g}", "--headless",
         "--events", str(events), "--save-video", str(video), "--json", "--batch", str(args.batch),
     ]  # fmt: skip
+    port = free_port() if args.serve else None
+    if port is not None:
+        cmd += ["--serve", f"127.0.0.1:{port}"]
     print(" ".join(cmd), flush=True)
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    viewer = None
+    if port is not None:
+        time.sleep(8.0)  # model load and server start
+        viewer = Viewer(port, args.cameras)
+        viewer.start()
     samples: list[dict] = []
     next_t = started + args.interval  # the first sample once the process is up, not its exec
     while proc.poll() is None:
@@ -232,7 +316,11 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
         summary = json.loads(out)
     except json.JSONDecodeError:
         summary = {"error": f"no JSON summary (exit {proc.returncode}): {err.strip()[-500:]}"}
-    frames = int(summary.get("frames", -1))
+    per = summary.get("sources")
+    frames = [int(p["frames"]) for p in per] if per else int(summary.get("frames", -1))
+    videos = [video.with_name(f"{video.stem}-{i}{video.suffix}") for i in range(args.cameras)] \
+        if args.cameras > 1 else [video]
+    checked = [check_video(v, n) for v, n in zip(videos, frames if per else [frames], strict=True)]
     result = {
         "command": cmd,
         "returncode": proc.returncode,
@@ -242,7 +330,9 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
         "samples": samples,
         "memory": analyse_samples(samples),
         "events": check_events(events, frames) if events.exists() else {"ok": False, "reason": "missing"},
-        "video": check_video(video, frames),
+        "video": checked[0] | {"per_camera": checked, "ok": all(c["ok"] for c in checked)},
+        "cameras": args.cameras,
+        "web_view": viewer.report(started + wall) if viewer is not None else None,
     }
     result["ok"] = bool(
         proc.returncode == 0
@@ -250,6 +340,7 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
         and result["memory"].get("ok")
         and result["events"].get("ok")
         and result["video"].get("ok")
+        and (viewer is None or (result["web_view"]["http_errors"] == 0 and result["web_view"]["polls"] > 0))
     )
     return result
 
@@ -281,6 +372,11 @@ def write_report(result: dict, out: Path, args: argparse.Namespace) -> None:
                         f"{ev.get('lines_unparseable', 'n/a')} unparseable, incidents {ev.get('incidents')}"),
         ("saved video", f"{vid.get('frames_counted', 'n/a')} frames read back "
                         f"(expected {vid.get('expected_frames', 'n/a')}), {vid.get('size')}"),
+        ("cameras", f"{result.get('cameras', 1)} (the same clip, one process, one model)"),
+        ("web view", "off" if not result.get("web_view") else
+         f"open all along: MJPEG {result['web_view']['bytes']['stream'] / mib:.0f} MiB and "
+         f"{result['web_view']['bytes']['events'] / 1024:.0f} KiB of events read, "
+         f"{result['web_view']['polls']} status/metrics polls, {result['web_view']['http_errors']} errors"),
         ("load average (1 min) min / median / max",
          f"{min(loads):.2f} / {statistics.median(loads):.2f} / {max(loads):.2f} (2 cores, shared)"),
         ("process CPU s", f"{result['samples'][-1]['cpu_s'] if result['samples'] else 'n/a'}"),
@@ -289,7 +385,8 @@ def write_report(result: dict, out: Path, args: argparse.Namespace) -> None:
     lines = [
         "# Soak run",
         "",
-        f"`python benchmarks/soak.py --minutes {args.minutes:g}` on {result['date']}, "
+        f"`python benchmarks/soak.py --minutes {args.minutes:g} --cameras {args.cameras}"
+        f"{' --serve' if args.serve else ''}` on {result['date']}, "
         f"{result['machine']}. `ovdoc run` on vtest.avi at 640x480, "
         f"`--loop --realtime --batch {args.batch}`, events and saved video on, sampled every "
         f"{args.interval:g} s from /proc. Warm-up = first max(2 min, 10 % of the run); baseline = "
@@ -350,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         "8 slots for it (measured: ~1 core at 10 FPS for the 224 px backbone vs ~0.15 with batch 1)",
     )
     ap.add_argument("--bundle", default=None, help="default: fit one from the clip's first frames")
+    ap.add_argument("--cameras", type=int, default=1, help="the clip as this many cameras in one process")
+    ap.add_argument("--serve", action="store_true", help="web view on, kept open by a reader all along")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--keep", action="store_true", help="keep the events file and the video")
     args = ap.parse_args(argv)

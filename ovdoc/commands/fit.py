@@ -100,7 +100,7 @@ from ovdoc.errors import OvdocError
               help="patch: AvgPool kernel around each patch (odd).")
 @click.option("--aggregate", type=click.Choice(["max", "topk", "smooth_max"]), default=None,
               help="patch: image score from the map: smooth_max = maximum of the Gaussian-smoothed "
-              "map; topk (default, 30) = mean of the --topk hottest patches; max = hottest patch.")
+              "map; topk (default, 10) = mean of the --topk hottest patches; max = hottest patch.")
 @click.option("--topk", type=click.IntRange(1, 100000), default=None, help="patch: patches averaged by topk.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="patch: projection, coreset start and calibration split.")

@@ -37,8 +37,11 @@ FORMAT = "ovdoc-bundle"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MODES = ("global", "patch")
-# default patch-mode input area (pixels): about 224x192, chosen on the magnetic-tile validation split
-PATCH_AREA = 224 * 192
+# default patch-mode input area (pixels): about 128x96. Chosen on the magnetic-tile validation split (seeds
+# 0 and 1; seed 2 as a check): smaller inputs give each stride-8 patch more of the part's context — wide
+# "uneven" texture defects need it — and beat 192x224 (val image AUROC 0.940 vs 0.924, pooled pixel AUROC
+# 0.91 vs 0.79), at about 3x the speed; inputs larger than 192x224 were worse still.
+PATCH_AREA = 128 * 96
 MANIFEST = "manifest.json"
 SELF_HASH_KEY = "manifest_sha256"
 

@@ -99,7 +99,8 @@ class Detector:
 
     # --- live-loop API (used by ovdoc.runtime.stream) ---------------------------------------------------
     # The live loop talks to a Detector only through these — mode_, preprocess, prepare, prepare_at, batch,
-    # set_callback, submit, wait, score_outputs, map_to_frame, smooth_map, threshold_, map_threshold_ — so
+    # set_callback, submit, wait, score_outputs, map_to_frame, smooth_map, peak_point, threshold_,
+    # map_threshold_ — so
     # it never depends on how features are extracted or scored (global kNN, patch maps) and a fake
     # detector can test it (tests/test_stages.py; tests/test_stream.py's PublicOnly holds a real one to it).
     @property
@@ -177,6 +178,39 @@ class Detector:
         sigma = float((self.manifest_.get("patch") or {}).get("map_sigma_cells", 1.0))
         return gaussian_smooth(np.asarray(map_hw, np.float32)[None], sigma)[0] - self.map_baseline_
 
+    def peak_point(self, map_hw: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[int, int]:
+        """(x, y) in frame pixels where the anomaly is: the peak of the grid smoothed lightly
+        (PEAK_SIGMA_CELLS), which keeps small defects in place where the area map blurs them."""
+        from ovdoc.runtime.patch import PEAK_SIGMA_CELLS, gaussian_smooth
+
+        grid = gaussian_smooth(np.asarray(map_hw, np.float32)[None], PEAK_SIGMA_CELLS)[0]
+        gy, gx = np.unravel_index(int(np.argmax(grid)), grid.shape)
+        gh, gw = grid.shape
+        x0, y0, cw, ch = self._grid_area(frame_shape)
+        fh, fw = int(frame_shape[0]), int(frame_shape[1])
+        x = min(fw - 1, int(x0 + (gx + 0.5) * cw / gw))
+        y = min(fh - 1, int(y0 + (gy + 0.5) * ch / gh))
+        return x, y
+
+    def hottest_points(self, images: ImagesLike) -> list[tuple[int, int]]:
+        """Per image, (x, y) of its anomaly's centre in image pixels (see peak_point)."""
+        self._need_patch("hottest_points")
+        frames = self._as_images(images)
+        maps = self.scorer_.patch_maps(self.extractor_.extract(frames, progress=False))
+        return [self.peak_point(m, f.shape) for m, f in zip(maps, frames, strict=True)]
+
+    def _grid_area(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(x0, y0, w, h) of the frame the patch grid covers: all of it (stretch) or the centred crop."""
+        fh, fw = int(frame_shape[0]), int(frame_shape[1])
+        if self.spec_.resize == "stretch":
+            return 0, 0, fw, fh
+        aspect = self.spec_.width / self.spec_.height
+        if fw / fh > aspect:
+            cw, ch = max(1, round(fh * aspect)), fh
+        else:
+            cw, ch = fw, max(1, round(fw / aspect))
+        return (fw - cw) // 2, (fh - ch) // 2, cw, ch
+
     def map_to_frame(self, map_hw: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
         """A [h, w] map in model-input geometry -> float32 map of the frame's size, undoing crop/resize.
 
@@ -189,12 +223,7 @@ class Detector:
         m = np.asarray(map_hw, np.float32)
         if self.spec_.resize == "stretch":
             return cv2.resize(m, (fw, fh), interpolation=cv2.INTER_LINEAR)
-        aspect = self.spec_.width / self.spec_.height
-        if fw / fh > aspect:
-            cw, ch = max(1, round(fh * aspect)), fh
-        else:
-            cw, ch = fw, max(1, round(fw / aspect))
-        x0, y0 = (fw - cw) // 2, (fh - ch) // 2
+        x0, y0, cw, ch = self._grid_area(frame_shape)
         out = np.full((fh, fw), float(m.min()) if m.size else 0.0, np.float32)
         out[y0 : y0 + ch, x0 : x0 + cw] = cv2.resize(m, (cw, ch), interpolation=cv2.INTER_LINEAR)
         return out

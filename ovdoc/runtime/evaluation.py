@@ -205,12 +205,19 @@ def frame_maps(detector, images: list) -> tuple[np.ndarray, list[np.ndarray]]:
     The same arithmetic as `Detector.score_samples` + `Detector.anomaly_map` (shared contract:
     features -> score_outputs -> smooth_map -> map_to_frame), without running the model twice.
     """
+    scores, maps, _ = frame_maps_and_points(detector, images)
+    return scores, maps
+
+
+def frame_maps_and_points(detector, images: list) -> tuple[np.ndarray, list[np.ndarray], list]:
+    """`frame_maps` plus each image's anomaly centre (x, y) (Detector.peak_point), from the same pass."""
     scored = detector.score_outputs(detector.features(images))
     maps = [
         detector.map_to_frame(detector.smooth_map(m), img.shape)
         for m, img in zip(scored.maps, images, strict=True)
     ]
-    return np.asarray(scored.scores, np.float64), maps
+    points = [detector.peak_point(m, img.shape) for m, img in zip(scored.maps, images, strict=True)]
+    return np.asarray(scored.scores, np.float64), maps, points
 
 
 def evaluate_patch_detector(
@@ -223,7 +230,7 @@ def evaluate_patch_detector(
     max_side: int | None = None,
 ) -> PixelEval:
     """Image AUROC and, with masks, pixel AUROC and PRO of a patch-mode detector (maps shrunk to max_side)."""
-    from ovdoc.runtime.pixel_metrics import MAX_SIDE, downsample_pair, pixel_metrics
+    from ovdoc.runtime.pixel_metrics import MAX_SIDE, binarize_mask, downsample_pair, pixel_metrics
 
     if len(normal) == 0 or len(anomalous) == 0:
         raise OvdocError("evaluation needs at least one normal and one anomalous image")
@@ -231,39 +238,32 @@ def evaluate_patch_detector(
         raise OvdocError("anomaly maps need a patch-mode bundle (`ovdoc fit --mode patch`)")
     side = max_side or MAX_SIDE
 
-    def run(images: list, masks: list | None) -> tuple[np.ndarray, list, list]:
-        scores, small_maps, small_masks = [], [], []
+    def run(images: list, masks: list | None) -> tuple[np.ndarray, list, list, list]:
+        scores, small_maps, small_masks, hits = [], [], [], []
         for start in range(0, len(images), CHUNK):
             chunk = list(images[start : start + CHUNK])
-            s, maps = frame_maps(detector, chunk)
+            s, maps, points = frame_maps_and_points(detector, chunk)
             scores.append(s)
             for i, m in enumerate(maps):
                 mask = masks[start + i] if masks is not None else None
                 a, b = downsample_pair(m, mask, side)
                 small_maps.append(a)
                 small_masks.append(b)
-        return np.concatenate(scores), small_maps, small_masks
+                if mask is not None and binarize_mask(mask).any():
+                    x, y = points[i]
+                    hits.append(bool(binarize_mask(mask)[y, x]))
+        return np.concatenate(scores), small_maps, small_masks, hits
 
-    n_scores, n_maps, n_masks = run(list(normal), normal_masks)
-    a_scores, a_maps, a_masks = run(list(anomalous), anomalous_masks)
+    n_scores, n_maps, n_masks, _ = run(list(normal), normal_masks)
+    a_scores, a_maps, a_masks, a_hits = run(list(anomalous), anomalous_masks)
     result = EvalResult(n_scores, a_scores, float(detector.threshold_))
     pixel = None
     if anomalous_masks is not None:
         pixel = pixel_metrics(n_maps + a_maps, n_masks + a_masks) | {
             "max_side": side,
-            "hottest_in_mask": hottest_in_mask(a_maps, a_masks),
+            "hottest_in_mask": float(np.mean(a_hits)) if a_hits else None,
         }
     return PixelEval(result, n_maps, a_maps, n_masks, a_masks, pixel)
-
-
-def hottest_in_mask(maps: list, masks: list) -> float | None:
-    """Share of anomalous images (with a non-empty mask) whose map maximum lies inside the mask."""
-    hits = [
-        bool(k[np.unravel_index(int(np.argmax(m)), m.shape)])
-        for m, k in zip(maps, masks, strict=True)
-        if k.any()
-    ]
-    return float(np.mean(hits)) if hits else None
 
 
 def _fit_tile(img: np.ndarray, tile: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:

@@ -319,7 +319,7 @@ class LiveLoop:
             lane.anomalies += anomalous
             box = peak = None
             if item.map is not None:
-                box, peak = hottest_region(item.map)
+                box, peak = hottest_region(item.map, at=getattr(item, "peak_xy", None))
             result = Result(
                 frame, score, smoothed, anomalous, lane.decider.threshold, item.map, box, peak,
                 self.map_threshold,

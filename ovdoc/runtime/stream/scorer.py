@@ -29,6 +29,7 @@ class Scored:
     frame: Frame
     score: float
     map: np.ndarray | None = None
+    peak_xy: tuple[int, int] | None = None  # patch mode: where the anomaly is (Detector.peak_point)
 
 
 class BatchScorer:
@@ -76,7 +77,9 @@ class BatchScorer:
                 out.extend(Scored(f, s) for f, s in zip(frames, scores, strict=True))
             else:
                 to_frame, smooth = self.det.map_to_frame, self._smooth
+                point = getattr(self.det, "peak_point", None)
                 out.extend(
-                    Scored(f, s, to_frame(smooth(m), f.image.shape))
+                    Scored(f, s, to_frame(smooth(m), f.image.shape),
+                           point(m, f.image.shape) if point is not None else None)
                     for f, s, m in zip(frames, scores, scored.maps, strict=True)
                 )

@@ -95,17 +95,19 @@ class EventSink(Sink):
         if result.box is not None:
             record["box"] = list(result.box)
             record["peak"] = result.peak
-        if self.ctx.tag_source:
+        if self.ctx.tag_source:  # several sources in one file: say which (the same file may be given twice)
             record["source"] = self.ctx.source_name
+            record["camera"] = self.ctx.source_id
         self.writer.write(record)
 
     def event(self, record: dict) -> None:
-        self.writer.write(record)
+        self.writer.write(record | {"camera": self.ctx.source_id} if self.ctx.tag_source else record)
 
     def episode(self, record: dict) -> None:
         from ovdoc.runtime.stream.episodes import public
 
-        self.writer.write(public(record))
+        record = public(record)
+        self.writer.write(record | {"camera": self.ctx.source_id} if self.ctx.tag_source else record)
 
     def close(self, ok: bool) -> None:
         if self.writer is None:
