@@ -55,6 +55,11 @@ step "ovdoc run BUNDLE --source VIDEO"
 "$ovdoc" run tiles.bundle --source "$shared/data/video/vtest.avi" --res 640x480 --headless --json --max-frames 200 > run.json
 "$py" -c "import json; r=json.load(open('run.json')); assert r['frames'] == 200 and r['stopped'] == 'max_frames', r; print('run:', r['frames'], 'frames at', r['fps'], 'FPS')"
 
+step "ovdoc run: two sources, one model, episodes, web view (aiohttp) on a free port"
+"$ovdoc" run tiles.bundle --source "$shared/data/video/vtest.avi" --source "$shared/data/video/bikes.mp4" \
+  --res 640x480 --headless --json --max-frames 40 --episodes-dir episodes --serve 127.0.0.1:0 > run2.json
+"$py" -c "import json; r=json.load(open('run2.json')); assert [s['frames'] for s in r['sources']] == [40, 40], r; assert r['outputs']['web']['url'].startswith('http://127.0.0.1:'), r; print('two sources:', r['frames'], 'frames,', r['episodes'], 'episodes at', r['fps'], 'FPS')"
+
 step "ovdoc eval"
 "$ovdoc" eval tiles.bundle --normal held/ --anomalous defects/ --json > eval.json 2> eval.err
 "$py" -c "import json; r=json.load(open('eval.json')); assert r['n_normal'] == 60 and r['n_anomalous'] == 60 and r['auc'] > 0.6, r; print('eval: AUC', round(r['auc'], 4), 'on', r['n_normal'], '+', r['n_anomalous'])"
