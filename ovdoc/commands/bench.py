@@ -56,8 +56,8 @@ def default_source() -> Path | None:
     default="knn:flat,knn:hnsw,lof",
     show_default=True,
     help="Scorers in `ovdoc fit`'s terms: knn:flat = exact FAISS kNN, knn:hnsw = FAISS HNSW kNN, knn = "
-    "auto (flat up to 1,000 vectors), lof = the original app's sklearn LOF; flat/hnsw are aliases. kNN "
-    "rows use the bundle's metric and k.",
+    "auto (flat up to 1,000 vectors), lof = the original app's sklearn LOF, mean-cosine = 1 - cosine to "
+    "the mean normal vector; flat/hnsw are aliases. kNN rows use the bundle's metric and k.",
 )
 @click.option(
     "--source",

@@ -62,10 +62,11 @@ from ovdoc.errors import OvdocError
 )
 @click.option(
     "--scorer",
-    type=click.Choice(["knn", "lof"]),
+    type=click.Choice(["knn", "lof", "mean-cosine"]),
     default="knn",
     show_default=True,
-    help="knn: FAISS distance (fast). lof: the original app's LocalOutlierFactor (baseline).",
+    help="knn: FAISS distance (fast). lof: the original app's LocalOutlierFactor (baseline). mean-cosine: "
+    "1 - cosine to the mean normal feature vector (one vector, no index: what a phone app scores with).",
 )
 @metric_option(
     "euclidean",
@@ -225,7 +226,8 @@ def fit(
                    f"({p['bank_mb']} MB, greedy k-center); score = {p['aggregate']}")
     where = f" ({s['index']} index, {s['metric']})" if s["kind"] == "knn" else ""
     added = f" ({result['appended']} added)" if append is not None else ""
-    click.echo(f"bundle {out}: {result['n_images']} normal images{added}, {s['kind']}{where}, k={s['k']}")
+    neighbours = f", k={s['k']}" if s["kind"] != "mean-cosine" else " (one mean vector)"
+    click.echo(f"bundle {out}: {result['n_images']} normal images{added}, {s['kind']}{where}{neighbours}")
     click.echo(
         f"threshold {t['value']:.4g} at FPR {t['fpr']} ({t['method']}; median normal score "
         f"{t['score_median']:.4g}); built on {b['device']} {b['inference_precision']} in {wall:.1f} s"

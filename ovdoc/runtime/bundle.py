@@ -1,7 +1,8 @@
 """Detector bundles: the one folder a user copies to the board.
 
     model.xml / model.bin   the IR, with its preprocessing in rt_info
-    index.faiss             the kNN index (FAISS's own format)   -- or reference.npy for the LOF baseline
+    index.faiss             the kNN index (FAISS's own format)   -- or reference.npy for the LOF baseline,
+                            or mean.npy (one unit vector) for the mean-cosine scorer
     manifest.json           format version, preprocessing, k, threshold and how it was calibrated, the
                             device/precision the index was built with, library versions, sha256 of files
 
@@ -232,7 +233,7 @@ def _sized(spec: PreprocessSpec, config: FitConfig, default_resize: str) -> Prep
 def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, cache_dir, total,
                 sources, report=None) -> dict:
     from ovdoc.runtime.features import FeatureExtractor
-    from ovdoc.runtime.scoring import make_scorer
+    from ovdoc.runtime.scoring import LOO_METHODS, make_scorer
 
     scorer_obj = make_scorer(config.scorer, k=config.k, index=config.index, metric=config.metric)
     spec = _sized(spec, config, spec.resize)
@@ -242,7 +243,7 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
     if len(feats) == 0:
         raise OvdocError("no images could be read from the normal sources")
     scorer_obj.fit(feats)
-    method = "leave-one-out" if config.scorer == "knn" else "leave-one-out (LOF of each training point)"
+    method = LOO_METHODS[scorer_obj.kind]
     threshold = calibrate(
         scorer_obj.loo_scores(), feats, config.fpr, keys=(report or {}).get("keys"), k=config.k,
         build=lambda x: make_scorer(config.scorer, k=config.k, index="flat", metric=config.metric).fit(x),
@@ -375,6 +376,9 @@ def _write_bundle(out_dir, manifest: dict, scorer, model, spec, xml, *, copy: bo
 def bundle_vectors(folder: Path, manifest: dict) -> np.ndarray:
     """The normal feature vectors stored in a global bundle (FAISS index vectors or LOF reference)."""
     info = manifest["scorer"]
+    if info.get("kind") == "mean-cosine":
+        raise OvdocError(f"bundle {folder} (mean-cosine) stores one mean vector, not the normal images' "
+                         "vectors: give the normal images again (e.g. --calib) or refit the bundle")
     if info.get("kind") == "lof":
         return np.load(folder / info.get("reference_file", "reference.npy"), allow_pickle=False)
     import faiss
@@ -391,12 +395,15 @@ def append_bundle(bundle: str | Path, normal_sources: list[str], out_dir: str | 
     bundle itself) atomically; the old bundle stays as it was until the new one is complete."""
     from ovdoc.runtime.datasets import open_unlabelled
     from ovdoc.runtime.features import FeatureExtractor, default_cache_dir
-    from ovdoc.runtime.scoring import ScorerSpec
+    from ovdoc.runtime.scoring import LOO_METHODS, ScorerSpec
 
     manifest, folder = load_manifest(bundle)
     if manifest.get("mode", "global") != "global":
         raise OvdocError(f"--append adds to global bundles; {folder} is a {manifest['mode']} bundle: "
                          "refit it with all normal images (`ovdoc fit --mode patch`)")
+    if manifest["scorer"].get("kind") == "mean-cosine":
+        raise OvdocError(f"--append needs the normal vectors, and {folder} (mean-cosine) keeps only their "
+                         "mean: refit it with all normal images (`ovdoc fit --scorer mean-cosine`)")
     stream = open_unlabelled(normal_sources, skip_unreadable=True)
     core = ov.Core()
     model, spec, xml = read_ir(folder / manifest["model"]["file"], core)
@@ -415,7 +422,7 @@ def append_bundle(bundle: str | Path, normal_sources: list[str], out_dir: str | 
     old_threshold = manifest["threshold"]
     fpr = float(old_threshold["fpr"])
     keys = [("file", "(the bundle's previous images)")] * len(old) + list(stream.report.get("keys", []))
-    method = "leave-one-out" if spec_info.kind == "knn" else "leave-one-out (LOF of each training point)"
+    method = LOO_METHODS[spec_info.kind]
     threshold = calibrate(
         scorer_obj.loo_scores(), feats, fpr, keys=keys if len(keys) == len(feats) else None, k=spec_info.k,
         build=lambda x: dataclasses.replace(spec_info, index="flat").build().fit(x), loo_method=method,

@@ -1,4 +1,5 @@
-"""Anomaly scorers over feature vectors: FAISS kNN distance (default) and the original app's LOF.
+"""Anomaly scorers over feature vectors: FAISS kNN distance (default), the original app's LOF, and the
+cosine distance to the mean normal vector (the phone gate's scorer: one vector, no index).
 
 Both follow sklearn's shape (fit / score_samples), except that here a HIGHER score means MORE anomalous,
 and both can score their own training vectors leave-one-out, which is what threshold calibration needs.
@@ -21,7 +22,13 @@ from ovdoc.errors import OvdocError, first_line
 # of exact. Below ~1,000 vectors (5 MB) a scan costs about as much as a graph walk and needs no build time.
 AUTO_FLAT_MAX = 1_000
 INDEX_KINDS = ("auto", "flat", "hnsw")
-SCORERS = ("knn", "lof")
+SCORERS = ("knn", "lof", "mean-cosine")
+# how each scorer scores its own training vectors (the manifest's threshold "method")
+LOO_METHODS = {
+    "knn": "leave-one-out",
+    "lof": "leave-one-out (LOF of each training point)",
+    "mean-cosine": "leave-one-out (each normal image against the mean of the others, closed form)",
+}
 # cosine = Euclidean distance between L2-normalised features (sqrt(2 - 2 cos)): compares the direction of
 # a feature vector, not its length. On Fashion-MNIST sneaker-vs-boot it lifted an untrained 96 px backbone
 # from AUC 0.789 to 0.918 and the DOC-trained 160 px product path from 0.9469 to 0.9498.
@@ -57,9 +64,11 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    """One scorer vocabulary for fit, bench and the manifest: kind {knn, lof} + index {auto, flat, hnsw}.
+    """One scorer vocabulary for fit, bench and the manifest: kind {knn, lof, mean-cosine} + index {auto,
+    flat, hnsw} (knn only).
 
-    Text form `knn`, `knn:flat`, `knn:hnsw`, `lof` (`ovdoc bench --scorers`); `flat`/`hnsw` are kept as
+    Text form `knn`, `knn:flat`, `knn:hnsw`, `lof`, `mean-cosine` (`ovdoc bench --scorers`); mean-cosine is
+    cosine by definition, so its metric always reads "cosine". `flat`/`hnsw` are kept as
     explicit aliases of `knn:flat`/`knn:hnsw`. The manifest's "scorer" entry holds the same two fields
     (`kind`, `index`), so `from_manifest` reads a bundle's choice back.
     """
@@ -80,6 +89,8 @@ class ScorerSpec:
             raise OvdocError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
         if self.kind == "lof" and self.metric != "euclidean":
             raise OvdocError("--metric cosine applies to the knn scorer only (lof is the original baseline)")
+        if self.kind == "mean-cosine":
+            object.__setattr__(self, "metric", "cosine")
 
     @classmethod
     def parse(cls, text: str, **fields) -> ScorerSpec:
@@ -89,10 +100,11 @@ class ScorerSpec:
             kind, index = cls.ALIASES[key]
         else:
             kind, _, index = key.partition(":")
-            if kind == "lof" and index:
-                raise OvdocError(f"scorer {text!r}: lof has no index (use lof)")
+            if kind in ("lof", "mean-cosine") and index:
+                raise OvdocError(f"scorer {text!r}: {kind} has no index (use {kind})")
         if kind not in SCORERS:
-            names = ", ".join(["knn", *(f"knn:{i}" for i in INDEX_KINDS[1:]), "lof", *cls.ALIASES])
+            names = ", ".join(["knn", *(f"knn:{i}" for i in INDEX_KINDS[1:]), "lof", "mean-cosine",
+                               *cls.ALIASES])
             raise OvdocError(f"unknown scorer {text!r}: use one of {names}")
         return cls(kind=kind, index=index or "auto", **fields)
 
@@ -110,7 +122,7 @@ class ScorerSpec:
 
     @property
     def label(self) -> str:
-        """`knn:flat`, `knn:hnsw`, `knn` (auto) or `lof`: the name bench rows and reports use."""
+        """`knn:flat`, `knn:hnsw`, `knn` (auto), `lof` or `mean-cosine`: the name bench rows use."""
         if self.kind == "knn" and self.index != "auto":
             return f"knn:{self.index}"
         return self.kind
@@ -118,6 +130,8 @@ class ScorerSpec:
     def build(self) -> Scorer:
         if self.kind == "knn":
             return KNNScorer(k=self.k, index=self.index, metric=self.metric)
+        if self.kind == "mean-cosine":
+            return MeanCosineScorer()
         return LOFScorer(k=self.k)
 
 
@@ -344,6 +358,81 @@ class LOFScorer:
         return cls(k=int(info["k"])).fit(ref)
 
 
+class MeanCosineScorer:
+    """Score = 1 - cos(x, m), m = the mean of the L2-normalised normal vectors (0 = on the normal direction).
+
+    The second original design's gate: one vector instead of an index, so a phone scores with a dot
+    product. Each vector is normalised before averaging, so no image counts more for having a larger
+    feature norm. Stored as that unit mean (.npy, allow_pickle=False) and the count; the normal vectors
+    themselves are not kept, which is why `ovdoc fit --append` refuses such a bundle.
+    """
+
+    kind = "mean-cosine"
+
+    def fit(self, x: np.ndarray) -> MeanCosineScorer:
+        x = l2_normalise(_as_matrix(x))
+        if len(x) < 2:
+            raise OvdocError(f"need at least 2 normal images to fit and calibrate mean-cosine, got {len(x)}")
+        self._set(x.astype(np.float64).sum(axis=0), len(x))
+        self._train = x
+        return self
+
+    def _set(self, total: np.ndarray, n: int) -> None:
+        norm = float(np.linalg.norm(total))
+        if norm == 0.0:
+            raise OvdocError("the normal feature vectors average to zero: mean-cosine has no direction")
+        self.mean_ = (total / norm).astype(np.float32)
+        self.n_vectors_ = int(n)
+        self.dim_ = int(total.shape[0])
+
+    def score_samples(self, x: np.ndarray) -> np.ndarray:
+        x = l2_normalise(_as_matrix(x, self.dim_))
+        return (1.0 - x @ self.mean_).astype(np.float32)
+
+    def loo_scores(self) -> np.ndarray:
+        """Closed form: the others sum to S - u_i, so cos = (u_i.S - |u_i|^2) / (|u_i| |S - u_i|).
+
+        An all-zero row (no direction) scores 1, as `score_samples` would give it.
+        """
+        u = getattr(self, "_train", None)
+        if u is None:
+            raise OvdocError("leave-one-out scores need the training vectors (call fit first)")
+        u = u.astype(np.float64)
+        total = u.sum(axis=0)
+        dots = u @ total
+        sq = np.einsum("ij,ij->i", u, u)
+        rest = np.sqrt(np.maximum(total @ total - 2.0 * dots + sq, 0.0))
+        denom = np.sqrt(sq) * rest
+        cos = np.divide(dots - sq, denom, out=np.zeros_like(dots), where=denom > 0.0)
+        return (1.0 - cos).astype(np.float32)
+
+    def describe(self) -> dict:
+        return {
+            "kind": "mean-cosine",
+            "k": 0,  # no neighbours: one mean vector
+            "metric": "cosine",
+            "normalise": "l2 before averaging and before scoring",
+            "n_vectors": self.n_vectors_,
+            "mean_file": "mean.npy",
+        }
+
+    def save(self, folder: Path) -> list[str]:
+        np.save(folder / "mean.npy", self.mean_, allow_pickle=False)
+        return ["mean.npy"]
+
+    @classmethod
+    def load(cls, folder: Path, info: dict) -> MeanCosineScorer:
+        try:
+            mean = np.load(folder / info.get("mean_file", "mean.npy"), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise OvdocError(f"cannot read the mean vector in {folder}: {first_line(exc, 200)}") from exc
+        if mean.ndim != 1 or not np.isfinite(mean).all():
+            raise OvdocError(f"{folder}: mean.npy must be one finite vector, got shape {mean.shape}")
+        scorer = cls()
+        scorer._set(mean.astype(np.float64), int(info.get("n_vectors", 0)))
+        return scorer
+
+
 def make_scorer(kind: str, *, k: int = 5, index: str = "auto", metric: str = "euclidean") -> Scorer:
     """`ovdoc fit`'s --scorer/--index/--metric/--k as a scorer (see ScorerSpec)."""
     return ScorerSpec(kind=kind, index=index, metric=metric, k=k).build()
@@ -355,4 +444,6 @@ def load_scorer(folder: Path, info: dict) -> Scorer:
         return KNNScorer.load(folder, info)
     if kind == "lof":
         return LOFScorer.load(folder, info)
+    if kind == "mean-cosine":
+        return MeanCosineScorer.load(folder, info)
     raise OvdocError(f"bundle uses unknown scorer {kind!r}; this ovdoc knows {', '.join(SCORERS)}")
