@@ -497,3 +497,48 @@ def test_window_keys_become_commands(monkeypatch, tmp_path):
     summary, _ = run(ScriptSource(list(range(40)), size=16), det, sinks=[WindowSink()])
     assert summary["stopped"] == "user" and summary["frames"] == 10
     assert saved == [((16, 16, 3), (16, 16, 3))]  # the frame as shown, and its heatmap
+
+
+def test_two_bundles_each_camera_scored_by_its_own_model_never_mixed_in_a_batch():
+    """A line config's two bundles: lanes name their model; each frame goes to its lane's detector only,
+    per-camera thresholds and smoothing override the run's, and both models are drained at the end."""
+
+    class Offset(FakeDetector):
+        def __init__(self, offset: float, **kw) -> None:
+            super().__init__(**kw)
+            self.offset = offset
+            self.batches: list[set[int]] = []
+
+        def submit(self, prepared, userdata=None) -> None:
+            self.batches.append({frame.source_id for frame in userdata[1]})
+            super().submit(prepared, userdata)
+
+        def score_outputs(self, outputs):
+            return FakeScored(outputs[:, 0] / 100.0 + self.offset)
+
+    tiles, caps = Offset(0.0, batch=4, jobs=2), Offset(10.0, batch=3, jobs=1)
+    recs = [Recorder() for _ in range(3)]
+    lanes = [
+        Lane(ScriptSource([10] * 30, name="a"), [recs[0]], source_id=0, model=0),
+        Lane(ScriptSource([10] * 20, name="b"), [recs[1]], source_id=1, model=1, threshold=20.0),
+        Lane(ScriptSource([90] * 25, name="c"), [recs[2]], source_id=2, model=0, smooth=2),
+    ]
+    loop = LiveLoop([tiles, caps], lanes, RunOptions(smooth=5))
+    loop.run()
+    assert loop.stopped == "end" and loop.fatal is None
+    assert [len(r.results) for r in recs] == [30, 20, 25]
+    assert all(r.score == pytest.approx(0.1) for r in recs[0].results)  # model 0
+    assert all(r.score == pytest.approx(10.1) for r in recs[1].results)  # model 1's offset
+    assert all(r.score == pytest.approx(0.9) for r in recs[2].results)
+    assert all(ids <= {0, 2} for ids in tiles.batches) and all(ids == {1} for ids in caps.batches)
+    assert not any(r.anomalous for r in recs[1].results)  # 10.1 < its own threshold 20
+    assert all(r.threshold == 20.0 for r in recs[1].results)
+    assert all(r.threshold == 0.5 for r in recs[0].results + recs[2].results)
+    assert lanes[2].decider.smooth == 2 and lanes[0].decider.smooth == 5
+    assert [r.frame.index for r in recs[2].results] == list(range(25))
+
+
+def test_a_lane_naming_a_missing_model_is_refused():
+    lanes = [Lane(ScriptSource([1]), [Recorder()], source_id=0, model=1)]
+    with pytest.raises(ValueError, match="names model 1"):
+        LiveLoop([FakeDetector()], lanes, RunOptions())

@@ -98,6 +98,15 @@ def resolve_sources(bundle: str | None, sources: list[str]) -> tuple[str, list[s
     help="Camera index (0), video file, image folder or stream URL (rtsp://...); repeat it to watch "
     "several at once with one shared model. Default: camera 0, or the demo stream when no BUNDLE is given.",
 )
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="LINE.yaml",
+    help="A line config (JSON or YAML): every camera with its own source, name, bundle, threshold, "
+    "smoothing and --res (see the README). BUNDLE, --res, --threshold and --smooth become defaults.",
+)
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device: CPU, GPU, NPU, AUTO, ...")
 @click.option(
     "--res",
@@ -227,6 +236,7 @@ def resolve_sources(bundle: str | None, sources: list[str]) -> tuple[str, list[s
 def run(
     bundle: str | None,
     sources: tuple[str, ...],
+    config: str | None,
     device: str,
     res: str | None,
     threshold: float | None,
@@ -272,16 +282,29 @@ def run(
 
     native_logs(verbose)
     from ovdoc.runtime.stream.display import display_available
-    from ovdoc.runtime.stream.pipeline import OutputOptions, Pipeline, RunOptions
+    from ovdoc.runtime.stream.pipeline import CameraSettings, OutputOptions, Pipeline, RunOptions
     from ovdoc.runtime.stream.runtime import load_detector_for_run
     from ovdoc.runtime.stream.sources import open_source, parse_res
 
     if threshold is not None and not math.isfinite(threshold):
         raise OvdocError(f"--threshold must be a finite number, got {threshold}")
-    if smooth is None:
-        smooth = demo_smoothing() if bundle is None else DEFAULT_SMOOTH
-    bundle, source_texts = resolve_sources(bundle, list(sources))
     size = parse_res(res)
+    if config is not None:
+        if sources:
+            raise OvdocError("give the cameras in --config or with --source, not both")
+        from ovdoc.runtime.stream.line_config import load_line_config
+
+        line = load_line_config(config, bundle=bundle, res=size, threshold=threshold, smooth=smooth)
+        cameras = line.cameras
+    else:
+        if smooth is None:
+            smooth = demo_smoothing() if bundle is None else DEFAULT_SMOOTH
+        bundle, source_texts = resolve_sources(bundle, list(sources))
+        from ovdoc.runtime.stream.line_config import CameraSpec, LineConfig
+
+        line = LineConfig([CameraSpec(source=text, bundle=bundle, res=size) for text in source_texts])
+        cameras = []  # one bundle, the run's own settings: nothing per camera
+    smooth = smooth if smooth is not None else DEFAULT_SMOOTH
     show = not headless and display_available()
     if not headless and not show:
         click.echo("no display found: running headless", err=True)
@@ -294,11 +317,16 @@ def run(
         serve_token=serve_token,
     )
     check_outputs(outputs)
-    detector = load_detector_for_run(bundle, device, batch=batch)
+    detectors = [load_detector_for_run(path, device, batch=batch) for path in line.bundles]
+    settings = [
+        CameraSettings(line.model_of(camera), camera.threshold, camera.smooth) for camera in cameras
+    ] or None
     opened: list = []
     try:
-        for text in source_texts:
-            src = open_source(text, res=size, stall_timeout_s=stall_timeout)
+        for camera in line.cameras:
+            src = open_source(camera.source, res=camera.res, stall_timeout_s=stall_timeout)
+            if camera.name is not None:
+                src.name = camera.name
             opened.append(src)
             if (loop_source or realtime) and src.live:
                 raise OvdocError(
@@ -323,7 +351,7 @@ def run(
             episodes_dir=Path(episodes_dir) if episodes_dir else None,
             watch_bundle=True,
         )
-        pipeline = Pipeline(detector, opened, options, outputs=outputs)
+        pipeline = Pipeline(detectors, opened, options, outputs=outputs, cameras=settings)
         reload_on_sighup(pipeline)
         summary = pipeline.run()
     finally:

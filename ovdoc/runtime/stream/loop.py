@@ -9,6 +9,8 @@
 
 Readers, preparers, deciders and sinks belong to one source; the scorer and its compiled model are
 shared, and frames carry their `source_id`, so several cameras in one process are a list of lanes.
+Cameras watched with different bundles (a line config) form one Model each — one compiled model, one
+scorer, one reload policy per bundle — and a batch never mixes two bundles' frames.
 The main thread only batches, submits, and hands results on: decoding, resizing and inference run in
 other threads, and per-frame Python work here is kept to a decider update and the sinks' calls.
 """
@@ -58,11 +60,18 @@ class SinkError(Exception):
 
 @dataclass(eq=False)
 class Lane:
-    """One source's stages and counters: reader, preparer, decider, sinks."""
+    """One source's stages and counters: reader, preparer, decider, sinks.
+
+    `model` is the position of the bundle that scores it (0 with one bundle); `threshold` and `smooth`
+    override the run's for this camera alone (a line config's per-camera settings).
+    """
 
     source: FrameSource
     sinks: list[Sink]
     source_id: int = 0
+    model: int = 0
+    threshold: float | None = None
+    smooth: int | None = None
     decider: Decider | None = None
     episodes: EpisodeTracker | None = None
     reader: Reader | None = None
@@ -87,22 +96,41 @@ class Lane:
         return None
 
 
+@dataclass(eq=False)
+class Model:
+    """One bundle in a running loop: its detector, the scorer over its compiled model, its reloads."""
+
+    det: object
+    reloader: Reloader
+    scorer: BatchScorer | None = None
+    watcher: BundleWatcher | None = None
+
+    @property
+    def map_threshold(self) -> float | None:
+        """Patch bundles calibrate the map's level apart from the image score's; None in global mode."""
+        if getattr(self.det, "mode_", "global") != "patch":
+            return None
+        return float(getattr(self.det, "map_threshold_", self.det.threshold_))
+
+
 class LiveLoop:
-    """Runs lanes through one shared BatchScorer until every lane ends (or quit, Ctrl-C, an error)."""
+    """Runs lanes through one BatchScorer per bundle until every lane ends (or quit, Ctrl-C, an error).
+
+    `detector` is one Detector (every lane uses it) or a list, one per bundle, indexed by `Lane.model`.
+    """
 
     def __init__(
         self, detector, lanes: list[Lane], options: RunOptions, reloader: Reloader | None = None
     ) -> None:
         if options.smooth < 1:
             raise OvdocError(f"--smooth must be at least 1, got {options.smooth}")
-        self.det = detector
+        detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
+        self.models = [Model(det, reloader if reloader is not None and i == 0 else Reloader())
+                       for i, det in enumerate(detectors)]
         self.lanes = lanes
         self.opt = options
-        self.threshold = float(options.threshold if options.threshold is not None else detector.threshold_)
-        # patch bundles calibrate the map's level apart from the image score's
-        patch = getattr(detector, "mode_", "global") == "patch"
-        self.map_threshold = float(getattr(detector, "map_threshold_", self.threshold)) if patch else None
-        self.reloader = reloader or Reloader()
+        self.threshold = self._default_threshold(self.models[0])
+        self.reloader = self.models[0].reloader
         self.reloads = 0
         self.stop = threading.Event()
         self.prepared: queue.Queue = queue.Queue(maxsize=max(2, options.queue_size))
@@ -116,11 +144,38 @@ class LiveLoop:
         for i, lane in enumerate(lanes):
             if lane.source_id != i:
                 raise ValueError(f"lane {i} has source_id {lane.source_id}: ids are the lanes' positions")
-            lane.decider = Decider(options.smooth, self.threshold)
+            if not 0 <= lane.model < len(self.models):
+                raise ValueError(f"lane {i} names model {lane.model}; the loop has {len(self.models)}")
+            smooth = lane.smooth if lane.smooth is not None else options.smooth
+            if smooth < 1:
+                raise OvdocError(f"smoothing must be at least 1 frame, got {smooth} for {lane.source.name}")
+            lane.decider = Decider(smooth, self._lane_threshold(lane))
             keep = options.episodes_dir is not None or any(
                 getattr(sink, "wants_snapshots", False) for sink in lane.sinks
             )
             lane.episodes = EpisodeTracker(lane.source.name, keep_snapshot=keep)
+
+    @property
+    def det(self):
+        """The first (with one bundle: the only) detector."""
+        return self.models[0].det
+
+    @property
+    def map_threshold(self) -> float | None:
+        return self.models[0].map_threshold
+
+    def _default_threshold(self, model: Model) -> float:
+        """--threshold, else the bundle's calibrated one."""
+        return float(self.opt.threshold if self.opt.threshold is not None else model.det.threshold_)
+
+    def _lane_threshold(self, lane: Lane) -> float:
+        """The camera's own threshold (line config), else the run's default for its bundle."""
+        if lane.threshold is not None:
+            return float(lane.threshold)
+        return self._default_threshold(self.models[lane.model])
+
+    def model_of(self, source_id: int) -> Model:
+        return self.models[self.lanes[source_id].model]
 
     # --- control --------------------------------------------------------------------------------------
     def post(self, command: Command | Control) -> None:
@@ -146,7 +201,8 @@ class LiveLoop:
             elif command.control is Control.SET_THRESHOLD:
                 self._set_threshold(lanes, command)
             elif command.control is Control.RELOAD:
-                self.reloader.start(self.det, command.by)
+                for index in sorted({lane.model for lane in lanes}):
+                    self.models[index].reloader.start(self.models[index].det, command.by)
             elif command.control is Control.SAVE:
                 for lane in lanes:
                     for sink in lane.sinks:
@@ -156,47 +212,49 @@ class LiveLoop:
         """A new threshold for these sources, from the next frame on; said in the events; with `save`,
         written into the bundle's manifest too (re-hashed), so the next start uses it."""
         value = float(command.value)
-        saved = None
+        saved: dict[int, str] = {}
         if command.save:
             from ovdoc.runtime.bundle import save_threshold
 
-            saved = str(save_threshold(self.det.bundle_, value, by=command.by))
+            for index in sorted({lane.model for lane in lanes}):
+                saved[index] = str(save_threshold(self.models[index].det.bundle_, value, by=command.by))
         for lane in lanes:
             previous = lane.decider.threshold
             lane.decider.threshold = value
             record = {"event": "threshold_changed", "source": lane.source.name, "threshold": value,
                       "previous": previous, "by": command.by, "time": time.time()}
-            if saved:
-                record["saved_to"] = saved
+            if lane.model in saved:
+                record["saved_to"] = saved[lane.model]
             for sink in lane.sinks:
                 self._call(sink, sink.event, record)
 
-    def _swap(self, scorer: BatchScorer, new, error: str | None, by: str) -> BatchScorer:
-        """A reload finished: swap the detector between batches (what the old one has in flight is
-        delivered first, so no frame is lost or reordered), or say why not; an event either way."""
+    def _swap(self, index: int, new, error: str | None, by: str) -> None:
+        """A reload of bundle `index` finished: swap its detector between batches (what the old one has
+        in flight is delivered first, so no frame is lost or reordered), or say why not; an event to
+        each of its cameras either way."""
+        model = self.models[index]
+        lanes = [lane for lane in self.lanes if lane.model == index]
         if error is not None or new is None:
             record = {"event": "bundle_reload_failed", "reason": error, "by": by, "time": time.time(),
-                      "kept": str(getattr(self.det, "bundle_", ""))}
-            self._event_to_all(record)
-            return scorer
-        self._deliver(scorer.ready(wait=True))
-        self.det = new
-        scorer = BatchScorer(new)
+                      "kept": str(getattr(model.det, "bundle_", ""))}
+            self._event_to(lanes, record)
+            return
+        self._deliver(model.scorer.ready(wait=True))
+        model.det = new
+        model.scorer = BatchScorer(new)
         self.reloads += 1
-        if self.opt.threshold is None:  # --threshold still overrides; else the new bundle's own
-            self.threshold = float(new.threshold_)
-            for lane in self.lanes:
-                lane.decider.threshold = self.threshold
-        if self.map_threshold is not None:
-            self.map_threshold = float(getattr(new, "map_threshold_", self.threshold))
+        if index == 0:
+            self.threshold = self._default_threshold(model)
+        for lane in lanes:  # a camera's own threshold and --threshold still override the bundle's own
+            lane.decider.threshold = self._lane_threshold(lane)
         manifest = getattr(new, "manifest_", {})
-        self._event_to_all({"event": "bundle_reloaded", "bundle": str(new.bundle_), "by": by,
-                            "threshold": self.threshold, "n_images": manifest.get("n_images"),
-                            "time": time.time()})
-        return scorer
+        for lane in lanes:
+            self._event_to([lane], {"event": "bundle_reloaded", "bundle": str(new.bundle_), "by": by,
+                                    "threshold": lane.decider.threshold,
+                                    "n_images": manifest.get("n_images"), "time": time.time()})
 
-    def _event_to_all(self, record: dict) -> None:
-        for lane in self.lanes:
+    def _event_to(self, lanes: list[Lane], record: dict) -> None:
+        for lane in lanes:
             for sink in lane.sinks:
                 self._call(sink, sink.event, record | {"source": lane.source.name})
 
@@ -233,8 +291,9 @@ class LiveLoop:
                 loop=self.opt.loop,
                 realtime=self.opt.realtime,
             )
+            model = self.models[lane.model]
             lane.preparer = Preparer(
-                lambda image: self.det.prepare(image),  # the current detector: a reload swaps it
+                lambda image, m=model: m.det.prepare(image),  # the current detector: a reload swaps it
                 src.res,
                 captured,
                 self.prepared,
@@ -252,9 +311,10 @@ class LiveLoop:
         mode: a patch map is drawn at the frame's size, so patch mode keeps the resize)."""
         if any(getattr(sink, "needs_pixels", True) for sink in lane.sinks) or lane.episodes.keep_snapshot:
             return None
-        if getattr(self.det, "mode_", "global") != "global" or not hasattr(self.det, "prepare_at"):
+        model = self.models[lane.model]
+        if getattr(model.det, "mode_", "global") != "global" or not hasattr(model.det, "prepare_at"):
             return None
-        return lambda image, res: self.det.prepare_at(image, res)
+        return lambda image, res: model.det.prepare_at(image, res)
 
     def _collect(self, size: int, wait_s: float = 0.2) -> tuple[list[Frame], list]:
         """Up to `size` prepared frames: a live source sends what is there (latency), files wait for a
@@ -322,7 +382,7 @@ class LiveLoop:
                 box, peak = hottest_region(item.map, at=getattr(item, "peak_xy", None))
             result = Result(
                 frame, score, smoothed, anomalous, lane.decider.threshold, item.map, box, peak,
-                self.map_threshold,
+                self.models[lane.model].map_threshold,
             )
             for sink in lane.sinks:
                 self._call(sink, sink.handle, result)
@@ -397,16 +457,43 @@ class LiveLoop:
         for lane in self.lanes:
             lane.stop.set()
 
+    def _submit(self, frames: list[Frame], prepared: list) -> None:
+        """One batch per bundle: frames of cameras that share a bundle go to its model together."""
+        if len(self.models) == 1:
+            self.models[0].scorer.submit(frames, prepared)
+            return
+        groups: dict[int, tuple[list[Frame], list]] = {}
+        for frame, item in zip(frames, prepared, strict=True):
+            group = groups.setdefault(self.lanes[frame.source_id].model, ([], []))
+            group[0].append(frame)
+            group[1].append(item)
+        for index, (group_frames, group_prepared) in groups.items():
+            scorer = self.models[index].scorer
+            for at in range(0, len(group_frames), scorer.batch):
+                scorer.submit(group_frames[at:at + scorer.batch], group_prepared[at:at + scorer.batch])
+
+    def _deliver_all(self, wait: bool = False) -> None:
+        """Every bundle's finished batches (in order within each bundle, so within each camera)."""
+        for model in self.models:
+            self._deliver(model.scorer.ready(wait=wait))
+
+    def _post_each(self, command: Command, source_ids: list[int]) -> None:
+        """A bundle changed on disk: reload it for the cameras it scores (one reload: same model)."""
+        self.post(Command(command.control, source_id=source_ids[0], by=command.by))
+
     # --- run ------------------------------------------------------------------------------------------
     def run(self) -> None:
         """Process every source to its end (or max_frames, quit, Ctrl-C, a failure); see `stopped`,
         `fatal` and each lane's counters afterwards."""
-        scorer = BatchScorer(self.det)
-        batch = scorer.batch
-        watcher = None
-        if self.opt.watch_bundle and Path(str(getattr(self.det, "bundle_", ""))).is_dir():
-            watcher = BundleWatcher(self.det.bundle_, self.post)
-            watcher.start()
+        models = self.models
+        for index, model in enumerate(models):
+            model.scorer = BatchScorer(model.det)
+            bundle = Path(str(getattr(model.det, "bundle_", "")))
+            if self.opt.watch_bundle and bundle.is_dir():
+                sources = [lane.source_id for lane in self.lanes if lane.model == index]
+                model.watcher = BundleWatcher(bundle, lambda c, ids=sources: self._post_each(c, ids))
+                model.watcher.start()
+        batch = max(model.scorer.batch for model in models)
         self._ended: set[int] = set()
         self._active = len(self.lanes)
         start = time.perf_counter()
@@ -420,22 +507,24 @@ class LiveLoop:
                     deadline = None
                 # results in flight: look back soon, so a live frame's verdict does not wait for the next
                 # frame to arrive (one frame period of latency at camera rates)
-                wait_s = 0.002 if self._live and scorer.pending else 0.2
+                pending = any(model.scorer.pending for model in models)
+                wait_s = 0.002 if self._live and pending else 0.2
                 frames, prepared = self._collect(batch, wait_s)
                 self._pump_incidents()
                 if frames:
                     if self.scoring:
-                        scorer.submit(frames, prepared)
+                        self._submit(frames, prepared)
                     else:
-                        self._deliver(scorer.ready(wait=True))  # keep frame order across the pause
+                        self._deliver_all(wait=True)  # keep frame order across the pause
                         self._skip(frames)
-                self._deliver(scorer.ready())
+                self._deliver_all()
                 self._apply_commands()
-                outcome = self.reloader.take()
-                if outcome is not None:
-                    scorer = self._swap(scorer, *outcome)
+                for index, model in enumerate(models):
+                    outcome = model.reloader.take()
+                    if outcome is not None:
+                        self._swap(index, *outcome)
             if not self.stop.is_set():  # ended (or max_frames): what is in flight still counts
-                self._deliver(scorer.ready(wait=True))
+                self._deliver_all(wait=True)
             self._close_episodes()
             self.ok = True
         except KeyboardInterrupt:
@@ -449,8 +538,9 @@ class LiveLoop:
         except Exception as exc:  # inference failed mid-run: summary + one line, not a traceback
             self.fatal = exc
         finally:
-            if watcher is not None:
-                watcher.close()
+            for model in models:
+                if model.watcher is not None:
+                    model.watcher.close()
             self.stop.set()
             for lane in self.lanes:
                 lane.stop.set()
@@ -458,11 +548,12 @@ class LiveLoop:
                 for stage in (lane.reader, lane.preparer):
                     if stage is not None and stage.thread.ident is not None:  # started
                         stage.join(timeout=5)
-            try:
-                self.det.wait()
-            except Exception as exc:  # an inference error nobody has seen yet
-                if self.fatal is None and self.ok:
-                    self.fatal = exc
+            for model in models:
+                try:
+                    model.det.wait()
+                except Exception as exc:  # an inference error nobody has seen yet
+                    if self.fatal is None and self.ok:
+                        self.fatal = exc
             try:
                 self._pump_incidents()
             except SinkError as exc:

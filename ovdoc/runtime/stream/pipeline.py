@@ -1,4 +1,4 @@
-"""`ovdoc run`'s live loop for one source: the default sinks from the CLI options, and the summary.
+"""`ovdoc run`'s live loop for one or many sources: the default sinks from the CLI options, and the summary.
 
 The stages live in their own modules — reader.py (capture + reconnect policy, and the preparer),
 scorer.py (batched async inference in order), decider.py (smoothing + threshold), sinks.py (events,
@@ -29,6 +29,16 @@ from ovdoc.runtime.stream.sources import FrameSource
 log = get_logger("run")
 
 __all__ = ["MAX_BACKOFF_S", "Lane", "LiveLoop", "OutputOptions", "Pipeline", "RunOptions", "default_sinks"]
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """One source's own settings in a line config: its bundle (position in the detector list), and the
+    threshold and smoothing that override the run's; None = the run's."""
+
+    model: int = 0
+    threshold: float | None = None
+    smooth: int | None = None
 
 
 @dataclass
@@ -86,8 +96,9 @@ def default_sinks(
 
 
 class Pipeline:
-    """`ovdoc run`'s loop for one or several sources (one shared model): the lanes, the default sinks,
-    and the summary it prints."""
+    """`ovdoc run`'s loop for one or several sources: the lanes, the default sinks, and the summary it
+    prints. `detector` is one Detector, or a list (one per bundle) with `cameras` saying which bundle,
+    threshold and smoothing each source has."""
 
     def __init__(
         self,
@@ -96,11 +107,16 @@ class Pipeline:
         options: RunOptions | None = None,
         sinks: list[Sink] | None = None,
         outputs: OutputOptions | None = None,
+        cameras: list[CameraSettings] | None = None,
     ) -> None:
-        self.det = detector
+        self.detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
+        self.det = self.detectors[0]
         self.sources = list(source) if isinstance(source, (list, tuple)) else [source]
         self.source = self.sources[0]
         self.opt = options or RunOptions()
+        self.cameras = cameras or [CameraSettings() for _ in self.sources]
+        if len(self.cameras) != len(self.sources):
+            raise ValueError("one CameraSettings per source")
         several = len(self.sources) > 1
         if sinks is not None and several:
             raise ValueError("explicit sinks are for one source")
@@ -116,10 +132,9 @@ class Pipeline:
             from ovdoc.runtime.stream.web import WebServer, WebState, parse_serve
 
             host, port = parse_serve(outputs.serve, outputs.serve_token)
-            threshold = float(self.opt.threshold if self.opt.threshold is not None else detector.threshold_)
             web_state = WebState(
                 [src.name for src in self.sources],
-                threshold,
+                [self._threshold_of(camera) for camera in self.cameras],
                 post=lambda command: self.loop.post(command),
                 counters=lambda i: {"dropped": self.lanes[i].dropped,
                                     "source_incidents": self.lanes[i].incidents},
@@ -141,12 +156,22 @@ class Pipeline:
                     web_state=web_state,
                 ),
                 source_id=i,
+                model=self.cameras[i].model,
+                threshold=self.cameras[i].threshold,
+                smooth=self.cameras[i].smooth,
             )
             for i, src in enumerate(self.sources)
         ]
         self.lane = self.lanes[0]
         self.sinks = self.lane.sinks
-        self.loop = LiveLoop(detector, self.lanes, self.opt)
+        self.loop = LiveLoop(self.detectors, self.lanes, self.opt)
+
+    def _threshold_of(self, camera: CameraSettings) -> float:
+        if camera.threshold is not None:
+            return float(camera.threshold)
+        if self.opt.threshold is not None:
+            return float(self.opt.threshold)
+        return float(self.detectors[camera.model].threshold_)
 
     def post(self, command: Command | Control) -> None:
         self.loop.post(command)
@@ -165,6 +190,10 @@ class Pipeline:
             "fps": round(lane.processed / wall, 2) if wall > 0 else 0.0,
             "video_file": str(video) if video else None,
         }
+        if len(self.detectors) > 1 or lane.threshold is not None or lane.smooth is not None:
+            summary["bundle"] = str(getattr(self.loop.models[lane.model].det, "bundle_", ""))
+            summary["threshold"] = lane.decider.threshold if lane.decider is not None else None
+            summary["smooth"] = lane.decider.smooth if lane.decider is not None else None
         if self.opt.loop or self.opt.realtime:
             reader = lane.reader
             summary["loops"] = reader.loops if reader is not None else 0
@@ -191,7 +220,7 @@ class Pipeline:
         first = per_lane[0]
         summary = {
             **{k: v for k, v in first.items() if k != "error"},
-            "bundle": str(getattr(self.det, "bundle_", "")),
+            "bundle": str(getattr(loop.det, "bundle_", "")),
             "device": getattr(self.det, "device_", None),
             "wall_s": round(wall, 3),
             "threshold": loop.threshold,
@@ -200,6 +229,8 @@ class Pipeline:
             "stopped": loop.stopped,
             "events_file": str(self.opt.events) if self.opt.events else None,
         }
+        if len(self.detectors) > 1:
+            summary["bundles"] = [str(getattr(m.det, "bundle_", "")) for m in loop.models]
         if len(per_lane) > 1:
             for key in ("frames", "anomalies", "episodes", "dropped", "skipped", "source_incidents"):
                 summary[key] = sum(lane[key] for lane in per_lane)

@@ -94,9 +94,11 @@ class Camera:
 class WebState:
     """Shared between the live loop (writes) and the web server (reads), under one lock."""
 
-    def __init__(self, names: list[str], threshold: float, post: Callable[[Command], None],
+    def __init__(self, names: list[str], threshold: float | list[float], post: Callable[[Command], None],
                  counters: Callable[[int], dict], scoring: Callable[[], bool]) -> None:
-        self.cameras = [Camera(i, name, threshold) for i, name in enumerate(names)]
+        thresholds = threshold if isinstance(threshold, list) else [threshold] * len(names)
+        self.cameras = [Camera(i, name, float(t)) for i, (name, t) in enumerate(zip(names, thresholds,
+                                                                                    strict=True))]
         self.episodes: collections.deque = collections.deque(maxlen=200)
         self.lock = threading.Lock()
         self.post = post
