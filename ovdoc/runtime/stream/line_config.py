@@ -163,7 +163,7 @@ def load_line_config(
         own_bundle = camera.get("bundle")
         chosen = _path_like(str(own_bundle), base) if own_bundle is not None else bundle
         if chosen is None:
-            raise OvdocError(f"{where}: no bundle (give one for the camera, at the top, or as ovdoc run BUNDLE)")
+            raise OvdocError(f"{where}: no bundle (name one for the camera, at the top, or ovdoc run BUNDLE)")
         name = camera.get("name")
         own_threshold = _threshold(camera.get("threshold"), where)
         specs.append(
