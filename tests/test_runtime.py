@@ -444,11 +444,29 @@ def test_single_frames_use_a_batch1_copy_with_the_same_features(seed_ir, held_ou
     assert ex._single is not None, "the batch-1 copy was never built"
     for i in range(1, 6):
         ex.submit(images[i : i + 1], i)
-    ex.submit(images[:3], 10)  # several frames still go padded through the batch-4 model
+    ex.submit(images[:3], 10)  # more than half a batch still goes padded through the batch-4 model
+
+    class Counting:  # the batch-1 queue, counting the requests it is given
+        def __init__(self, queue) -> None:
+            self.queue, self.started = queue, 0
+
+        def start_async(self, *args) -> None:
+            self.started += 1
+            self.queue.start_async(*args)
+
+        def wait_all(self) -> None:
+            self.queue.wait_all()
+
+    ex._single = counting = Counting(ex._single)
+    ex.submit(images[3:5], 11)  # half a batch or less: two batch-1 requests, handed on together
+    ex.submit(images[:3], 12)
     ex.wait()
+    assert counting.started == 2  # the two small-batch images; the batch of 3 went padded
     singles = np.concatenate([got[i] for i in range(6)])
     np.testing.assert_allclose(singles, padded, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got[10], padded[:3], rtol=1e-4, atol=1e-5)
+    assert got[11].shape == (2, padded.shape[1])
+    np.testing.assert_allclose(got[11], padded[3:5], rtol=1e-4, atol=1e-5)  # in their order
 
 
 def test_fit_append_adds_normal_images_and_recalibrates(fit_result, tiles, held_out, photos, tmp_path):

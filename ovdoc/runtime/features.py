@@ -98,6 +98,10 @@ class FeatureExtractor:
         try:
             out = request.get_output_tensor(0).data
             feats = np.array(out.reshape(out.shape[0], -1)[:n], dtype=np.float32, copy=True)
+            if isinstance(payload, _Part):  # one image of a small batch sent as singles
+                feats, payload = payload.gather.add(payload.index, feats)
+                if feats is None:
+                    return
             if self._callback is not None:
                 self._callback(feats, payload)
         except BaseException as exc:  # surface in the caller's thread, not lost in OpenVINO's
@@ -110,15 +114,23 @@ class FeatureExtractor:
         n = len(prepared)
         if n == 0 or n > self.batch:
             raise OvdocError(f"a batch holds 1..{self.batch} images, got {n}")
-        if n == 1:
+        if n <= self.batch // 2:
+            # a live source's small batch: n batch-1 requests (run side by side) cost n images, padding
+            # to the full batch would cost `batch`
             single = self._single_queue()
             if single is not None:
-                single.start_async({0: prepared}, (1, userdata))
+                if n == 1:
+                    single.start_async({0: prepared}, (1, userdata))
+                    return
+                gather = _Gather(n, userdata)
+                for i in range(n):
+                    single.start_async({0: prepared[i:i + 1]}, (1, _Part(gather, i)))
                 return
         # static batch is fastest on CPU: pad the tail
         self.queue.start_async({0: pad_batch(prepared, self.batch)}, (n, userdata))
 
     def _single_queue(self) -> ov.AsyncInferQueue | None:
+        """The batch-1 copy once it is compiled (the first call starts compiling it), else None."""
         if not self._single_started:
             self._single_started = True
             # not a daemon: an interpreter exiting during a native compile aborts; exit waits for it
@@ -215,3 +227,32 @@ def _property(compiled: ov.CompiledModel, name: str) -> str | None:
     except Exception:
         return None
     return value.get_type_name() if isinstance(value, ov.Type) else str(value)
+
+
+class _Gather:
+    """The images of one small batch, sent as batch-1 requests, handed on together in their order."""
+
+    def __init__(self, n: int, payload: object) -> None:
+        self.parts: list[np.ndarray | None] = [None] * n
+        self.left = n
+        self.payload = payload
+        self.lock = threading.Lock()
+
+    def add(self, index: int, feats: np.ndarray) -> tuple[np.ndarray | None, object]:
+        """Store image `index`'s features; the whole batch (and its payload) once the last one is in."""
+        with self.lock:
+            self.parts[index] = feats
+            self.left -= 1
+            if self.left:
+                return None, None
+        return np.concatenate(self.parts), self.payload
+
+
+class _Part:
+    """Userdata of one batch-1 request of a gathered batch."""
+
+    __slots__ = ("gather", "index")
+
+    def __init__(self, gather: _Gather, index: int) -> None:
+        self.gather = gather
+        self.index = index
