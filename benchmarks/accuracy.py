@@ -3,12 +3,15 @@
     python benchmarks/accuracy.py --experiment sneaker-vs-boot [--json]      # CI: exits 1 below AUC 0.95
     python benchmarks/accuracy.py --experiment magnetic-tile [--json]        # needs ../shared data
     python benchmarks/accuracy.py --experiment fmnist-one-class [--json]     # slow: outside CI
+    python benchmarks/accuracy.py --experiment methods-sneaker-vs-boot --seeds 0,1,2   # DOC vs ArcFace,
+        # kNN vs mean-cosine, validation split from the training data (also methods-fmnist-one-class)
 
 Results go to benchmarks/results/accuracy-<experiment>.{json,md} (and a ROC PNG for sneaker-vs-boot).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -622,6 +625,162 @@ def fmnist_one_class(opts: dict) -> dict:
     }
 
 
+# --- training methods x scorers, under the validation protocol ------------------------------------------
+METHOD_VARIANTS = {
+    "none": {},  # the untrained ImageNet backbone (what the shipped one computes), no training
+    "doc": {"method": "doc"},
+    "arcface-own-class": {"method": "arcface", "arcface_target": "own-class"},
+    "arcface-vs-reference": {"method": "arcface", "arcface_target": "vs-reference"},
+}
+
+
+def methods_tasks(opts: dict, seed: int) -> list[dict]:
+    """One-class tasks carved per seed. Validation = training-split images only (held-out normals of the
+    target class and training-split anomalies, none of which is in the target or reference set); test =
+    the test split, scored once per setting and never used to choose one."""
+    from ovdoc.runtime.datasets import FASHION_MNIST_CLASSES, Images, load_fashion_mnist
+
+    xtr, ytr = load_fashion_mnist("train")
+    xte, yte = load_fashion_mnist("test")
+    rng = np.random.default_rng(seed)
+    n_train, n_val, per_class = opts["n_train"], opts["n_val"], opts["reference_per_class"]
+    if opts["experiment"] == "methods-sneaker-vs-boot":
+        pairs = [(7, [9], [c for c in range(10) if c not in (7, 9)])]  # sneaker; ankle boot; the other 8
+    else:
+        wanted = [FASHION_MNIST_CLASSES.index(c) for c in opts["classes"].split(",")] if opts["classes"] \
+            else range(10)
+        pairs = [(c, [o for o in range(10) if o != c], [o for o in range(10) if o != c]) for c in wanted]
+    tasks = []
+    for normal, anomalous, reference in pairs:
+        own = rng.permutation(np.flatnonzero(ytr == normal))
+        anom_pool = rng.permutation(np.flatnonzero(np.isin(ytr, anomalous)))
+        val_anom = anom_pool[:n_val]
+        ref = [rng.permutation(np.setdiff1d(np.flatnonzero(ytr == c), val_anom))[:per_class]
+               for c in reference]
+        ref = np.sort(np.concatenate(ref))
+        te_n = np.flatnonzero(yte == normal)
+        te_a = np.flatnonzero(np.isin(yte, anomalous))
+        if opts["n_test"]:
+            te_n, te_a = rng.permutation(te_n)[: opts["n_test"]], rng.permutation(te_a)[: opts["n_test"]]
+        tasks.append({
+            "name": FASHION_MNIST_CLASSES[normal],
+            "target": Images(xtr[own[:n_train]], None),
+            "reference": Images(xtr[ref], ytr[ref], FASHION_MNIST_CLASSES),
+            "val": (xtr[own[n_train:n_train + n_val]], xtr[val_anom]),
+            "test": (xte[te_n], xte[te_a]),
+        })
+    return tasks
+
+
+def methods_features(variant: str, task: dict, opts: dict, seed: int, work: Path) -> tuple[dict, Path, dict]:
+    """Train (or not), convert to a verified FP32 IR, extract every split's features with OpenVINO."""
+    from ovdoc.host.convert import convert_keras_model
+    from ovdoc.host.train.doc import train_model
+    from ovdoc.runtime.features import FeatureExtractor
+    from ovdoc.runtime.ir import read_ir
+
+    info = {}
+    if variant == "none":
+        xml = untrained_ir(opts["size"], work / "ir")
+    else:
+        config = dataclasses.replace(doc_config(opts | {"seed": seed}, augment=0), **METHOD_VARIANTS[variant],
+                                     arcface_s=opts["arcface_s"], arcface_m=opts["arcface_m"])
+        result = train_model(task["target"], task["reference"], config, progress=False)
+        convert_keras_model(result.model, work / "ir", spec=result.spec, precisions=("FP32",), name=variant)
+        xml = work / "ir" / "FP32" / "model.xml"
+        info = {"train_s": round(result.seconds, 1), "steps": len(result.loss_d)}
+    model, spec, _ = read_ir(xml)
+    ext = FeatureExtractor(model, spec, batch=8)
+    feats = {"train": ext.extract(list(task["target"].images), progress=False)}
+    for part in ("val", "test"):
+        feats[part] = tuple(ext.extract(list(x), progress=False) for x in task[part])
+    return feats, xml, info
+
+
+def methods_compare(opts: dict) -> dict:
+    """DOC vs ArcFace (two class set-ups) vs no training, each scored by kNN (cosine, k=5) and mean-cosine.
+
+    Every setting is scored on validation and test; the recommendation is made on validation only.
+    """
+    from ovdoc.runtime.bench.measure import scorer_speed
+    from ovdoc.runtime.evaluation import auc
+    from ovdoc.runtime.scoring import ScorerSpec
+
+    started = time.perf_counter()
+    seeds = [int(v) for v in str(opts["seeds"]).split(",")]
+    variants = opts["methods"].split(",")
+    scorers = opts["scorers"].split(",")
+    for v in variants:
+        if v not in METHOD_VARIANTS:
+            raise SystemExit(f"unknown method variant {v!r}: use {', '.join(METHOD_VARIANTS)}")
+    runs, speed, latency = [], {}, {}
+    for seed in seeds:
+        for task in methods_tasks(opts, seed):
+            for variant in variants:
+                t0 = time.perf_counter()
+                with tempfile.TemporaryDirectory(prefix="ovdoc-methods-") as work:
+                    feats, xml, info = methods_features(variant, task, opts, seed, Path(work))
+                    if variant not in latency:
+                        latency[variant] = latency_ms(xml)
+                for name in scorers:
+                    spec = ScorerSpec.parse(name, k=opts["k"], metric="cosine")
+                    scorer = spec.build().fit(feats["train"])
+                    row = {"seed": seed, "task": task["name"], "method": variant, "scorer": spec.label,
+                           "dim": int(feats["train"].shape[1]), **info}
+                    for part in ("val", "test"):
+                        normal, anomalous = feats[part]
+                        scores = scorer.score_samples(normal), scorer.score_samples(anomalous)
+                        row[f"{part}_auc"] = round(auc(*scores), 4)
+                    if (variant, spec.label) not in speed:
+                        speed[(variant, spec.label)] = scorer_speed(scorer, feats["test"][0][:200])
+                    runs.append(row)
+                    say(f"seed {seed} {task['name']:<10} {variant:<21} {spec.label:<11} "
+                        f"val {row['val_auc']:.4f} "
+                        f"test {row['test_auc']:.4f} ({time.perf_counter() - t0:.0f} s)")
+
+    def summary(part: str) -> dict:
+        out = {}
+        for variant in variants:
+            for name in scorers:
+                label = ScorerSpec.parse(name).label
+                # per seed: the mean over tasks (one task for sneaker-vs-boot); then mean +- std over seeds
+                per_seed = [np.mean([r[f"{part}_auc"] for r in runs if (r["seed"], r["method"], r["scorer"])
+                                     == (s, variant, label)]) for s in seeds]
+                out[f"{variant} + {label}"] = [round(float(np.mean(per_seed)), 4),
+                                               round(float(np.std(per_seed)), 4)]
+        return out
+
+    val, test = summary("val"), summary("test")
+    arc = [k for k in val if k.startswith("arcface")]
+    trained = [k for k in val if not k.startswith("none")]
+    return {
+        "experiment": opts["experiment"] + (f"-{opts['tag']}" if opts.get("tag") else ""),
+        "auc": test[max(trained or val, key=lambda k: val[k][0])][0],
+        "chosen_on_validation": {
+            "best_overall": max(trained or val, key=lambda k: val[k][0]),
+            "best_arcface": max(arc, key=lambda k: val[k][0]) if arc else None,
+        },
+        "val_auc_mean_std": val,
+        "test_auc_mean_std": test,
+        "scorer_us_per_query": {f"{v} + {s}": t["scorer_us_per_query"] for (v, s), t in speed.items()},
+        "model_speed_cpu_f32": latency,
+        "protocol": "per seed: target = n_train training images of the normal class; validation = n_val "
+        "other training images of it vs n_val training-split anomalies (kept out of the reference set); "
+        "reference = reference_per_class training images of each reference class; test = the test split "
+        "(n_test each, 0 = "
+        "all), scored for every setting but never used to choose one; mean +- std over seeds (per seed the "
+        "mean over tasks); kNN = cosine, k = 5, flat index over the target's features; mean-cosine = 1 - cos "
+        "to "
+        "the mean unit feature; features from the verified FP32 IR through OpenVINO",
+        "subsampled": {k: opts[k] for k in ("n_train", "n_val", "n_test", "reference_per_class", "classes")},
+        "settings": {k: opts[k] for k in ("size", "epochs", "lam", "lr", "freeze_until", "ema", "arcface_s",
+                                          "arcface_m", "k")} | {"embedding_dim": 128, "batch": 64},
+        "seeds": seeds,
+        "runs": runs,
+        "timings_s": {"total": round(time.perf_counter() - started, 1)},
+    }
+
+
 def write_results(result: dict, command: str) -> None:
     name = result["experiment"]
     result = result | {
@@ -646,8 +805,25 @@ def write_results(result: dict, command: str) -> None:
             rows.append((key, str(value)))
     table = "\n".join(f"| {a} | {b} |" for a, b in rows[:1] + [("---", "---")] + rows[1:])
     (RESULTS / f"accuracy-{name}.md").write_text(
-        f"# Accuracy: {name}\n\n`{command}`\n\n{patch_tables(result)}{table}\n"
+        f"# Accuracy: {name}\n\n`{command}`\n\n{methods_table(result)}{patch_tables(result)}{table}\n"
     )
+
+
+def methods_table(result: dict) -> str:
+    """methods-* results: one row per method + scorer, validation and test AUC (mean ± std over seeds)."""
+    val, test = result.get("val_auc_mean_std"), result.get("test_auc_mean_std")
+    if not val:
+        return ""
+    speed = result.get("scorer_us_per_query", {})
+    rows = "".join(
+        f"| {key} | {val[key][0]:.4f} ± {val[key][1]:.4f} | {test[key][0]:.4f} ± {test[key][1]:.4f} | "
+        f"{speed.get(key, '')} |\n"
+        for key in val
+    )
+    return (f"AUC, mean ± std over seeds {result['seeds']} (chosen on validation: "
+            f"{result['chosen_on_validation']}):\n\n| method + scorer | validation AUC | test AUC "
+            "| scorer µs/query "
+            f"|\n|---|---|---|---|\n{rows}\n")
 
 
 def patch_tables(result: dict) -> str:
@@ -685,7 +861,8 @@ def patch_tables(result: dict) -> str:
 @click.command()
 @click.option(
     "--experiment",
-    type=click.Choice(["sneaker-vs-boot", "fmnist-one-class", "magnetic-tile"]),
+    type=click.Choice(["sneaker-vs-boot", "fmnist-one-class", "magnetic-tile", "methods-sneaker-vs-boot",
+                       "methods-fmnist-one-class"]),
     default="sneaker-vs-boot",
     show_default=True,
 )
@@ -723,6 +900,19 @@ def patch_tables(result: dict) -> str:
 @click.option("--search", is_flag=True, help="patch: the validation grid search, not the test run.")
 @click.option("--search-grid", default=None,
               help="patch --search: JSON list of {layers, size:[W,H], nb, dim, coreset:[..], normalise}.")
+@click.option("--methods", default="none,doc,arcface-own-class,arcface-vs-reference", show_default=True,
+              help="methods-*: training variants to compare (none = the untrained backbone).")
+@click.option("--scorers", default="knn,mean-cosine", show_default=True, help="methods-*: scorers.")
+@click.option("--arcface-s", default=30.0, show_default=True, type=float)
+@click.option("--arcface-m", default=0.5, show_default=True, type=float)
+@click.option("--k", default=5, show_default=True, type=int, help="methods-*: kNN neighbours.")
+@click.option("--n-train", default=2000, show_default=True, type=int, help="methods-*: target images.")
+@click.option("--n-val", default=500, show_default=True, type=int, help="methods-*: validation images each.")
+@click.option("--n-test", default=0, show_default=True, type=int,
+              help="methods-*: test images each (0 = all).")
+@click.option("--classes", default=None,
+              help="methods-fmnist-one-class: comma-separated classes (default all).")
+@click.option("--tag", default=None, help="methods-*: suffix of the results file (e.g. a sweep's setting).")
 @click.option("--no-record", is_flag=True, help="Do not write benchmarks/results/.")
 @click.option("--json", "as_json", is_flag=True)
 def main(experiment, no_record, as_json, **opts) -> None:
@@ -734,7 +924,10 @@ def main(experiment, no_record, as_json, **opts) -> None:
         "sneaker-vs-boot": sneaker_vs_boot,
         "magnetic-tile": magnetic_tile,
         "fmnist-one-class": fmnist_one_class,
+        "methods-sneaker-vs-boot": methods_compare,
+        "methods-fmnist-one-class": methods_compare,
     }[experiment]
+    opts["experiment"] = experiment
     if experiment == "magnetic-tile" and opts["mode"] == "patch":
         run = magnetic_tile_patch_search if opts["search"] else magnetic_tile_patch
         opts["search_grid"] = opts["search_grid"] or json.dumps(DEFAULT_SEARCH_GRID)

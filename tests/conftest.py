@@ -128,3 +128,27 @@ def bundle(streams, tmp_path_factory) -> Path:
     manifest = fit_bundle(streams["ir"], streams["train"], out, progress=False)  # fit from a video file
     assert manifest["n_images"] == 200
     return out
+
+
+# --- a small ArcFace model trained through the real `ovdoc train` (the arcface and export tests share it) ---
+@pytest.fixture(scope="session")
+def arcface_run(fashion_mnist_dir, mobilenet_pth, tmp_path_factory) -> Path:
+    """`ovdoc train --method arcface --scorer mean-cosine` on 60 real sneakers, 32 px: OUT/{model.keras,
+    ir, bundle, train.json}. Small on purpose (about 20 s on 2 cores)."""
+    import cv2
+    from _runtime_helpers import ovdoc_cli
+
+    from ovdoc.runtime.datasets import load_unlabelled
+
+    root = tmp_path_factory.mktemp("arcface")
+    good = root / "good"
+    good.mkdir()
+    for i, img in enumerate(load_unlabelled("fashion-mnist:sneaker").images[:60]):
+        cv2.imwrite(str(good / f"{i:03d}.png"), img)
+    out = root / "arc"
+    proc = ovdoc_cli("train", "--method", "arcface", "--scorer", "mean-cosine", "--target", str(good),
+                     "--reference", "fashion-mnist:trouser,bag,sandal", "--reference-per-class", "40",
+                     "--size", "32", "--epochs", "2", "--batch", "16", "--augment", "0", "--lr", "3e-4",
+                     "--out", str(out), "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

@@ -1,4 +1,5 @@
-"""`ovdoc train`: fine-tune MobileNetV2 with DOC's joint loss and hand back a ready-to-run bundle."""
+"""`ovdoc train`: fine-tune MobileNetV2 with DOC's joint loss (or an ArcFace head) and hand back a
+ready-to-run bundle."""
 
 from __future__ import annotations
 
@@ -42,6 +43,30 @@ Weights (--weights):
     required=True,
     type=click.Path(file_okay=False),
     help="Output folder: model.keras, ir/, bundle/, loss.png, train.json.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["doc", "arcface"]),
+    default="doc",
+    show_default=True,
+    help="doc: descriptiveness + compactness (DOC). arcface: additive angular margin over the reference "
+    "classes and the target, L2-normalised embedding (the phone gate's metric learning).",
+)
+@click.option("--arcface-s", default=30.0, show_default=True, type=float, help="arcface: logit scale s.")
+@click.option(
+    "--arcface-m", default=0.5, show_default=True, type=float, help="arcface: angular margin m (radians)."
+)
+@click.option(
+    "--arcface-target",
+    type=click.Choice(["own-class", "vs-reference"]),
+    default="own-class",
+    show_default=True,
+    help="arcface: the target as one more class beside the reference classes, or target vs all the "
+    "reference images as one negative class.",
+)
+@click.option(
+    "--embedding-dim", default=128, show_default=True, type=click.IntRange(2, 4096),
+    help="arcface: size of the unit-length embedding.",
 )
 @click.option("--weights", default="offline", show_default=True, help="offline | imagenet | none | PATH.")
 @click.option("--alpha", default=1.0, show_default=True, type=float, help="MobileNetV2 width multiplier.")
@@ -96,6 +121,13 @@ Weights (--weights):
     "cosine", "kNN distance of the bundle: cosine (features L2-normalised) or euclidean on raw features."
 )
 @click.option(
+    "--scorer",
+    type=click.Choice(["knn", "mean-cosine"]),
+    default="knn",
+    show_default=True,
+    help="The bundle's scorer: kNN distance, or 1 - cosine to the mean target embedding (one vector).",
+)
+@click.option(
     "--ema",
     type=click.FloatRange(0.0, 1.0, max_open=True),
     default=0.0,
@@ -109,6 +141,11 @@ def train(
     target,
     reference,
     out,
+    method,
+    arcface_s,
+    arcface_m,
+    arcface_target,
+    embedding_dim,
     weights,
     alpha,
     size,
@@ -123,15 +160,18 @@ def train(
     k,
     fpr,
     metric,
+    scorer,
     ema,
     seed,
     as_json,
 ) -> int:
-    """Train a DOC model (descriptiveness + compactness) and build a detector bundle from it.
+    """Train a DOC (or ArcFace) model and build a detector bundle from it.
 
     Every step uses one reference batch (cross-entropy through a classifier head, l_D) and one target
     batch (compactness, l_C). Layers before --freeze-until are frozen and cached, so a CPU trains in
     minutes. The result is converted to a verified OpenVINO IR and fitted on the target images.
+    --method arcface trains a unit-length embedding with an additive angular margin instead (l_D is then
+    the ArcFace loss; l_C is only monitored); pair it with --scorer mean-cosine for a one-vector gate.
     """
     from ovdoc.host.train.doc import TrainConfig
     from ovdoc.host.train.pipeline import train_to_bundle
@@ -152,9 +192,19 @@ def train(
         reference_per_class=reference_per_class or None,
         seed=seed,
         ema=ema,
+        method=method,
+        arcface_s=arcface_s,
+        arcface_m=arcface_m,
+        arcface_target=arcface_target,
+        embedding_dim=embedding_dim,
     )
+    if method == "arcface":
+        from ovdoc.host.train.arcface import check
+
+        check(config)  # bad margins and scales are one line before any data is read
     report = train_to_bundle(
-        target, reference, out, config, bundle_precision=bundle_precision, k=k, fpr=fpr, metric=metric
+        target, reference, out, config, bundle_precision=bundle_precision, k=k, fpr=fpr, metric=metric,
+        scorer=scorer,
     )
     report.pop("model", None)
     summary = report["train"]

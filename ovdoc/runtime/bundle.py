@@ -204,11 +204,14 @@ def fit_bundle_images(
     total: int | None = None,
     sources: list[str] | None = None,
     input_report: dict | None = None,
+    export_source: dict | None = None,
     **overrides,
 ) -> dict:
     """`fit_bundle` for images already in memory (BGR uint8, any size): data sets, benchmarks.
 
     `input_report` (from `open_unlabelled(skip_unreadable=True)`): skipped files and each image's group.
+    `export_source` (global mode): the manifest's record of the model the IR came from, e.g.
+    {"format": "keras", "file": "../model.keras", "sha256": ...}, which `ovdoc export` needs.
     """
     from ovdoc.runtime.features import default_cache_dir
 
@@ -220,7 +223,8 @@ def fit_bundle_images(
         return _fit_patch(model, spec, xml, images, out_dir, config, core=core, progress=progress,
                           cache_dir=cache_dir, total=total, sources=sources, report=input_report)
     return _fit_global(model, spec, xml, images, out_dir, config, core=core, progress=progress,
-                       cache_dir=cache_dir, total=total, sources=sources, report=input_report)
+                       cache_dir=cache_dir, total=total, sources=sources, report=input_report,
+                       export_source=export_source)
 
 
 def _sized(spec: PreprocessSpec, config: FitConfig, default_resize: str) -> PreprocessSpec:
@@ -231,7 +235,7 @@ def _sized(spec: PreprocessSpec, config: FitConfig, default_resize: str) -> Prep
 
 
 def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, cache_dir, total,
-                sources, report=None) -> dict:
+                sources, report=None, export_source=None) -> dict:
     from ovdoc.runtime.features import FeatureExtractor
     from ovdoc.runtime.scoring import LOO_METHODS, make_scorer
 
@@ -257,6 +261,8 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
         "threshold": threshold,
         "built_with": _built_with(core, extractor, config.batch),
     }
+    if export_source:
+        manifest["export_source"] = export_source
     # an IR whose size was changed is saved with its new preprocessing; else copied byte for byte
     resized = config.size is not None or config.resize is not None
     return _write_bundle(out_dir, manifest, scorer_obj, model, spec, xml, copy=not resized)

@@ -1,5 +1,8 @@
 """Joint DOC training: every step L = l_D(reference batch) + lambda * l_C(target batch).
 
+The data preparation and the step loop (`prepare`, `fit_head`) are shared with ArcFace training
+(arcface.py): same frozen, cached lower layers, same batches, same weight averaging.
+
 The network below `freeze_until` is frozen and run in inference mode; since it is deterministic, its
 outputs are computed once and cached, so each step only runs the trainable top. BatchNorm stays in
 inference mode in the trainable top as well (ImageNet statistics): the features the kNN index sees at
@@ -25,6 +28,7 @@ from ovdoc.runtime.datasets import Images, to_model_input
 from ovdoc.runtime.preprocess import PreprocessSpec
 
 FEATURES = "features"
+METHODS = ("doc", "arcface")
 
 
 @dataclass
@@ -42,6 +46,11 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # default: one pass over the larger of target and reference
     seed: int = 0
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = last step's weights)
+    method: str = "doc"  # doc | arcface (ovdoc.host.train.arcface)
+    arcface_s: float = 30.0  # ArcFace scale of the cosine logits
+    arcface_m: float = 0.5  # ArcFace additive angular margin (radians)
+    arcface_target: str = "own-class"  # own-class: reference classes + target | vs-reference: 2 classes
+    embedding_dim: int = 128  # ArcFace: size of the L2-normalised embedding
 
 
 @dataclass
@@ -168,17 +177,25 @@ def _run_frozen(
     return np.concatenate(outs)
 
 
-def train_doc(
-    target: Images, reference: Images, config: TrainConfig, *, progress: bool = True
-) -> TrainResult:
-    """Fine-tune an ImageNet MobileNetV2 with DOC's joint objective; returns the image -> features model."""
-    tf = require_tensorflow("training")
-    import keras
+@dataclass
+class Prepared:
+    """What every training method starts from: the split backbone and the cached frozen outputs."""
 
+    frozen: object  # keras.Model or None
+    top: object  # keras.Model: frozen outputs -> feature map
+    spec: PreprocessSpec
+    source: str
+    cached_t: np.ndarray  # target images through the frozen part (float16)
+    cached_r: np.ndarray  # reference images through the frozen part
+    ref_labels: np.ndarray  # int32, 0..n_classes-1
+    n_classes: int
+    rng: np.random.Generator  # continues into the batch order: one seeded stream, as before the split
+
+
+def prepare(target: Images, reference: Images, config: TrainConfig, *, progress: bool = True) -> Prepared:
+    """Seed, build and split the backbone, augment the target, subsample the reference, cache both."""
     from ovdoc.host.train.backbone import make_backbone
-    from ovdoc.host.train.losses import compactness_loss, descriptiveness_loss
 
-    started = time.perf_counter()
     if len(target) < 2:
         raise OvdocError(f"the target set needs at least 2 images, got {len(target)}")
     set_seed(config.seed)
@@ -186,7 +203,6 @@ def train_doc(
     backbone = make_backbone(config.weights, size=config.size, alpha=config.alpha)
     spec = backbone.spec
     frozen, top = split_at(backbone.model, config.freeze_until)
-    head = _feature_head(top)
 
     # data: target (+ augmented copies), class-balanced reference subset with labels 0..C-1
     target_u8 = to_model_input(target.images, spec)
@@ -209,15 +225,23 @@ def train_doc(
     cached_r = _run_frozen(
         frozen, spec, ref_images, desc="frozen part: reference", progress=progress, runner=runner
     )
-    ref_labels = ref_labels.astype(np.int32)
+    return Prepared(frozen, top, spec, backbone.source, cached_t, cached_r, ref_labels.astype(np.int32),
+                    len(classes), rng)
 
-    classifier = keras.layers.Dense(len(classes), name="reference_classifier")
-    classifier.build((None, head.outputs[0].shape[-1]))
+
+def fit_head(prep: Prepared, head, extra, losses, config: TrainConfig, *, started: float,
+             progress: bool = True) -> TrainResult:
+    """The shared loop: each step one target and one reference batch; `losses(zt, zr, yr)` returns
+    (loss to minimise, l_D, l_C) for the record; `extra` = the method's own layers (classifier head).
+    Optional weight averaging (--ema); returns the image -> features model."""
+    tf = require_tensorflow("training")
+    import keras
+
+    rng = prep.rng
     optimizer = keras.optimizers.Adam(config.lr)
-    variables = head.trainable_variables + classifier.trainable_variables
     if not head.trainable_variables:
         raise OvdocError("nothing to train: --freeze-until leaves no trainable layer")
-    lam = tf.constant(config.lam, tf.float32)
+    variables = head.trainable_variables + [v for layer in extra for v in layer.trainable_variables]
     if not 0.0 <= config.ema < 1.0:
         raise OvdocError(f"--ema must be in [0, 1), got {config.ema}")
     # The kNN AUC swings by +-0.02 from step to step; an average of the recent weights is steadier than
@@ -226,34 +250,24 @@ def train_doc(
     weights = head.trainable_variables if config.ema else []
     averaged = [(tf.Variable(v, trainable=False), v) for v in weights]  # (shadow, weight); none without --ema
     # ImageNet BatchNorm statistics are kept; a randomly initialised network has none worth keeping
-    bn_training = backbone.source == "random"
+    bn_training = prep.source == "random"
 
     @tf.function(reduce_retracing=True)
     @tf.autograph.experimental.do_not_convert
     def step(xt, xr, yr):
         with tf.GradientTape() as tape:
-            zt = head(xt, training=bn_training)
-            zr = head(xr, training=bn_training)
-            loss_d = descriptiveness_loss(yr, classifier(zr))
-            loss_c = compactness_loss(zt)
-            loss = loss_d + lam * loss_c
+            loss, loss_d, loss_c = losses(head(xt, training=bn_training), head(xr, training=bn_training), yr)
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         for shadow, var in averaged:
             shadow.assign(ema_decay * shadow + (1.0 - ema_decay) * var)
         return loss_d, loss_c
 
+    cached_t, cached_r = prep.cached_t, prep.cached_r
     batch = max(2, min(config.batch, len(cached_t)))
     steps = config.steps_per_epoch or math.ceil(max(len(cached_t), len(cached_r)) / batch)
-    result = TrainResult(
-        model=None,
-        spec=spec,
-        config=config,
-        n_target=len(cached_t),
-        n_reference=len(cached_r),
-        n_classes=len(classes),
-        backbone=backbone.source,
-    )
+    result = TrainResult(model=None, spec=prep.spec, config=config, n_target=len(cached_t),
+                         n_reference=len(cached_r), n_classes=prep.n_classes, backbone=prep.source)
     t_order = np.empty(0, np.int64)
     r_order = np.empty(0, np.int64)
     for epoch in range(config.epochs):
@@ -268,18 +282,55 @@ def train_doc(
             ti, t_order = t_order[:batch], t_order[batch:]
             ri, r_order = r_order[:batch], r_order[batch:]
             loss_d, loss_c = step(
-                cached_t[ti].astype(np.float32), cached_r[ri].astype(np.float32), ref_labels[ri]
+                cached_t[ti].astype(np.float32), cached_r[ri].astype(np.float32), prep.ref_labels[ri]
             )
             result.loss_d.append(float(loss_d))
             result.loss_c.append(float(loss_c))
             bar.set_postfix(l_D=f"{result.loss_d[-1]:.3f}", l_C=f"{result.loss_c[-1]:.4f}")
     for shadow, var in averaged:
         var.assign(shadow)
-    image = keras.Input((spec.height, spec.width, 3), name="image")
-    x = frozen(image, training=False) if frozen is not None else image
-    result.model = keras.Model(image, head(x, training=False), name="doc_mobilenetv2")
+    image = keras.Input((prep.spec.height, prep.spec.width, 3), name="image")
+    x = prep.frozen(image, training=False) if prep.frozen is not None else image
+    result.model = keras.Model(image, head(x, training=False), name=f"{config.method}_mobilenetv2")
     result.seconds = time.perf_counter() - started
     return result
+
+
+def train_doc(
+    target: Images, reference: Images, config: TrainConfig, *, progress: bool = True
+) -> TrainResult:
+    """Fine-tune an ImageNet MobileNetV2 with DOC's joint objective; returns the image -> features model."""
+    tf = require_tensorflow("training")
+    import keras
+
+    from ovdoc.host.train.losses import compactness_loss, descriptiveness_loss
+
+    started = time.perf_counter()
+    prep = prepare(target, reference, config, progress=progress)
+    head = _feature_head(prep.top)
+    classifier = keras.layers.Dense(prep.n_classes, name="reference_classifier")
+    classifier.build((None, head.outputs[0].shape[-1]))
+    lam = tf.constant(config.lam, tf.float32)
+
+    def losses(zt, zr, yr):
+        loss_d = descriptiveness_loss(yr, classifier(zr))
+        loss_c = compactness_loss(zt)
+        return loss_d + lam * loss_c, loss_d, loss_c
+
+    return fit_head(prep, head, [classifier], losses, config, started=started, progress=progress)
+
+
+def train_model(
+    target: Images, reference: Images, config: TrainConfig, *, progress: bool = True
+) -> TrainResult:
+    """`ovdoc train --method doc|arcface`."""
+    if config.method == "arcface":
+        from ovdoc.host.train.arcface import train_arcface
+
+        return train_arcface(target, reference, config, progress=progress)
+    if config.method != "doc":
+        raise OvdocError(f"unknown training method {config.method!r}: use {', '.join(METHODS)}")
+    return train_doc(target, reference, config, progress=progress)
 
 
 def plot_losses(result: TrainResult, path) -> None:
@@ -291,7 +342,8 @@ def plot_losses(result: TrainResult, path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, values, title in (
-        (axes[0], result.loss_d, "descriptiveness l_D (reference CE)"),
+        (axes[0], result.loss_d, "ArcFace loss (both batches)" if result.config.method == "arcface"
+         else "descriptiveness l_D (reference CE)"),
         (axes[1], result.loss_c, "compactness l_C (target)"),
     ):
         steps = np.arange(1, len(values) + 1)
