@@ -231,8 +231,19 @@ def test_stream_density(video_dir, tmp_path):
         # a real replay at 30 FPS: each camera delivers about 30 frames a second, never much more
         assert 20 < r["min_fps"] <= 31 and r["total_fps"] <= 31 * r["cameras"]
         assert 0 < r["median_latency_ms_p50"] <= r["max_latency_ms_p99"]
+        assert r["steal_pct"] is None or 0.0 <= r["steal_pct"] <= 100.0  # None off Linux
         if r["passed"]:  # the contract a pass stands for
             assert r["min_fps"] > 28 and r["late_resets"] == 0 and r["max_latency_ms_p99"] < 100
     assert result["density"] == max([r["cameras"] for r in rows if r["passed"]], default=0)
     assert sorted(p.name for p in out.iterdir()) == ["density.json", "density.md"]
     assert "| cameras | passed |" in (out / "density.md").read_text()
+
+
+def test_steal_share_from_cpu_counters():
+    """VM steal share between two /proc/stat readings (user nice system idle iowait irq softirq steal)."""
+    from ovdoc.runtime.bench.density import cpu_times, steal_pct
+
+    assert steal_pct([0] * 8, [10, 0, 10, 70, 0, 0, 0, 10]) == 10.0
+    assert steal_pct(None, [1] * 8) is None and steal_pct([0] * 8, [0] * 8) is None
+    now = cpu_times()
+    assert now is None or (len(now) == 8 and all(v >= 0 for v in now))

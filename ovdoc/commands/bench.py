@@ -236,13 +236,13 @@ def _density(bundle, source: Path, counts: list[int], seconds: float, out_dir, a
     result |= {"bundle": str(bundle), "mode": detector.mode_, "machine": describe_machine()}
     lines = [
         f"stream density ({result['mode']} mode): {result['density']} cameras ({result['clip']})",
-        "| cameras | passed | min FPS | total FPS | p99 latency ms | p50 ms | late | load |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| cameras | passed | min FPS | total FPS | p99 latency ms | p50 ms | late | load | VM steal % |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {r['cameras']} | {'yes' if r['passed'] else 'no'} | {r['min_fps']} | {r['total_fps']} | "
         f"{r['max_latency_ms_p99']} | {r['median_latency_ms_p50']} | {r['late_resets']} | "
-        f"{r['load_1m_before']} |"
+        f"{r['load_1m_before']} | {r.get('steal_pct')} |"
         for r in result["rows"]
     ]
     table = "\n".join(lines)

@@ -51,6 +51,24 @@ def make_clip(source: str | Path, out: Path, res: tuple[int, int] = (640, 480), 
     return out
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (Linux /proc/stat: user nice system idle iowait irq softirq steal)."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_pct(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of CPU time the hypervisor took from this VM in between (its vCPUs stood still): on a
+    shared host a VM's threads stall ~100 ms at a time, which no program inside can help."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    total = sum(after) - sum(before)
+    return round(100.0 * (after[7] - before[7]) / total, 2) if total > 0 else None
+
+
 class LatencySink(Sink):
     """Read-to-decision latency of every scored frame."""
 
@@ -71,6 +89,7 @@ def run_count(detector, clip: Path, count: int, seconds: float, fps: float) -> d
     lanes = [Lane(open_source(str(clip)), [sinks[i]], source_id=i) for i in range(count)]
     opts = RunOptions(smooth=1, loop=True, realtime=True, duration_s=seconds, queue_size=8)
     load = os.getloadavg()[0]
+    steal0 = cpu_times()
     loop = LiveLoop(detector, lanes, opts)
     loop.run()
     for lane in lanes:
@@ -100,6 +119,7 @@ def run_count(detector, clip: Path, count: int, seconds: float, fps: float) -> d
         "median_latency_ms_p50": round(float(np.median([c["latency_ms_p50"] for c in cams])), 1),
         "late_resets": late,
         "load_1m_before": round(load, 2),
+        "steal_pct": steal_pct(steal0, cpu_times()),
         "seconds": seconds,
     }
 
