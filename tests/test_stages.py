@@ -542,3 +542,41 @@ def test_a_lane_naming_a_missing_model_is_refused():
     lanes = [Lane(ScriptSource([1]), [Recorder()], source_id=0, model=1)]
     with pytest.raises(ValueError, match="names model 1"):
         LiveLoop([FakeDetector()], lanes, RunOptions())
+
+
+def test_a_saved_threshold_goes_into_the_bundle_of_that_camera(monkeypatch):
+    """Two bundles: saving camera 1's threshold writes it into camera 1's bundle only; reload asked for
+    one camera reloads only its bundle."""
+    import ovdoc.runtime.bundle as bundle_module
+    from ovdoc.runtime.stream.messages import Command, Control
+
+    saved: list[tuple[str, float]] = []
+    monkeypatch.setattr(bundle_module, "save_threshold",
+                        lambda path, value, by: saved.append((path, value)) or f"{path}/manifest.json")
+    first, second = FakeDetector(), FakeDetector()
+    first.bundle_, second.bundle_ = "first.bundle", "second.bundle"
+    recs = [Recorder(), Recorder()]
+
+    def on_frame(result, post):
+        if result.source_id == 1 and result.frame.index == 3:
+            post(Command(Control.SET_THRESHOLD, source_id=1, value=0.05, save=True, by="web"))
+
+    recs[1].on_frame = on_frame
+    lanes = [
+        Lane(ScriptSource([10] * 12, name="a"), [recs[0]], source_id=0, model=0),
+        Lane(ScriptSource([10] * 12, name="b"), [recs[1]], source_id=1, model=1),
+    ]
+    loop = LiveLoop([first, second], lanes, RunOptions(smooth=1))
+    started: list[object] = []
+    for model in loop.models:
+        model.reloader.start = lambda det, by: started.append(det) or True
+    loop.post(Command(Control.RELOAD, source_id=0, by="test"))
+    loop.run()
+    assert loop.fatal is None
+    assert saved == [("second.bundle", 0.05)]
+    changed = [e for e in recs[1].events if e.get("event") == "threshold_changed"]
+    assert changed and changed[0]["saved_to"] == "second.bundle/manifest.json"
+    assert not [e for e in recs[0].events if e.get("event") == "threshold_changed"]
+    assert not any(r.anomalous for r in recs[0].results)  # 0.1 < 0.5, its threshold untouched
+    assert [r.anomalous for r in recs[1].results] == [False] * 4 + [True] * 8  # 0.1 > 0.05 from frame 4
+    assert started == [first]
