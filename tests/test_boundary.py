@@ -20,8 +20,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ovdoc"
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "nncf", "onnx", "tf2onnx", "ovdoc.host")
 # The runtime side: the package root's shared modules, the runtime, the shipped models and the CLI verbs a
-# board runs. ovdoc.host and the host-side verbs (convert, train) are the other side.
-HOST_VERBS = ("convert.py", "train.py")
+# board runs. ovdoc.host and the host-side verbs (convert, train, export) are the other side.
+HOST_VERBS = ("convert.py", "train.py", "export.py")
 RUNTIME_VERBS = ("devices", "run", "fit", "eval", "bench")
 
 
@@ -184,11 +184,12 @@ def test_every_runtime_verb_runs_with_host_packages_blocked(tile_folders, video_
     assert "ModuleNotFoundError" not in bench.stdout + bench.stderr
 
 
-@pytest.mark.parametrize("verb", ["convert", "train"])
+@pytest.mark.parametrize("verb", ["convert", "train", "export"])
 def test_host_verbs_say_what_to_install_in_one_line(verb, tmp_path):
     args = {"convert": ["convert", "model.keras", "--out", str(tmp_path / "ir")],
             "train": ["train", "--target", str(tmp_path), "--reference", str(tmp_path),
-                      "--out", str(tmp_path / "t")]}[verb]
+                      "--out", str(tmp_path / "t")],
+            "export": ["export", str(tmp_path), "--to", "tflite", "--out", str(tmp_path / "e")]}[verb]
     if verb == "convert":
         import zipfile
 

@@ -73,7 +73,7 @@ def test_help_works_without_tensorflow():
     assert "devices" in result.stdout
 
 
-@pytest.mark.parametrize("verb", ["devices", "run", "fit", "convert", "train", "eval", "bench"])
+@pytest.mark.parametrize("verb", ["devices", "run", "fit", "convert", "train", "eval", "bench", "export"])
 def test_every_verb_has_help_without_tensorflow(verb):
     from ovdoc.cli import COMMANDS, _module_exists
 

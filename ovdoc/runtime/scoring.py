@@ -152,6 +152,14 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / np.where(norms > 0.0, norms, 1.0), dtype=np.float32)
 
 
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """A stored array (never a pickle), or one line naming what could not be read."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise OvdocError(f"cannot read {what} in {path.parent}: {first_line(exc, 200)}") from exc
+
+
 class KNNScorer:
     """Score = mean Euclidean distance to the k nearest normal vectors.
 
@@ -351,10 +359,7 @@ class LOFScorer:
 
     @classmethod
     def load(cls, folder: Path, info: dict) -> LOFScorer:
-        try:
-            ref = np.load(folder / info.get("reference_file", "reference.npy"), allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise OvdocError(f"cannot read reference vectors in {folder}: {exc}") from exc
+        ref = load_npy(folder / info.get("reference_file", "reference.npy"), "reference vectors")
         return cls(k=int(info["k"])).fit(ref)
 
 
@@ -422,10 +427,7 @@ class MeanCosineScorer:
 
     @classmethod
     def load(cls, folder: Path, info: dict) -> MeanCosineScorer:
-        try:
-            mean = np.load(folder / info.get("mean_file", "mean.npy"), allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise OvdocError(f"cannot read the mean vector in {folder}: {first_line(exc, 200)}") from exc
+        mean = load_npy(folder / info.get("mean_file", "mean.npy"), "the mean vector")
         if mean.ndim != 1 or not np.isfinite(mean).all():
             raise OvdocError(f"{folder}: mean.npy must be one finite vector, got shape {mean.shape}")
         scorer = cls()
