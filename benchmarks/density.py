@@ -185,4 +185,7 @@ def write(result: dict, out: Path) -> None:
 
 
 if __name__ == "__main__":
+    from ovdoc.log import tolerant_streams
+
+    tolerant_streams()
     sys.exit(main())

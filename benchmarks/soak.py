@@ -289,7 +289,8 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
         cmd += ["--serve", f"127.0.0.1:{port}"]
     print(" ".join(cmd), flush=True)
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            encoding="utf-8", errors="replace")
     viewer = None
     if port is not None:
         time.sleep(8.0)  # model load and server start
@@ -399,7 +400,7 @@ def write_report(result: dict, out: Path, args: argparse.Namespace) -> None:
         "![RSS, threads and fds over time](soak.png)",
         "",
     ]
-    (out / "soak.md").write_text("\n".join(lines))
+    (out / "soak.md").write_text("\n".join(lines), encoding="utf-8")
     plot(result, out / "soak.png")
 
 
@@ -468,9 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     result["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     result["machine"] = f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})"
     write_report(result, Path(args.out), args)
-    print((Path(args.out) / "soak.md").read_text())
+    print((Path(args.out) / "soak.md").read_text(encoding="utf-8"))
     return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":
+    from ovdoc.log import tolerant_streams
+
+    tolerant_streams()
     sys.exit(main())

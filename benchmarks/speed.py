@@ -241,7 +241,7 @@ def run_cli(work: Path, bundle: str, frames: int | None) -> dict:
     cmd = [sys.executable, "-m", "ovdoc", "run", str(work / bundle), "--source", str(VIDEO)]
     cmd += ["--res", f"{RES[0]}x{RES[1]}", "--headless", "--json"]
     cmd += ["--max-frames", str(frames)] if frames else []
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(f"ovdoc run failed: {proc.stderr.strip()[-500:]}")
     summary = json.loads(proc.stdout)
@@ -260,7 +260,8 @@ def run_loop(name: str, work: Path, frames: int | None, keras_frames: int) -> di
     n = keras_frames if name == "original" else (frames or 10**9)
     cmd = [sys.executable, __file__, "--child", name, "--work", str(work), "--frames", str(n)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+            encoding="utf-8", errors="replace", cwd=REPO, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"loop {name} failed: {proc.stderr.strip()[-800:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -519,4 +520,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from ovdoc.log import tolerant_streams
+
+    tolerant_streams()
     main()

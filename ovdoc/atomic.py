@@ -54,7 +54,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 @contextlib.contextmanager

@@ -69,7 +69,9 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line and a non-zero exit, never a traceback."""
     debug = bool(os.environ.get("OVDOC_DEBUG"))
-    from ovdoc.log import native_logs
+    from ovdoc.log import native_logs, tolerant_streams
+
+    tolerant_streams()
 
     args = sys.argv[1:] if argv is None else argv
     native_logs(verbose=debug or "--verbose" in args)  # before any verb imports OpenCV

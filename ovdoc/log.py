@@ -38,6 +38,16 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def tolerant_streams() -> None:
+    """On a terminal or pipe that cannot encode every character (an ASCII `LANG=C` box), replace what it
+    cannot show rather than crash: a `±` or `µ` in a report must never cost the user the result."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding not in ("utf8", "utf_8") and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="replace")
+
+
 def get_logger(name: str = ROOT) -> logging.Logger:
     """A logger under `ovdoc` whose INFO lines reach stderr as plain text."""
     root = logging.getLogger(ROOT)

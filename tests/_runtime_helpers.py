@@ -78,7 +78,8 @@ def ovdoc_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
     return subprocess.run(
-        [sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True, encoding="utf-8",
+        errors="replace", timeout=timeout, env=env,
     )
 
 
@@ -89,3 +90,17 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     errors = [ln for ln in lines if ln.startswith("Error: ")]
     assert len(errors) == 1, proc.stderr
     return errors[0]
+
+
+def sample_images(spec: str, n: int, *, labelled: bool = False, seed: int = 0):
+    """`n` images of a dataset spec (per class when `labelled`), drawn with `seed`: small training sets."""
+    from ovdoc.runtime.datasets import Images, load_labelled, load_unlabelled
+
+    data = load_labelled(spec) if labelled else load_unlabelled(spec)
+    rng = np.random.default_rng(seed)
+    if labelled:
+        keep = np.concatenate(
+            [rng.permutation(np.flatnonzero(data.labels == c))[:n] for c in np.unique(data.labels)]
+        )
+        return Images(data.images[keep], data.labels[keep], data.class_names, spec)
+    return Images(data.images[rng.permutation(len(data))[:n]], None, (), spec)

@@ -62,7 +62,7 @@ def test_train_arcface_to_a_verified_mean_cosine_bundle(arcface_run):
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.evaluation import auc
 
-    report = json.loads((arcface_run / "train.json").read_text())
+    report = json.loads((arcface_run / "train.json").read_text(encoding="utf-8"))
     assert report["train"]["config"]["method"] == "arcface" and report["bundle"]["scorer"] == "mean-cosine"
     assert report["train"]["n_classes"] == 4  # 3 reference classes + the target
     assert report["convert"]["precisions"]["FP32"]["cosine_min"] >= 0.9999

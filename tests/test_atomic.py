@@ -16,7 +16,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError("crash mid-write")
-    assert target.read_text() == "old"
+    assert target.read_text(encoding="utf-8") == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl"]
 
 
@@ -27,7 +27,7 @@ def test_failed_directory_keeps_the_old_directory(tmp_path):
     with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
         (tmp / "manifest.json").write_text('{"half": true}')
         raise RuntimeError("crash mid-write")
-    assert (target / "manifest.json").read_text() == "{}"
+    assert (target / "manifest.json").read_text(encoding="utf-8") == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 

@@ -6,6 +6,7 @@ Real OpenVINO, FAISS, sklearn LOF and OpenCV decoding; few frames so the file st
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -134,9 +135,9 @@ def test_json_schema_ceiling_and_baselines(bench_run):
 
 def test_output_files(bench_run):
     result, out, _ = bench_run
-    saved = json.loads((out / "bench.json").read_text())
+    saved = json.loads((out / "bench.json").read_text(encoding="utf-8"))
     assert saved["results"] == result["results"]
-    md = (out / "bench.md").read_text()
+    md = (out / "bench.md").read_text(encoding="utf-8")
     assert md.count("\n| CPU ") == len(result["results"])
     for png in ("bench-fps.png", "bench-accuracy.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -157,7 +158,8 @@ def test_without_normal_images_fp32_uses_bundle_index_and_no_tensorflow(bench_da
         " '--batch', '2', '--hints', 'latency', '--scorers', 'flat', '--json'], standalone_mode=False)\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'bench imported TF'\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+            encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     reasons = {s["precision"]: s["reason"] for s in result["skipped"] if "precision" in s}
@@ -165,6 +167,22 @@ def test_without_normal_images_fp32_uses_bundle_index_and_no_tensorflow(bench_da
     [row] = result["results"]
     assert row["precision"] == "FP32" and row["pipeline_fps"] > 0 and "bundle" in row["index_note"]
     assert row["auc"] is None
+
+
+def test_an_ascii_only_terminal_gets_the_report_not_a_crash(bench_data, video_dir):
+    """CI and many boards run with `LC_ALL=C` and no UTF-8 mode: the table's `µs` must not crash the
+    run after the measurement (the characters the stream cannot encode become `?`)."""
+    env = dict(os.environ, LC_ALL="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0", PYTHONWARNINGS="ignore")
+    env.pop("PYTHONIOENCODING", None)
+    cmd = [sys.executable, "-m", "ovdoc", "bench", str(bench_data["bundle"]), "--source",
+           str(video_dir / "bikes.mp4"), "--frames", "4", "--batch", "1", "--hints", "latency",
+           "--scorers", "flat", "--precisions", "FP32", "--out", str(bench_data["bundle"].parent / "ascii")]
+    proc = subprocess.run(cmd, capture_output=True, timeout=300, env=env)
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-3000:]
+    # the whole table was printed: click writes UTF-8 to a stream it finds misconfigured as ASCII; had
+    # anything gone to the ASCII stream itself, `?` would stand in for what it cannot encode
+    assert b"score \xc2\xb5s" in proc.stdout or b"score ?s" in proc.stdout, proc.stdout[-2000:]
+    assert b"pipeline FPS" in proc.stdout and (bench_data["bundle"].parent / "ascii" / "bench.md").is_file()
 
 
 @pytest.mark.parametrize(
@@ -208,7 +226,8 @@ def test_int8_on_a_runtime_only_install_is_one_skip_line(bench_data, video_dir):
         f" '--frames', '4', '--precisions', 'INT8', '--calib', {str(bench_data['normal'])!r}, '--json'],"
         " standalone_mode=False)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+            encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     reasons = {s["precision"]: s["reason"] for s in json.loads(proc.stdout)["skipped"] if "precision" in s}
     assert "NNCF" in reasons["INT8"] and "pip install 'ovdoc[train]'" in reasons["INT8"]
@@ -236,7 +255,7 @@ def test_stream_density(video_dir, tmp_path):
             assert r["min_fps"] > 28 and r["late_resets"] == 0 and r["max_latency_ms_p99"] < 100
     assert result["density"] == max([r["cameras"] for r in rows if r["passed"]], default=0)
     assert sorted(p.name for p in out.iterdir()) == ["density.json", "density.md"]
-    assert "| cameras | passed |" in (out / "density.md").read_text()
+    assert "| cameras | passed |" in (out / "density.md").read_text(encoding="utf-8")
 
 
 def test_steal_share_from_cpu_counters():

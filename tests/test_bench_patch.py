@@ -11,7 +11,8 @@ import pytest
 
 
 def ovdoc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True, cwd=cwd,
+    proc = subprocess.run([sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True,
+            encoding="utf-8", errors="replace", cwd=cwd,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -47,9 +48,9 @@ def test_bench_measures_a_patch_bundle(patch_bundle, video_dir):
         assert row["model_ips"] > 0 and row["scorer_us_per_frame"] > 0
         assert row["pipeline_frames"] == 12 and row["pipeline_fps"] > 0
         assert 0.0 <= row["auc"] <= 1.0
-        assert row["index_vectors"] == json.loads((patch_bundle["bundle"] / "manifest.json").read_text())[
-            "scorer"]["n_vectors"]
+        manifest = json.loads((patch_bundle["bundle"] / "manifest.json").read_text(encoding="utf-8"))
+        assert row["index_vectors"] == manifest["scorer"]["n_vectors"]
     fp16 = [s for s in result["skipped"] if s.get("precision") == "FP16"]
     assert fp16 and "memory bank" in fp16[0]["reason"]
-    table = (out / "bench.md").read_text()
+    table = (out / "bench.md").read_text(encoding="utf-8")
     assert "patch:knn" in table

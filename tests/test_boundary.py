@@ -34,7 +34,7 @@ def runtime_files() -> list[Path]:
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -80,7 +80,7 @@ def test_the_one_door_to_the_host_side_names_only_host_modules():
         f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
         for path in runtime_files()
         if path.name not in ("host_extras.py", "cli.py")
-        for node in ast.walk(ast.parse(path.read_text()))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module"
         and not (node.args and isinstance(node.args[0], ast.Constant))
     ]
@@ -125,7 +125,8 @@ def run_blocked(
 ) -> subprocess.CompletedProcess:
     code = BLOCK.format(blocked=blocked, args=list(args))
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=cwd
+        [sys.executable, "-c", code], capture_output=True, text=True,
+                encoding="utf-8", errors="replace", timeout=timeout, cwd=cwd
     )
 
 
@@ -223,8 +224,8 @@ def test_demo_run_flags_every_inserted_stretch_and_no_sneaker_stretch(tmp_path):
     events = tmp_path / "events.jsonl"
     proc = ok(run_blocked("run", "--headless", "--json", "--events", str(events), cwd=tmp_path))
     summary = json.loads(proc.stdout)
-    demo = json.loads((demo_dir() / "demo.json").read_text())
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    demo = json.loads((demo_dir() / "demo.json").read_text(encoding="utf-8"))
+    records = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
     assert check_demo_module().problems(records, summary, demo) == []
     assert summary["smooth"] == demo["stream"]["hold"]
 
@@ -234,7 +235,7 @@ def test_demo_checker_catches_a_missed_stretch_and_a_false_alarm():
     from ovdoc.irmodels import demo_dir
 
     checker = check_demo_module()
-    demo = json.loads((demo_dir() / "demo.json").read_text())
+    demo = json.loads((demo_dir() / "demo.json").read_text(encoding="utf-8"))
     spans = checker.stretches(demo)
     total = demo["stream"]["frames"]
     summary = {"frames": total, "stopped": "end", "smooth": 3}

@@ -105,7 +105,7 @@ def test_threshold_from_one_half_of_a_video_holds_on_the_other(halves, tmp_path)
         assert cal["loo_fpr_on_heldout"] > 0.5  # what leave-one-out would have done
     assert max(flagged) <= 4 * fpr, flagged
     assert 0.5 * fpr <= sum(flagged) / 2 <= 2 * fpr, flagged
-    manifest = json.loads((tmp_path / "fwd.bundle" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "fwd.bundle" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["threshold"]["heldout_fpr"] == fit_fwd["calibration"]["heldout_fpr"]
     assert manifest["threshold"]["target_fpr"] == fpr
 
@@ -135,7 +135,7 @@ def test_unreadable_images_are_skipped_named_and_counted(seed_ir, magnetic_tile_
     assert len(warning) == 1 and "1 of 61 image files" in warning[0] and "zz-broken.jpg" in warning[0]
     result = json.loads(proc.stdout)
     assert result["n_images"] == 60 and result["unreadable_images"] == 1
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["normal_input"]["unreadable"] == 1
     assert manifest["normal_input"]["unreadable_files"][0].endswith("zz-broken.jpg")
     assert manifest["threshold"]["method"].startswith("held-out folders: 3 folders")

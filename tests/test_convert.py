@@ -135,7 +135,8 @@ def test_every_format_converts_and_verifies(models, kind, tmp_path):
         assert str(model.inputs[0].get_partial_shape()) == f"[?,{SIZE},{SIZE},3]"
         assert model.outputs[0].get_partial_shape()[1].get_length() == 1280
         assert (spec.height, spec.width, spec.color, spec.std) == (SIZE, SIZE, "RGB", (255.0,) * 3)
-    assert json.loads((out / "convert.json").read_text())["precisions"].keys() == {"FP32", "FP16"}
+    report = json.loads((out / "convert.json").read_text(encoding="utf-8"))
+    assert report["precisions"].keys() == {"FP32", "FP16"}
     # FP32 keeps float32 weights, FP16 halves them: save_model's default compression must not leak in
     fp32_bin = (out / "FP32" / "model.bin").stat().st_size
     assert (out / "FP16" / "model.bin").stat().st_size < 0.6 * fp32_bin
@@ -341,7 +342,7 @@ def test_cli_errors_are_one_line_and_nonzero(seed_dir, tmp_path):
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "ovdoc", "convert", *args, "--out", str(tmp_path / "ir")],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120,
         )
         assert proc.returncode != 0
         assert proc.stdout == ""
@@ -364,12 +365,13 @@ r = convert_source({str(models["onnx"][0])!r}, {str(tmp_path / "ir")!r}, precisi
 assert r["precisions"]["FP32"]["cosine_min"] >= 0.9999
 print("ok")
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+            encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
     help_proc = subprocess.run(
         [sys.executable, "-c", "import sys; import ovdoc.host.convert, ovdoc.commands.convert; "
          "print(any(m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras') for m in sys.modules))"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120,
     )
     assert help_proc.stdout.strip() == "False"
 

@@ -62,7 +62,8 @@ def test_eval_imports_no_tensorflow():
         "ovdoc.runtime.pixel_metrics; "
         "print(any(m.startswith('tensorflow') for m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+            encoding="utf-8", errors="replace", check=True).stdout
     assert out.strip() == "False"
 
 
@@ -72,7 +73,8 @@ DEFECT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 
 
 def ovdoc_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True,
+            encoding="utf-8", errors="replace", timeout=600)
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

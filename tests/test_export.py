@@ -44,7 +44,7 @@ def test_tflite_export_is_verified_and_scores_like_the_bundle(arcface_run, tmp_p
     out = tmp_path / "phone"
     proc = ovdoc_cli("export", str(arcface_run / "bundle"), "--to", "tflite", "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    scoring = json.loads((out / "scoring.json").read_text())
+    scoring = json.loads((out / "scoring.json").read_text(encoding="utf-8"))
     assert scoring["numeric_verified"] is True and "numeric_verified: true" in proc.stderr
     checks = scoring["verification"]
     assert checks["model.tflite"]["against"]["bundle IR"]["cosine_min"] >= 0.9999
@@ -76,7 +76,7 @@ def test_onnx_export_of_the_shipped_backbone_with_knn(fashion_mnist_dir, tmp_pat
     proc = ovdoc_cli("export", str(bundle), "--to", "onnx", "--out", str(out), "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scoring = json.loads(proc.stdout)
-    assert scoring == json.loads((out / "scoring.json").read_text())
+    assert scoring == json.loads((out / "scoring.json").read_text(encoding="utf-8"))
     assert scoring["source"]["format"] == "imagenet-backbone"
     check = scoring["verification"]["model.onnx"]
     assert check["against"]["FP32 IR of the source"]["cosine_min"] >= 0.9999
@@ -93,7 +93,7 @@ def test_coreml_export_says_it_is_not_numerically_verified(arcface_run, tmp_path
     out = tmp_path / "ios"
     proc = ovdoc_cli("export", str(arcface_run / "bundle"), "--to", "coreml", "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    scoring = json.loads((out / "scoring.json").read_text())
+    scoring = json.loads((out / "scoring.json").read_text(encoding="utf-8"))
     check = scoring["verification"]["model.mlpackage"]
     assert scoring["numeric_verified"] is False and check["numeric_verified"] is False
     assert "numeric_verified: false" in proc.stderr and "macOS" in proc.stderr

@@ -43,7 +43,7 @@ def test_shipped_ir_loads_and_records_its_preprocessing():
     # FP16 weights keep the wheel small
     assert xml.with_suffix(".bin").stat().st_size < 8_000_000
     assert any(op.get_type_name() == "Convert" for op in model.get_ops())
-    info = json.loads((imagenet_dir() / "imagenet.json").read_text())
+    info = json.loads((imagenet_dir() / "imagenet.json").read_text(encoding="utf-8"))
     assert "BSD-3-Clause" in info["license"]
     assert info["verification"]["convert"]["FP32"]["cosine_min"] >= 0.9999
     assert all(c["cosine_min"] >= 0.999 for c in info["verification"]["shipped_ir_vs_keras"])
@@ -147,12 +147,13 @@ def test_fit_without_model_and_without_tensorflow(magnetic_tile_dir, tmp_path):
 
     def ovdoc(*args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-c", BLOCK, *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        return subprocess.run(cmd, capture_output=True, text=True,
+                encoding="utf-8", errors="replace", timeout=600)
 
     fit = ovdoc("fit", "--normal", str(train), "--out", str(bundle), "--metric", "cosine", "--json")
     assert fit.returncode == 0, fit.stderr[-2000:]
     assert json.loads(fit.stdout)["feature_dim"] == 1280
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["preprocess"]["height"] == 224
     ev = ovdoc("eval", str(bundle), "--normal", str(normal), "--anomalous", str(anomalous), "--json")
     assert ev.returncode == 0, ev.stderr[-2000:]

@@ -81,7 +81,7 @@ def test_missing_weights_file_is_one_line(saved_ir):
 
 def test_corrupt_xml_is_one_line(saved_ir):
     xml, _ = saved_ir
-    text = xml.read_text()
+    text = xml.read_text(encoding="utf-8")
     xml.write_text(text[: len(text) // 2])
     with pytest.raises(OvdocError, match="corrupt or truncated"):
         read_ir(xml)

@@ -94,7 +94,8 @@ def kill_series(cmd: list[str], target: Path, complete: Callable[[Path], None], 
     outcomes = []
     # how long a clean run takes here, so the random moments fall inside a run on a fast or a slow machine
     start = time.monotonic()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True,
+            encoding="utf-8", errors="replace", env=_env(), timeout=300)
     duration = time.monotonic() - start
     assert done.returncode == 0, done.stderr
     complete(target)
@@ -103,7 +104,8 @@ def kill_series(cmd: list[str], target: Path, complete: Callable[[Path], None], 
         moments = [("random", rng.uniform(0.1, 0.9) * duration, None) for _ in range(n_random)]
         moments += [("write", None, rng.uniform(0.0, phase_max_s)) for _ in range(n_phase)]
         if existing:  # a complete previous output the killed runs must leave as it was
-            done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+            done = subprocess.run(cmd, capture_output=True, text=True,
+                    encoding="utf-8", errors="replace", env=_env(), timeout=300)
             assert done.returncode == 0, done.stderr
             complete(target)
         before = snapshot(target)
@@ -129,7 +131,8 @@ def kill_series(cmd: list[str], target: Path, complete: Callable[[Path], None], 
                     after = snapshot(target)
                 before = after
     # a clean run after the kills: complete output, and the dead runs' temporaries swept
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True,
+            encoding="utf-8", errors="replace", env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr
     complete(target)
     assert leftovers(target, _video_pattern(target)) == []
@@ -177,7 +180,7 @@ def test_sigkill_convert_leaves_no_partial_ir(seed_dir, tmp_path):
 
         import openvino as ov
 
-        report = json.loads((path / "convert.json").read_text())
+        report = json.loads((path / "convert.json").read_text(encoding="utf-8"))
         assert set(report["precisions"]) == {"FP32", "FP16"}
         core = ov.Core()
         for precision in ("FP32", "FP16"):
@@ -231,7 +234,7 @@ def test_leftovers_of_dead_writers_are_swept_and_never_shadow_the_next_write(tmp
     with atomic_dir(target) as tmp:
         assert not stale_dir.exists() and not stale_file.exists()  # swept before writing
         (tmp / "manifest.json").write_text('{"complete": true}')
-    assert (target / "manifest.json").read_text() == '{"complete": true}'
+    assert (target / "manifest.json").read_text(encoding="utf-8") == '{"complete": true}'
     assert sorted(p.name for p in target.iterdir()) == ["manifest.json"]
     assert live.exists() and other.exists()
     # single files: the same
@@ -240,7 +243,7 @@ def test_leftovers_of_dead_writers_are_swept_and_never_shadow_the_next_write(tmp
     leftover.write_text("partial line")
     with atomic_path(events) as tmp:
         tmp.write_text("complete\n")
-    assert events.read_text() == "complete\n" and not leftover.exists()
+    assert events.read_text(encoding="utf-8") == "complete\n" and not leftover.exists()
 
 
 def test_a_kill_between_the_fallback_renames_is_repaired_by_the_next_write(tmp_path, monkeypatch):
@@ -255,13 +258,13 @@ def test_a_kill_between_the_fallback_renames_is_repaired_by_the_next_write(tmp_p
     (tmp_path / f".ir.{gone}.r4t5y6.tmp").mkdir()
     (tmp_path / f".ir.{gone}.r4t5y6.tmp" / "model.xml").write_text("new but maybe incomplete")
     assert sweep_leftovers(target)
-    assert (target / "model.xml").read_text() == "old"  # the last complete version is back
+    assert (target / "model.xml").read_text(encoding="utf-8") == "old"  # the last complete version is back
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ir"]  # the unfinished .tmp is never promoted
     # and the fallback path itself still swaps correctly
     monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
     with atomic_dir(target) as tmp:
         (tmp / "model.xml").write_text("new")
-    assert (target / "model.xml").read_text() == "new"
+    assert (target / "model.xml").read_text(encoding="utf-8") == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ir"]
 
 
@@ -276,7 +279,7 @@ def test_existing_directory_is_exchanged_in_one_step(tmp_path, monkeypatch):
 
     def spy(a, b):
         # at the moment of the swap the target still holds the old tree: never missing
-        assert (b / "a").read_text() == "old"
+        assert (b / "a").read_text(encoding="utf-8") == "old"
         ok = real(a, b)
         calls.append(ok)
         return ok
@@ -284,6 +287,6 @@ def test_existing_directory_is_exchanged_in_one_step(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic, "exchange", spy)
     with atomic_dir(target) as tmp:
         (tmp / "a").write_text("new")
-    assert (target / "a").read_text() == "new"
+    assert (target / "a").read_text(encoding="utf-8") == "new"
     assert calls == [True]  # renameat2(RENAME_EXCHANGE) works on this filesystem
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]

@@ -93,7 +93,7 @@ def test_cli_refuses_a_bad_config_in_one_line_before_loading_a_model(tmp_path):
 
 def frame_scores(events: Path) -> dict[str, list[tuple[int, float, bool]]]:
     out: dict[str, list[tuple[int, float, bool]]] = {}
-    for line in events.read_text().splitlines():
+    for line in events.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if "frame" in record and "score" in record and "event" not in record:
             out.setdefault(record.get("source", "?"), []).append(

@@ -129,14 +129,15 @@ class Hook(http.server.ThreadingHTTPServer):
 
 def run_cli(*args: str, timeout: float = 180) -> dict:
     proc = subprocess.run([sys.executable, "-m", "ovdoc", "run", *args, "--headless", "--json"],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+                          capture_output=True, text=True,
+                                  encoding="utf-8", errors="replace", timeout=timeout, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     return json.loads(proc.stdout)
 
 
 def episodes_in(path: Path) -> list[dict]:
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     return [r for r in records if r.get("event", "").startswith("anomaly_")]
 
 
@@ -204,7 +205,8 @@ def test_mqtt_buffers_while_the_broker_is_away(bundle, streams, broker, tmp_path
         [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(streams["anomalous"]),
          "--realtime", "--headless", "--json", "--events", str(events), "--smooth", "1",
          "--mqtt", f"mqtt://127.0.0.1:{broker.port}/line2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                encoding="utf-8", errors="replace", cwd=REPO,
     )
     try:
         # 10 FPS: the photos are frames 30-44, i.e. 3.0-4.5 s into the clip; the broker is down 1.5-5.5 s
@@ -257,7 +259,7 @@ def test_several_sources_share_one_model(bundle, streams, tmp_path):
     assert summary["source"] == [s["source"] for s in per]
     assert per[0]["anomalies"] == 0 and per[1]["anomalies"] >= ANOMALY_LEN // 2
     assert [s["episodes"] for s in per] == [0, 1]
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
     frames = [r for r in records if "event" not in r]
     by_source = {name: [r["frame"] for r in frames if r["source"] == name] for name in summary["source"]}
     assert by_source[per[0]["source"]] == list(range(60))  # each source complete and in order
@@ -273,7 +275,8 @@ def test_several_sources_share_one_model(bundle, streams, tmp_path):
 ])  # fmt: skip
 def test_bad_output_urls_are_one_line(bundle, streams, args, needle):
     cmd = [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(streams["normal"])]
-    proc = subprocess.run([*cmd, "--headless", *args], capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run([*cmd, "--headless", *args], capture_output=True, text=True,
+            encoding="utf-8", errors="replace", timeout=120, cwd=REPO)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [f"Error: {proc.stderr.strip().split('Error: ', 1)[1]}"]
     assert needle in proc.stderr

@@ -45,7 +45,8 @@ OPTIONAL_RUNTIME_MODULES = [
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+            encoding="utf-8", errors="replace", timeout=120)
 
 
 def cli(*args: str, no_tf: bool = False) -> subprocess.CompletedProcess:

@@ -194,7 +194,7 @@ def test_live_loop_api_gives_maps(det, tiles: dict):
 def test_patch_bundle_round_trips(patch_bundle: Path, det, tiles: dict):
     from ovdoc.runtime.detector import Detector
 
-    manifest = json.loads((patch_bundle / "manifest.json").read_text())
+    manifest = json.loads((patch_bundle / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["mode"] == "patch" and manifest["format_version"] == 2
     p = manifest["patch"]
     assert p["layers"] == ["block_6_expand_relu", "block_10_expand_relu"] and p["coreset"]["size"] == 2000
@@ -235,7 +235,7 @@ def test_corrupt_or_mismatched_patch_bundles_are_refused(patch_bundle: Path, tmp
 
     grid = tmp_path / "grid"  # a manifest that disagrees with its IR, hashes made consistent by hand
     shutil.copytree(patch_bundle, grid)
-    manifest = json.loads((grid / "manifest.json").read_text())
+    manifest = json.loads((grid / "manifest.json").read_text(encoding="utf-8"))
     manifest["patch"]["grid"] = [manifest["patch"]["grid"][0] + 1, manifest["patch"]["grid"][1]]
     _rehash(grid, manifest)
     _one_line_refusal(grid, "patch grid")
@@ -245,19 +245,19 @@ def test_corrupt_or_mismatched_patch_bundles_are_refused(patch_bundle: Path, tmp
     index = faiss.IndexFlatL2(32)
     index.add(np.zeros((10, 32), np.float32))
     faiss.write_index(index, str(dim / "index.faiss"))
-    _rehash(dim, json.loads((dim / "manifest.json").read_text()))
+    _rehash(dim, json.loads((dim / "manifest.json").read_text(encoding="utf-8")))
     _one_line_refusal(dim, "32-d patches")
 
     nopatch = tmp_path / "nopatch"
     shutil.copytree(patch_bundle, nopatch)
-    manifest = json.loads((nopatch / "manifest.json").read_text())
+    manifest = json.loads((nopatch / "manifest.json").read_text(encoding="utf-8"))
     del manifest["patch"]
     _rehash(nopatch, manifest)
     _one_line_refusal(nopatch, "patch section")
 
     future = tmp_path / "future"
     shutil.copytree(patch_bundle, future)
-    manifest = json.loads((future / "manifest.json").read_text())
+    manifest = json.loads((future / "manifest.json").read_text(encoding="utf-8"))
     manifest["format_version"] = 99
     _rehash(future, manifest)
     _one_line_refusal(future, "format version 99")
@@ -267,7 +267,7 @@ def test_version_1_global_bundle_still_loads():
     from ovdoc.irmodels import demo_bundle
     from ovdoc.runtime.detector import Detector
 
-    manifest = json.loads((demo_bundle() / "manifest.json").read_text())
+    manifest = json.loads((demo_bundle() / "manifest.json").read_text(encoding="utf-8"))
     det = Detector.load(demo_bundle())
     assert det.mode_ == manifest.get("mode", "global") == "global"
     with pytest.raises(OvdocError, match="patch-mode bundle"):

@@ -19,7 +19,7 @@ from conftest import REPO
 def records(path: Path) -> list[dict]:
     """The events written so far (the line being written may be incomplete: left for the next look)."""
     out = []
-    for line in path.read_text().splitlines() if path.exists() else []:
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
@@ -45,7 +45,8 @@ def test_bundle_reloads_while_running(bundle, streams, magnetic_tile_dir, tmp_pa
     proc = subprocess.Popen(
         [sys.executable, "-m", "ovdoc", "run", str(own), "--source", str(streams["normal"]), "--loop",
          "--realtime", "--duration", "120", "--headless", "--json", "--events", str(events)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                encoding="utf-8", errors="replace", cwd=REPO,
     )
     try:
         wait_event(events, lambda r: r.get("frame", -1) >= 5 and "event" not in r)
@@ -61,7 +62,7 @@ def test_bundle_reloads_while_running(bundle, streams, magnetic_tile_dir, tmp_pa
         wait_event(events, lambda r: r.get("event") == "bundle_reloaded" and r["by"] == "SIGHUP")
         # 3. a hand-edited manifest fails verification: refused, the running bundle keeps scoring
         manifest = own / "manifest.json"
-        data = json.loads(manifest.read_text())
+        data = json.loads(manifest.read_text(encoding="utf-8"))
         data["threshold"]["value"] *= 10
         manifest.write_text(json.dumps(data))
         failed = wait_event(events, lambda r: r.get("event") == "bundle_reload_failed")

@@ -223,7 +223,7 @@ def test_duration_stops_a_looping_realtime_run_with_every_read_frame_delivered(t
     assert 1.0 <= wall < 2.5
     assert 15 <= summary["frames"] <= 24  # ~20 FPS for 1 s (first frame at once)
     assert (summary["frames"] - 1) // 7 <= summary["loops"] <= (summary["frames"] - 1) // 7 + 1
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
     scored = [r["frame"] for r in records if "event" not in r]
     assert scored == list(range(summary["frames"]))  # complete and contiguous
     assert sum(r.get("event") == "source_looped" for r in records) == summary["loops"]
@@ -311,7 +311,7 @@ def test_cli_loop_realtime_duration_on_a_real_clip(video_dir, tmp_path):
     summary = json.loads(proc.stdout)
     assert summary["stopped"] == "duration" and summary["loops"] >= 2
     assert 30 <= summary["frames"] <= 46  # 20 FPS for 2 s
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
     assert [r["frame"] for r in records if "event" not in r] == list(range(summary["frames"]))
     cap = cv2.VideoCapture(str(video))
     count = 0

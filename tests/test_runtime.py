@@ -104,7 +104,7 @@ def test_manifest_records_everything_and_no_pickle(fit_result):
     from ovdoc.runtime.bundle import FORMAT_VERSION, sha256_file
 
     _, out = fit_result
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["preprocess"] == {
         "height": 96,
@@ -143,7 +143,7 @@ def test_threshold_is_held_out_folders_and_records_leave_one_out(detector, norma
     assert detector.threshold_ == pytest.approx(np.quantile(held, 0.99), rel=1e-3)
     np.fill_diagonal(d, np.inf)
     loo = np.sort(d, axis=1)[:, :5].mean(axis=1)
-    manifest = json.loads((fit_result[1] / "manifest.json").read_text())
+    manifest = json.loads((fit_result[1] / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["threshold"]["loo_threshold"] == pytest.approx(np.quantile(loo, 0.99), rel=1e-3)
     assert detector.threshold_ > manifest["threshold"]["loo_threshold"]  # new data sits farther away
     # scoring the training set against itself (self match at distance 0) would set a much lower threshold
@@ -263,7 +263,7 @@ def test_cosine_bundle_round_trip(seed_ir, normal_dir, held_out, photos, detecto
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["metric"] == "cosine"
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["scorer"]["metric"] == "cosine" and manifest["scorer"]["index"] == "flat"
     det = Detector.load(out)
     assert det.scorer_.metric == "cosine"
@@ -312,7 +312,7 @@ def test_manifest_without_metric_loads_as_euclidean(fit_result, detector, held_o
     _, out = fit_result
     old = tmp_path / "old.bundle"
     shutil.copytree(out, old)
-    manifest = json.loads((old / "manifest.json").read_text())
+    manifest = json.loads((old / "manifest.json").read_text(encoding="utf-8"))
     del manifest["scorer"]["metric"]
     manifest[SELF_HASH_KEY] = hashlib.sha256(_canonical(manifest)).hexdigest()  # as the old writer did
     (old / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -328,7 +328,8 @@ def test_demo_bundle_still_loads():
     bundle = demo_bundle()
     assert bundle.is_dir(), "the demo bundle ships inside the package"
     det = Detector.load(bundle)
-    assert det.scorer_.metric == json.loads((bundle / "manifest.json").read_text())["scorer"].get(
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert det.scorer_.metric == manifest["scorer"].get(
         "metric", "euclidean"
     )
 
@@ -352,7 +353,7 @@ def test_tampered_bundles_are_refused(fit_result, tmp_path):
         ("version", lambda m: m.__setitem__("format_version", m["format_version"] + 1)),
         ("threshold", lambda m: m["threshold"].__setitem__("value", 1e9)),
     ):
-        manifest = json.loads((cases[name] / "manifest.json").read_text())
+        manifest = json.loads((cases[name] / "manifest.json").read_text(encoding="utf-8"))
         edit(manifest)
         (cases[name] / "manifest.json").write_text(json.dumps(manifest))
     expect = {
@@ -420,7 +421,8 @@ def test_runtime_does_not_import_tensorflow():
         "ovdoc.commands.fit; bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+            encoding="utf-8", errors="replace")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -15,10 +15,10 @@ def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--quick", "--repeats", "1",
          "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=900,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=tmp_path, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((out / "speed.json").read_text())
+    result = json.loads((out / "speed.json").read_text(encoding="utf-8"))
     loops, runs = result["loops"], result["runs"]
     expected = {"decode", "decode_resize", "model", "scorer", "original", "port_lof", "port_faiss", "ovdoc",
                 "ovdoc_lof", "ovdoc_exact", "cpu_bound"}
@@ -38,7 +38,7 @@ def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):
     assert loops["port_lof"]["fps_median"] < loops["model"]["fps_median"]
     assert runs["port_faiss"][0].get("scorer") == "knn" and runs["port_lof"][0].get("scorer") == "lof"
     assert result["ratios"]["ovdoc_vs_decode_resize"]["median"] > 0
-    md = (out / "speed.md").read_text()
+    md = (out / "speed.md").read_text(encoding="utf-8")
     assert "Goal: `ovdoc run` >= 90% of decode + resize" in md and "quick" in md
     assert (out / "speed.png").stat().st_size > 5000
     assert sorted(p.name for p in out.iterdir()) == ["speed.json", "speed.md", "speed.png"]  # no temp left
@@ -47,7 +47,7 @@ def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):
 def test_speed_benchmark_refuses_too_few_repeats(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--repeats", "2", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120,
     )
     assert proc.returncode != 0 and "at least 3" in proc.stderr and "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())

@@ -388,7 +388,7 @@ def test_patch_mode_results_carry_frame_map_box_and_peak(tmp_path):
     result = rec.results[1]
     assert result.map.shape == (16, 16) and result.peak == pytest.approx(0.9)
     assert result.box == (8, 4, 11, 7)  # patch (row 1, col 2) of a 4x4 grid on a 16x16 frame
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    lines = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
     assert lines[1]["box"] == [8, 4, 11, 7] and lines[1]["peak"] == pytest.approx(0.9)
     assert set(lines[0]) == {"frame", "timestamp", "score", "smoothed", "anomalous", "box", "peak"}
 

@@ -47,7 +47,7 @@ def run_json(*args: str) -> dict:
 
 
 def read_events(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def frame_records(path: Path) -> list[dict]:
@@ -413,14 +413,15 @@ def test_events_stream_live_and_ctrl_c_prints_summary(bundle, streams, tmp_path)
         proc = subprocess.Popen(
             [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", server.url, "--smooth", "1",
              "--batch", "1", "--events", str(events), "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                    encoding="utf-8", errors="replace", env=env,
         )
         try:
             deadline = time.monotonic() + 120
             seen = 0
             while time.monotonic() < deadline and seen < 5 and proc.poll() is None:
                 time.sleep(0.05)
-                seen = len(events.read_text().splitlines()) if events.exists() else 0
+                seen = len(events.read_text(encoding="utf-8").splitlines()) if events.exists() else 0
             assert seen >= 5, "no events appeared while the run was going on"
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=60)

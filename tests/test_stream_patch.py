@@ -49,7 +49,8 @@ def patch_run(magnetic_tile_dir: Path, tmp_path_factory) -> dict:
     assert result.exit_code == 0, (result.output, result.exception)
     return {
         "summary": json.loads(result.stdout),
-        "events": [r for r in map(json.loads, events.read_text().splitlines()) if "event" not in r],
+        "events": [r for r in map(json.loads, events.read_text(encoding="utf-8").splitlines())
+                   if "event" not in r],
         "raw": read_all(video),
         "saved": read_all(saved),
         "bundle": bundle,

@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from _runtime_helpers import sample_images
 from conftest import need_package
 
 from ovdoc.errors import OvdocError
@@ -32,16 +33,7 @@ def test_compactness_loss_matches_hand_computation():
 
 
 def _fmnist(spec: str, n: int, *, labelled: bool = False):
-    from ovdoc.runtime.datasets import Images, load_labelled, load_unlabelled
-
-    data = load_labelled(spec) if labelled else load_unlabelled(spec)
-    rng = np.random.default_rng(0)
-    if labelled:
-        keep = np.concatenate(
-            [rng.permutation(np.flatnonzero(data.labels == c))[:n] for c in np.unique(data.labels)]
-        )
-        return Images(data.images[keep], data.labels[keep], data.class_names, spec)
-    return Images(data.images[rng.permutation(len(data))[:n]], None, (), spec)
+    return sample_images(spec, n, labelled=labelled, seed=0)
 
 
 def test_joint_training_decreases_both_losses(fashion_mnist_dir, mobilenet_pth):

@@ -45,7 +45,8 @@ def start_run(bundle: Path, source: Path, port: int, events: Path, *extra: str) 
     cmd = [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(source), "--loop",
            "--realtime", "--duration", "90", "--headless", "--json", "--events", str(events),
            "--serve", f"127.0.0.1:{port}", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            encoding="utf-8", errors="replace", cwd=REPO)
     wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/status")["cameras"][0]["frames"] > 5,
              what="the web view to serve scored frames")
     return proc
@@ -135,7 +136,7 @@ def test_web_view_in_a_real_browser(bundle, streams, browser, tmp_path):
     finally:
         summary, err = stop_run(proc)
     assert summary["stopped"] == "interrupted" and "Traceback" not in err
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
     changes = [r for r in records if r.get("event") == "threshold_changed"]
     assert [c["by"] for c in changes] == ["web", "web"] and changes[1]["saved_to"].endswith("manifest.json")
 
@@ -171,13 +172,15 @@ def test_non_loopback_bind_needs_a_token(bundle, streams, tmp_path):
     cmd = [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(streams["normal"]),
            "--headless", "--serve", f"0.0.0.0:{free_port()}"]
     env = {k: v for k, v in os.environ.items() if k != "OVDOC_SERVE_TOKEN"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+            encoding="utf-8", errors="replace", timeout=120, cwd=REPO, env=env)
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and "token" in proc.stderr
     port = free_port()
     with_token = [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(streams["normal"]),
                   "--loop", "--realtime", "--duration", "60", "--headless", "--json",
                   "--serve", f"0.0.0.0:{port}", "--serve-token", "s3cret"]
-    proc = subprocess.Popen(with_token, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(with_token, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            encoding="utf-8", errors="replace", cwd=REPO)
     try:
         wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/status", "s3cret"), what="the server")
         with pytest.raises(urllib.error.HTTPError) as info:

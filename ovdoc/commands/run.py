@@ -59,7 +59,7 @@ def demo_smoothing() -> int:
     from ovdoc.irmodels import demo_dir
 
     try:
-        return int(json.loads((demo_dir() / "demo.json").read_text())["stream"]["hold"])
+        return int(json.loads((demo_dir() / "demo.json").read_text(encoding="utf-8"))["stream"]["hold"])
     except (OSError, ValueError, KeyError, TypeError):
         return DEFAULT_SMOOTH
 

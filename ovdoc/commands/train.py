@@ -135,6 +135,23 @@ Weights (--weights):
     help="Keep an exponential moving average of the weights with this decay (e.g. 0.99) instead of "
     "the last step's: steadier when the score swings from step to step. 0 = off.",
 )
+@click.option(
+    "--select",
+    type=click.Choice(["auto", "trained", "untrained"]),
+    default="auto",
+    show_default=True,
+    help="auto: hold out --holdout of the target images and 20 % of the reference classes (pseudo-"
+    "anomalies), train a probe without them, and keep training (refitted on every image) only if it "
+    "separates them better than the untrained backbone does (training can make a detector worse). "
+    "trained / untrained: keep that one without measuring.",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0.0, 0.5),
+    default=0.1,
+    show_default=True,
+    help="--select auto: share of the target images held out of training (10 to 500 images).",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def train(
@@ -162,6 +179,8 @@ def train(
     metric,
     scorer,
     ema,
+    select,
+    holdout,
     seed,
     as_json,
 ) -> int:
@@ -204,7 +223,7 @@ def train(
         check(config)  # bad margins and scales are one line before any data is read
     report = train_to_bundle(
         target, reference, out, config, bundle_precision=bundle_precision, k=k, fpr=fpr, metric=metric,
-        scorer=scorer,
+        scorer=scorer, select=select, holdout=holdout,
     )
     report.pop("model", None)
     summary = report["train"]
@@ -216,6 +235,17 @@ def train(
         f" -> {summary['loss_c_last']:.4f}",
         err=True,
     )
+    chosen = report["selection"]
+    measured = chosen["normal_only_auc"]
+    if measured:
+        click.echo(
+            f"held-out target vs pseudo-anomalies, AUC: trained {measured['trained']:.4f}, untrained "
+            f"backbone {measured['untrained']:.4f}: kept the {chosen['kept']} model"
+            + (" (refitted on every image)" if chosen.get("refit_on_every_image") else ""),
+            err=True,
+        )
+    else:
+        click.echo(f"kept the {chosen['kept']} model ({chosen['why']})", err=True)
     click.echo(
         f"bundle: {report['bundle']['path']}  (ovdoc run {report['bundle']['path']} --source ...)", err=True
     )

@@ -33,7 +33,7 @@ import numpy as np
 import openvino as ov
 
 from ovdoc.errors import OvdocError, VerificationError
-from ovdoc.log import get_logger
+from ovdoc.log import get_logger, tolerant_streams
 from ovdoc.runtime.arrays import cosine_rows, spread
 from ovdoc.runtime.ir import RT_PREPROCESS, RT_SOURCE, annotate, name_ports, read_ir, save_ir
 from ovdoc.runtime.preprocess import PreprocessSpec
@@ -381,16 +381,18 @@ def _keep_conventions(quantized: ov.Model, original: ov.Model, spec: PreprocessS
 @contextlib.contextmanager
 def _quiet_nncf(progress: bool):
     """NNCF logs every skipped quantizer at INFO and draws progress bars on stdout: keep warnings, and
-    send the bars to stderr (stdout may carry a command's --json) or nowhere."""
+    send the bars to stderr (stdout may carry a command's --json) or nowhere. The bars draw a `•`, so
+    neither place may be an ASCII-strict stream (a `LANG=C` box): that would crash the quantization."""
     logger = logging.getLogger("nncf")
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
         if progress:
+            tolerant_streams()
             with contextlib.redirect_stdout(sys.stderr):
                 yield
         else:
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            with open(os.devnull, "w", encoding="utf-8") as devnull, contextlib.redirect_stdout(devnull):
                 yield
     finally:
         logger.setLevel(level)

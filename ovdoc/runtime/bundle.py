@@ -132,7 +132,8 @@ class FitConfig:
         if self.calibration not in CALIBRATIONS:
             raise OvdocError(f"unknown calibration {self.calibration!r}: use {', '.join(CALIBRATIONS)}")
         if self.mode == "patch" and self.scorer != "knn":
-            raise OvdocError("patch mode scores patches by nearest-neighbour distance: no --scorer lof")
+            raise OvdocError(f"patch mode scores patches by nearest-neighbour distance: no --scorer "
+                             f"{self.scorer}")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -488,7 +489,7 @@ def load_manifest(bundle: str | Path) -> tuple[dict, Path]:
     if not path.is_file():
         raise OvdocError(f"{folder} is not an ovdoc bundle (no {MANIFEST}); make one with `ovdoc fit`")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise OvdocError(f"{path} is corrupt ({exc}); rebuild the bundle with `ovdoc fit`") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

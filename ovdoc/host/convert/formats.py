@@ -136,7 +136,7 @@ def _detect_h5(path: Path) -> Source:
 
 def _detect_json(path: Path, weights: Path | None) -> Source:
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise OvdocError(f"{path} is not valid JSON (corrupt or truncated?): {exc}") from exc
     if not (isinstance(config, dict) and "class_name" in config and "config" in config):

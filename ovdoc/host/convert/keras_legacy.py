@@ -70,7 +70,7 @@ def _load_json_pair(json_path: Path, weights: Path):
             "a legacy Keras model.json needs tf_keras (Keras 2 for today's TensorFlow): pip install tf-keras"
         ) from exc
     try:
-        model = tf_keras.models.model_from_json(json_path.read_text())
+        model = tf_keras.models.model_from_json(json_path.read_text(encoding="utf-8"))
     except Exception as exc:
         raise OvdocError(f"cannot build the Keras architecture in {json_path}: {first_line(exc)}") from exc
     try:

@@ -7,12 +7,19 @@ The output folder is built beside its final place and swapped in only when every
     OUT/ir/FP32|FP16/     verified OpenVINO IR (ovdoc.host.convert)
     OUT/bundle/           detector bundle fitted on the target images (feeds `ovdoc run`); its manifest
                           names ../model.keras and its sha256 (export_source), which `ovdoc export` reads
-    OUT/train.json        settings, losses, conversion and bundle summaries
+    OUT/train.json        settings, losses, conversion, selection and bundle summaries
+    OUT/trained-model.keras  only when the untrained backbone was kept (see select.py): training's result
+
+With `select="auto"` (the default) a probe network is trained without the held-out target images and
+reference classes, and compared with the untrained ImageNet backbone on them (select.py). If training wins,
+it is run again on every image (choose on held-out data, then refit on all, as scikit-learn's search does),
+so the shipped model never lost reference classes to the decision; otherwise OUT holds the backbone.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -39,9 +46,12 @@ def train_to_bundle(
     progress: bool = True,
     target_data: Images | None = None,
     reference_data: Images | None = None,
+    select: str = "auto",
+    holdout: float = 0.1,
 ) -> dict:
     """Run the whole `ovdoc train` pipeline; returns the report also written to OUT/train.json."""
     from ovdoc.host.convert import convert_keras_model
+    from ovdoc.host.train import select as selection_lib
     from ovdoc.runtime.bundle import FitConfig, fit_bundle_images, sha256_file
 
     if bundle_precision not in ("FP32", "FP16"):
@@ -52,17 +62,51 @@ def train_to_bundle(
         f"ovdoc train: {len(target_data)} target images ({target}), {len(reference_data)} reference images "
         f"({reference})"
     )
-    result = train_model(target_data, reference_data, config, progress=progress)
+    if select not in selection_lib.SELECT_CHOICES:
+        raise OvdocError(f"--select must be one of {', '.join(selection_lib.SELECT_CHOICES)}, got {select!r}")
+    held = None
+    if select == "auto":
+        held = selection_lib.split_holdout(target_data, reference_data, holdout, config.seed)
     out = Path(out)
     with atomic_dir(out) as tmp:
+        aucs, probe = {}, None
+        if held:
+            log.info(f"deciding on held-out data: {len(held.val_target)} target images vs "
+                     f"{held.summary()['pseudo_anomalies']}")
+            probe = train_model(held.target, held.reference, config, progress=progress)
+            candidates = {"trained": (probe.model, probe.spec),
+                          "untrained": selection_lib.untrained_model(config)}
+            for name, (model, spec) in candidates.items():
+                conv_dir = tmp / "decide" / name
+                convert_keras_model(model, conv_dir, spec=spec, precisions=(bundle_precision,), name=name)
+                aucs[name] = round(selection_lib.normal_only_auc(
+                    conv_dir / bundle_precision / "model.xml", held.target.images, held, scorer, k=k,
+                    metric=metric), 4)
+            shutil.rmtree(tmp / "decide")
+            log.info(f"held-out target vs pseudo-anomalies, AUC: trained {aucs['trained']:.4f}, "
+                     f"untrained backbone {aucs['untrained']:.4f}")
+        kept, why = selection_lib.choose(select, aucs)
+        log.info(f"keeping the {kept} model: {why}")
+        if kept == "trained" and held:
+            log.info("training again on every target and reference image")
+        result = probe if (probe is not None and kept == "untrained") else train_model(
+            target_data, reference_data, config, progress=progress)
+        if kept == "untrained":
+            model, spec = selection_lib.untrained_model(config)
+        else:
+            model, spec = result.model, result.spec
+        log.info("converting to OpenVINO IR (verified against Keras)")
+        conversion = convert_keras_model(model, tmp / "ir", spec=spec,
+                                         name=config.method if kept == "trained" else "untrained")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result.model.save(tmp / "model.keras")
+            model.save(tmp / "model.keras")
+            if kept == "untrained":  # training's result is kept beside, never thrown away
+                result.model.save(tmp / "trained-model.keras")
         plot_losses(result, tmp / "loss.png")
-        keras_record = {"format": "keras", "file": "../model.keras", "method": config.method,
+        keras_record = {"format": "keras", "file": "../model.keras",
+                        "method": config.method if kept == "trained" else "untrained",
                         "sha256": sha256_file(tmp / "model.keras")}
-        log.info("converting to OpenVINO IR (verified against Keras)")
-        conversion = convert_keras_model(result.model, tmp / "ir", spec=result.spec, name=config.method)
         log.info(f"fitting the detector bundle on the target images ({bundle_precision} IR)")
         # the images already in memory: no PNG round trip through a scratch folder
         manifest = fit_bundle_images(
@@ -75,12 +119,16 @@ def train_to_bundle(
             sources=[target],
             export_source=keras_record,
         )
+        selection = {"select": select, "kept": kept, "why": why, "normal_only_auc": aucs,
+                     "refit_on_every_image": bool(held) and kept == "trained",
+                     **(held.summary() if held else {})}
         report = {
             "target": target,
             "reference": reference,
             "out": str(out),
             "train": result.summary(),
             "convert": conversion,
+            "selection": selection,
             "bundle": {
                 "path": str(out / "bundle"),
                 "threshold": manifest["threshold"],
@@ -92,5 +140,5 @@ def train_to_bundle(
             },
         }
         (tmp / "train.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    report["model"] = result.model
+    report["model"] = model
     return report
