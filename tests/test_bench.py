@@ -234,6 +234,39 @@ def test_int8_on_a_runtime_only_install_is_one_skip_line(bench_data, video_dir):
     assert "skipped INT8" in proc.stderr
 
 
+def test_split_for_int8_never_reports_on_the_images_that_accepted_int8():
+    from ovdoc.errors import OvdocError
+    from ovdoc.runtime.bench.suite import split_for_int8
+
+    normal, anomalous = [f"n{i}" for i in range(7)], [f"a{i}" for i in range(4)]
+    (sel_n, sel_a), (rep_n, rep_a) = split_for_int8(normal, anomalous)
+    assert sorted(sel_n + rep_n) == normal and sorted(sel_a + rep_a) == anomalous
+    assert not set(sel_n) & set(rep_n) and not set(sel_a) & set(rep_a)
+    assert (len(sel_n), len(rep_n), len(sel_a), len(rep_a)) == (4, 3, 2, 2)
+    assert split_for_int8(normal, anomalous) == ((sel_n, sel_a), (rep_n, rep_a))  # seeded
+    with pytest.raises(OvdocError, match="at least 2 images of each"):
+        split_for_int8(normal, ["a0"])
+
+
+def test_int8_is_accepted_on_other_eval_images_than_the_reported_aucs(bench_data, video_dir):
+    """INT8 chosen and reported on the same images would flatter it (#10): bench accepts it on one half
+    of --eval-* and reports every row's AUC on the other half."""
+    proc = ovdoc_cli(
+        "bench", str(bench_data["bundle"]), "--source", str(video_dir / "bikes.mp4"), "--frames", "4",
+        "--precisions", "FP32,INT8", "--batch", "1", "--hints", "latency", "--scorers", "flat",
+        "--calib", str(bench_data["normal"]), "--eval-normal", str(bench_data["eval_n"]),
+        "--eval-anomalous", str(bench_data["eval_a"]), "--max-auc-drop", "1.0",
+        "--out", str(bench_data["root"] / "int8"), "--json", timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    cfg = result["config"]
+    assert cfg["int8_selection_images"] == [6, 6] and (cfg["eval_normal"], cfg["eval_anomalous"]) == (6, 6)
+    assert result["int8"]["accuracy_verified"] and "INT8" in {r["precision"] for r in result["results"]}
+    assert all(0.0 <= r["auc"] <= 1.0 for r in result["results"])
+    assert "accepted on 6+6 eval images" in proc.stderr and "on the other 6+6" in proc.stderr
+
+
 def test_stream_density(video_dir, tmp_path):
     """`ovdoc bench --density`: copies of a real clip as 30 FPS cameras on one shared model, each count
     judged by frame rate kept up, no schedule slips and p99 latency; files written."""

@@ -91,7 +91,9 @@ def default_source() -> Path | None:
     "--eval-normal", multiple=True, metavar="PATH", help="Labelled normal images for AUC. Repeatable."
 )
 @click.option(
-    "--eval-anomalous", multiple=True, metavar="PATH", help="Labelled anomalies for AUC. Repeatable."
+    "--eval-anomalous", multiple=True, metavar="PATH",
+    help="Labelled anomalies for AUC. Repeatable. With INT8, half of the --eval-* images accept (or "
+    "refuse) the INT8 model and every reported AUC is on the other half.",
 )
 @click.option(
     "--max-auc-drop",

@@ -66,10 +66,13 @@ def _footer(result: dict) -> list[str]:
     q = result.get("int8")
     if q:
         if q.get("accuracy_verified"):
+            sel = cfg.get("int8_selection_images") or ["?", "?"]
             lines.append(
-                f"INT8: AUC {q['auc_fp32']:.4f} (FP32) -> {q['auc_int8']:.4f} (drop {q['auc_drop']:+.4f}, "
-                f"bound {q['max_auc_drop']}), cosine to FP32 min {q['cosine_to_fp32_min']:.3f} "
-                f"median {q['cosine_to_fp32_median']:.3f}, {q['seconds']} s to quantize"
+                f"INT8: accepted on {sel[0]}+{sel[1]} eval images: AUC {q['auc_fp32']:.4f} (FP32) -> "
+                f"{q['auc_int8']:.4f} (drop {q['auc_drop']:+.4f}, bound {q['max_auc_drop']}); the table's "
+                f"AUCs are on the other {cfg['eval_normal']}+{cfg['eval_anomalous']}; cosine to FP32 min "
+                f"{q['cosine_to_fp32_min']:.3f} median {q['cosine_to_fp32_median']:.3f}, {q['seconds']} s "
+                "to quantize"
             )
         else:
             lines.append(

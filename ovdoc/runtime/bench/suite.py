@@ -80,10 +80,31 @@ class BenchInputs:
     eval_normal: list[np.ndarray] | None
     eval_anomalous: list[np.ndarray] | None
     scorers: list[ScorerSpec]
+    # INT8 is accepted (and accuracy-controlled) on these; every reported AUC uses eval_* above, which
+    # are disjoint from them: a variant is never chosen and reported on the same images
+    int8_eval: tuple[list[np.ndarray], list[np.ndarray]] | None = None
 
     @property
     def evaluates(self) -> bool:
         return self.eval_normal is not None
+
+
+Halves = tuple[list, list]  # (normal images, anomalous images)
+
+
+def split_for_int8(normal: list, anomalous: list, seed: int = 0) -> tuple[Halves, Halves]:
+    """((selection normal, anomalous), (reported normal, anomalous)): every other image of a seeded
+    shuffle, so both halves look alike. INT8 is accepted on the first; AUCs are reported on the second."""
+    if len(normal) < 2 or len(anomalous) < 2:
+        raise OvdocError("INT8 with --eval-normal/--eval-anomalous needs at least 2 images of each: half "
+                         "accept the INT8 model, the other half are the reported AUCs")
+    rng = np.random.default_rng(seed)
+    halves = []
+    for images in (normal, anomalous):
+        order = rng.permutation(len(images))
+        halves.append(([images[i] for i in order[0::2]], [images[i] for i in order[1::2]]))
+    (sel_n, rep_n), (sel_a, rep_a) = halves
+    return (sel_n, sel_a), (rep_n, rep_a)
 
 
 def failed_row(device: str, precision: str, batch, hint, error: str) -> dict:
@@ -160,10 +181,15 @@ def _run(cfg: BenchConfig) -> dict:
         ev_n, ev_a = _eval_images(cfg.eval_normal), _eval_images(cfg.eval_anomalous)
         if not ev_n or not ev_a:
             raise OvdocError("evaluation needs at least one normal and one anomalous image")
+    int8_eval = None
+    if ev_n is not None and "INT8" in cfg.precisions and not patch_mode:
+        int8_eval, (ev_n, ev_a) = split_for_int8(ev_n, ev_a)
+        log.info(f"  INT8 is accepted on {len(int8_eval[0])}+{len(int8_eval[1])} eval images; every AUC is "
+                 f"reported on the other {len(ev_n)}+{len(ev_a)}")
     inputs = BenchInputs(
         core=core, manifest=manifest, folder=folder, spec=spec, frames=frames,
         prepared=spec.prepare_batch(frames), normal_images=normal_images, eval_normal=ev_n,
-        eval_anomalous=ev_a,
+        eval_anomalous=ev_a, int8_eval=int8_eval,
         scorers=[] if patch_mode else [_scorer_spec(s, k, metric) for s in cfg.scorers],
     )
 
@@ -229,6 +255,7 @@ def _run(cfg: BenchConfig) -> dict:
             "normal_from": normal_from,
             "eval_normal": len(ev_n) if ev_n else 0,
             "eval_anomalous": len(ev_a) if ev_a else 0,
+            "int8_selection_images": [len(int8_eval[0]), len(int8_eval[1])] if int8_eval else None,
         },
         "ceiling": ceiling,
         "results": results,
@@ -307,8 +334,8 @@ def _precision_models(cfg: BenchConfig, inputs: BenchInputs, model, xml, tmp: Pa
                     xml,
                     tmp / "INT8" / "model.xml",
                     calib_sources=inputs.normal_images,
-                    eval_normal=inputs.eval_normal,
-                    eval_anomalous=inputs.eval_anomalous,
+                    eval_normal=inputs.int8_eval[0] if inputs.int8_eval else None,
+                    eval_anomalous=inputs.int8_eval[1] if inputs.int8_eval else None,
                     max_auc_drop=cfg.max_auc_drop,
                     progress=False,
                 )
