@@ -4,7 +4,8 @@
     python benchmarks/accuracy.py --experiment magnetic-tile [--json]        # needs ../shared data
     python benchmarks/accuracy.py --experiment fmnist-one-class [--json]     # slow: outside CI
     python benchmarks/accuracy.py --experiment methods-sneaker-vs-boot --seeds 0,1,2   # DOC vs ArcFace,
-        # kNN vs mean-cosine, validation split from the training data (also methods-fmnist-one-class)
+        # kNN vs mean-cosine, validation split from the training data (also methods-fmnist-one-class,
+        # methods-cifar10-one-class); --methods none,patch: no training, global vs patch mode
 
 Results go to benchmarks/results/accuracy-<experiment>.{json,md} (and a ROC PNG for sneaker-vs-boot).
 """
@@ -35,8 +36,11 @@ REQUIRED_AUC = {"sneaker-vs-boot": 0.95}  # the old single-run figure; no longer
 # deviations of one seed (the 3-seed mean varies less than that): it fails on a real regression, not on
 # the float noise of another CPU. Re-based on benchmarks/results/accuracy-methods-sneaker-vs-boot.json
 # (2026-12-06): arcface-own-class + knn 0.9595 ± 0.0044 -> 0.95, doc + knn 0.9052 ± 0.0093 -> 0.885.
-GATES = {"arcface-own-class + knn": 0.95, "doc + knn": 0.885}
-GATE_COMMAND = ("--experiment methods-sneaker-vs-boot --methods doc,arcface-own-class --scorers knn "
+# The patch-level detector (untrained backbone, product defaults; accuracy-methods-sneaker-vs-boot-patch.json)
+# measured 0.9791 ± 0.0010: its bound is the issue's 0.97 target (nine of its standard deviations below; a
+# drop of 0.01 trips it).
+GATES = {"arcface-own-class + knn": 0.95, "doc + knn": 0.885, "patch + topk-10": 0.97}
+GATE_COMMAND = ("--experiment methods-sneaker-vs-boot --methods doc,arcface-own-class,patch --scorers knn "
                 "--size 96 --epochs 2 --n-train 2000 --n-val 500 --reference-per-class 500 --seeds 0,1,2 "
                 "--no-normal-only")
 
@@ -640,7 +644,10 @@ METHOD_VARIANTS = {
     "doc": {"method": "doc"},
     "arcface-own-class": {"method": "arcface", "arcface_target": "own-class"},
     "arcface-vs-reference": {"method": "arcface", "arcface_target": "vs-reference"},
+    # the patch-level detector (`ovdoc fit --mode patch`) on the untrained shipped backbone: its own scorer
+    "patch": {},
 }
+UNTRAINED = ("none", "patch")
 
 
 CIFAR10_NPZ = SHARED / "data" / "cifar10" / "cifar10-test.npz"
@@ -779,8 +786,45 @@ def methods_features(variant: str, task: dict, opts: dict, seed: int, work: Path
     return feats, xml, info
 
 
+def patch_row(task: dict, opts: dict, seed: int) -> tuple[dict, dict, dict]:
+    """The patch-level detector as a user fits it (`ovdoc fit --mode patch`, shipped backbone, product
+    defaults unless --patch-size/--topk/... say otherwise): one result row, its search speed per image
+    (all patches of one image: the figure comparable to a global scorer's query) and its model speed."""
+    from ovdoc.irmodels import imagenet_backbone
+    from ovdoc.runtime.bundle import fit_bundle_images
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.evaluation import auc
+
+    config = patch_fit_config(opts, seed)
+    with tempfile.TemporaryDirectory(prefix="ovdoc-methods-patch-") as work:
+        bundle = Path(work) / "patch"
+        t0 = time.perf_counter()
+        fit_bundle_images(imagenet_backbone(), iter(list(task["target"].images)), bundle, config,
+                          progress=False)
+        fit_s = time.perf_counter() - t0
+        det = Detector.load(bundle)
+        row = {"seed": seed, "task": task["name"], "method": "patch",
+               "scorer": f"{det.manifest_['patch']['aggregate']}-{det.manifest_['patch']['topk']}",
+               "input_wh": [det.preprocess.width, det.preprocess.height], "fit_s": round(fit_s, 1),
+               "pseudo_anomaly_classes": task["proxy_classes"]}
+        for part in ("val", "test"):
+            normal, anomalous = task[part]
+            row[f"{part}_auc"] = round(auc(det.score_samples(list(normal)),
+                                           det.score_samples(list(anomalous))), 4)
+        if opts["normal_only"]:  # untrained: no probe needed, the fitted bundle never saw the reference
+            row["val_ref_auc"] = round(auc(det.score_samples(list(task["val"][0])),
+                                           det.score_samples(list(task["val_ref"]))), 4)
+        feats = det.features(list(task["test"][0][:200]))
+        t0 = time.perf_counter()
+        det.score_features(feats)
+        search_us = (time.perf_counter() - t0) / len(feats) * 1e6
+        model_ms = latency_ms(next(bundle.glob("**/*.xml")))
+    return row, {"scorer_us_per_query": round(search_us, 1)}, model_ms
+
+
 def methods_compare(opts: dict) -> dict:
-    """DOC vs ArcFace (two class set-ups) vs no training, each scored by kNN (cosine, k=5) and mean-cosine.
+    """DOC vs ArcFace (two class set-ups) vs no training, each scored by kNN (cosine, k=5) and mean-cosine,
+    and the patch-level detector (`patch`: no training, its own scorer).
 
     Every setting is scored on validation and test; the recommendation is made on validation only.
     """
@@ -800,6 +844,15 @@ def methods_compare(opts: dict) -> dict:
         for task in methods_tasks(opts, seed):
             for variant in variants:
                 t0 = time.perf_counter()
+                if variant == "patch":
+                    row, timing, speed_ms = patch_row(task, opts, seed)
+                    latency.setdefault(variant, speed_ms)
+                    speed.setdefault((variant, row["scorer"]), timing)
+                    runs.append(row)
+                    say(f"seed {seed} {task['name']:<10} {variant:<21} {row['scorer']:<11} "
+                        f"val {row['val_auc']:.4f} test {row['test_auc']:.4f} "
+                        f"({time.perf_counter() - t0:.0f} s)")
+                    continue
                 with tempfile.TemporaryDirectory(prefix="ovdoc-methods-") as work:
                     feats, xml, info = methods_features(variant, task, opts, seed, Path(work))
                     if variant not in latency:
@@ -826,27 +879,27 @@ def methods_compare(opts: dict) -> dict:
                         f"val {row['val_auc']:.4f} "
                         f"test {row['test_auc']:.4f} ({time.perf_counter() - t0:.0f} s)")
 
+    settings = list(dict.fromkeys((r["method"], r["scorer"]) for r in runs))
+
     def summary(part: str) -> dict:
         out = {}
-        for variant in variants:
-            for name in scorers:
-                label = ScorerSpec.parse(name).label
-                # per seed: the mean over tasks (one task for sneaker-vs-boot); then mean +- std over seeds
-                per_seed = [np.mean([r[f"{part}_auc"] for r in runs if (r["seed"], r["method"], r["scorer"])
-                                     == (s, variant, label)]) for s in seeds]
-                out[f"{variant} + {label}"] = [round(float(np.mean(per_seed)), 4),
-                                               round(float(np.std(per_seed)), 4)]
+        for variant, label in settings:
+            # per seed: the mean over tasks (one task for sneaker-vs-boot); then mean +- std over seeds
+            per_seed = [np.mean([r[f"{part}_auc"] for r in runs if (r["seed"], r["method"], r["scorer"])
+                                 == (s, variant, label)]) for s in seeds]
+            out[f"{variant} + {label}"] = [round(float(np.mean(per_seed)), 4),
+                                           round(float(np.std(per_seed)), 4)]
         return out
 
     val, test = summary("val"), summary("test")
     val_ref = summary("val_ref") if opts["normal_only"] else {}
     decisions = train_or_not(runs, seeds) if opts["normal_only"] and "none" in variants else None
     arc = [k for k in val if k.startswith("arcface")]
-    trained = [k for k in val if not k.startswith("none")]
-    best = max(trained or val, key=lambda k: val[k][0])
+    trained = [k for k in val if not k.startswith(UNTRAINED)]
+    best = max(trained, key=lambda k: val[k][0]) if trained else None  # the best *trained* variant
     return {
         "experiment": opts["experiment"] + (f"-{opts['tag']}" if opts.get("tag") else ""),
-        "auc": test[best][0],
+        "auc": test[max(val, key=lambda k: val[k][0])][0],  # the setting labelled validation chose
         "reference_set": methods_data(opts, np.random.default_rng(0))["reference_name"],
         "normal_only_criterion": "held-out normals vs reference classes held out whole (never trained on; "
         "per row: pseudo_anomaly_classes), as ovdoc train --select auto",
@@ -968,8 +1021,9 @@ def methods_table(result: dict) -> str:
     # runs recorded before the class hold-out name none: theirs was held-out images of the reference classes
     criterion = result.get("normal_only_criterion", "held-out normals vs held-out reference images")
     return (f"Reference set: {result.get('reference_set', 'see protocol')}. AUC, mean ± std over seeds "
-            f"{result['seeds']}. Best on labelled validation: **{chosen['best_by_labelled']}** (of the "
-            f"trained variants: {chosen['best_overall']}); best by the normal-only criterion "
+            f"{result['seeds']}. Best on labelled validation: **{chosen['best_by_labelled']}**"
+            + (f" (of the trained variants: {chosen['best_overall']})" if chosen.get("best_overall") else "")
+            + "; best by the normal-only criterion "
             f"({criterion}): {chosen.get('best_by_normal_only') or 'not measured'}.\n\n"
             + train_or_not_line(result.get("train_or_not"))
             + "| method + scorer | validation AUC (labelled) | validation AUC (normal-only) | test AUC "
