@@ -786,10 +786,11 @@ def methods_features(variant: str, task: dict, opts: dict, seed: int, work: Path
     return feats, xml, info
 
 
-def patch_row(task: dict, opts: dict, seed: int) -> tuple[dict, dict, dict]:
+def patch_row(task: dict, opts: dict, seed: int, *, timed: bool) -> tuple[dict, dict | None, dict | None]:
     """The patch-level detector as a user fits it (`ovdoc fit --mode patch`, shipped backbone, product
-    defaults unless --patch-size/--topk/... say otherwise): one result row, its search speed per image
-    (all patches of one image: the figure comparable to a global scorer's query) and its model speed."""
+    defaults unless --patch-size/--topk/... say otherwise): one result row and, when `timed`, its search
+    speed per image (all patches of one image: the figure comparable to a global scorer's query) and its
+    model speed (measured once per run, as for the global variants)."""
     from ovdoc.irmodels import imagenet_backbone
     from ovdoc.runtime.bundle import fit_bundle_images
     from ovdoc.runtime.detector import Detector
@@ -807,19 +808,26 @@ def patch_row(task: dict, opts: dict, seed: int) -> tuple[dict, dict, dict]:
                "scorer": f"{det.manifest_['patch']['aggregate']}-{det.manifest_['patch']['topk']}",
                "input_wh": [det.preprocess.width, det.preprocess.height], "fit_s": round(fit_s, 1),
                "pseudo_anomaly_classes": task["proxy_classes"]}
+        normal_scores = {}
         for part in ("val", "test"):
             normal, anomalous = task[part]
-            row[f"{part}_auc"] = round(auc(det.score_samples(list(normal)),
-                                           det.score_samples(list(anomalous))), 4)
+            normal_scores[part] = det.score_samples(list(normal))
+            row[f"{part}_auc"] = round(auc(normal_scores[part], det.score_samples(list(anomalous))), 4)
         if opts["normal_only"]:  # untrained: no probe needed, the fitted bundle never saw the reference
-            row["val_ref_auc"] = round(auc(det.score_samples(list(task["val"][0])),
-                                           det.score_samples(list(task["val_ref"]))), 4)
+            row["val_ref_auc"] = round(auc(normal_scores["val"], det.score_samples(list(task["val_ref"]))), 4)
+        if not timed:
+            return row, None, None
         feats = det.features(list(task["test"][0][:200]))
         t0 = time.perf_counter()
         det.score_features(feats)
         search_us = (time.perf_counter() - t0) / len(feats) * 1e6
-        model_ms = latency_ms(next(bundle.glob("**/*.xml")))
+        model_ms = latency_ms(bundle / det.manifest_["model"]["file"])
     return row, {"scorer_us_per_query": round(search_us, 1)}, model_ms
+
+
+def _say_row(row: dict, seconds: float) -> None:
+    say(f"seed {row['seed']} {row['task']:<10} {row['method']:<21} {row['scorer']:<11} "
+        f"val {row['val_auc']:.4f} test {row['test_auc']:.4f} ({seconds:.0f} s)")
 
 
 def methods_compare(opts: dict) -> dict:
@@ -845,13 +853,11 @@ def methods_compare(opts: dict) -> dict:
             for variant in variants:
                 t0 = time.perf_counter()
                 if variant == "patch":
-                    row, timing, speed_ms = patch_row(task, opts, seed)
-                    latency.setdefault(variant, speed_ms)
-                    speed.setdefault((variant, row["scorer"]), timing)
+                    row, timing, model_ms = patch_row(task, opts, seed, timed=variant not in latency)
+                    if timing is not None:
+                        latency[variant], speed[(variant, row["scorer"])] = model_ms, timing
                     runs.append(row)
-                    say(f"seed {seed} {task['name']:<10} {variant:<21} {row['scorer']:<11} "
-                        f"val {row['val_auc']:.4f} test {row['test_auc']:.4f} "
-                        f"({time.perf_counter() - t0:.0f} s)")
+                    _say_row(row, time.perf_counter() - t0)
                     continue
                 with tempfile.TemporaryDirectory(prefix="ovdoc-methods-") as work:
                     feats, xml, info = methods_features(variant, task, opts, seed, Path(work))
@@ -875,9 +881,7 @@ def methods_compare(opts: dict) -> dict:
                     if (variant, spec.label) not in speed:
                         speed[(variant, spec.label)] = scorer_speed(scorer, feats["test"][0][:200])
                     runs.append(row)
-                    say(f"seed {seed} {task['name']:<10} {variant:<21} {spec.label:<11} "
-                        f"val {row['val_auc']:.4f} "
-                        f"test {row['test_auc']:.4f} ({time.perf_counter() - t0:.0f} s)")
+                    _say_row(row, time.perf_counter() - t0)
 
     settings = list(dict.fromkeys((r["method"], r["scorer"]) for r in runs))
 
@@ -897,9 +901,10 @@ def methods_compare(opts: dict) -> dict:
     arc = [k for k in val if k.startswith("arcface")]
     trained = [k for k in val if not k.startswith(UNTRAINED)]
     best = max(trained, key=lambda k: val[k][0]) if trained else None  # the best *trained* variant
+    labelled = max(val, key=lambda k: val[k][0])  # the setting labelled validation chose
     return {
         "experiment": opts["experiment"] + (f"-{opts['tag']}" if opts.get("tag") else ""),
-        "auc": test[max(val, key=lambda k: val[k][0])][0],  # the setting labelled validation chose
+        "auc": test[labelled][0],
         "reference_set": methods_data(opts, np.random.default_rng(0))["reference_name"],
         "normal_only_criterion": "held-out normals vs reference classes held out whole (never trained on; "
         "per row: pseudo_anomaly_classes), as ovdoc train --select auto",
@@ -907,7 +912,7 @@ def methods_compare(opts: dict) -> dict:
             "best_overall": best,
             "best_arcface": max(arc, key=lambda k: val[k][0]) if arc else None,
             "best_by_normal_only": max(val_ref, key=lambda k: val_ref[k][0]) if val_ref else None,
-            "best_by_labelled": max(val, key=lambda k: val[k][0]),
+            "best_by_labelled": labelled,
         },
         "val_auc_mean_std": val,
         "val_ref_auc_mean_std": val_ref,

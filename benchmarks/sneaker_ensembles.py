@@ -2,11 +2,12 @@
 
     python benchmarks/sneaker_ensembles.py --seeds 0,1,2 [--epochs 4]
 
-Uses accuracy.py's per-seed split (methods_tasks) and models: the untrained backbone at 96 and 160 px and
-ArcFace own-class at 96 px. Scores held-out training sneakers vs training ankle boots only (the test split
-is never extracted): kNN (cosine, k=5) on each feature set, on the mean of an image's and its mirror's
-unit features ("flip"), on the sum of two z-scored kNN scores (each standardised by the leave-one-out
-scores of the training normals, so no anomaly informs the weights' scale) and on concatenated features.
+Uses accuracy.py's per-seed split (methods_tasks) and models: the untrained backbone at 96 and 160 px
+and ArcFace own-class at 96 px. Scores held-out training sneakers vs training ankle boots only (the test
+split is never extracted): the product's kNN scorer (cosine, k=5) on each feature set, on the mean of an
+image's and its mirror's unit features ("flip"), on the sum of two z-scored kNN scores (each standardised
+by the leave-one-out scores of the training normals, so no anomaly informs the weights' scale) and on
+concatenated features.
 Prints validation AUC mean ± std over seeds; results are recorded by hand in
 benchmarks/results/accuracy-sneaker-vs-boot-validation-sweep.md.
 """
@@ -25,21 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy  # noqa: E402  (the benchmark module beside this file)
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+def knn(train: np.ndarray):
+    """The product's kNN scorer, as accuracy.py's methods rows use it (cosine, k=5)."""
+    from ovdoc.runtime.scoring import ScorerSpec
 
-
-def knn_scores(train: np.ndarray, queries: np.ndarray, k: int = 5, leave_one_out: bool = False) -> np.ndarray:
-    sims = queries @ train.T
-    if leave_one_out:
-        np.fill_diagonal(sims, -np.inf)
-    return 1.0 - (-np.sort(-sims, axis=1)[:, :k]).mean(axis=1)
+    return ScorerSpec.parse("knn", k=5, metric="cosine").build().fit(train)
 
 
 def features(task: dict, opts: dict, seed: int) -> dict:
     """{(model, flip): {part: unit features}} for train, val normal, val anomalous."""
     from ovdoc.runtime.features import FeatureExtractor
     from ovdoc.runtime.ir import read_ir
+    from ovdoc.runtime.scoring import l2_normalise
 
     parts = {"train": task["target"].images, "val_n": task["val"][0], "val_a": task["val"][1]}
     out = {}
@@ -57,9 +55,9 @@ def features(task: dict, opts: dict, seed: int) -> dict:
             plain, flipped = {}, {}
             for part, images in parts.items():
                 x = np.asarray(list(images))
-                plain[part] = unit(ext.extract(list(x), progress=False))
-                mirror = unit(ext.extract(list(x[:, :, ::-1].copy()), progress=False))
-                flipped[part] = unit(plain[part] + mirror)
+                plain[part] = l2_normalise(ext.extract(list(x), progress=False))
+                mirror = l2_normalise(ext.extract(list(x[:, :, ::-1].copy()), progress=False))
+                flipped[part] = l2_normalise(plain[part] + mirror)
             out[(name, False)], out[(name, True)] = plain, flipped
     return out
 
@@ -69,8 +67,9 @@ def seed_aucs(feats: dict) -> dict:
 
     z = {}
     for key, f in feats.items():
-        loo = knn_scores(f["train"], f["train"], leave_one_out=True)
-        z[key] = {p: (knn_scores(f["train"], f[p]) - loo.mean()) / loo.std() for p in ("val_n", "val_a")}
+        scorer = knn(f["train"])
+        loo = scorer.loo_scores()
+        z[key] = {p: (scorer.score_samples(f[p]) - loo.mean()) / loo.std() for p in ("val_n", "val_a")}
     res = {f"{name}{' + flip' if flip else ''}": auc(s["val_n"], s["val_a"]) for (name, flip), s in z.items()}
     for other in ("untrained-96", "untrained-160"):
         for flip in (False, True):
@@ -80,9 +79,10 @@ def seed_aucs(feats: dict) -> dict:
                     (1 - w) * a["val_n"] + w * b["val_n"], (1 - w) * a["val_a"] + w * b["val_a"])
         for w in (0.3, 0.5, 0.7):
             fa, fb = feats[("arcface-96", False)], feats[(other, False)]
-            cat = {p: np.hstack([fa[p], w * fb[p]]) / np.sqrt(1 + w * w) for p in fa}
-            res[f"concat arcface-96 + {w} x {other}"] = auc(knn_scores(cat["train"], cat["val_n"]),
-                                                           knn_scores(cat["train"], cat["val_a"]))
+            cat = {p: np.hstack([fa[p], w * fb[p]]) for p in fa}  # the scorer rescales to unit length
+            scorer = knn(cat["train"])
+            res[f"concat arcface-96 + {w} x {other}"] = auc(scorer.score_samples(cat["val_n"]),
+                                                           scorer.score_samples(cat["val_a"]))
     return res
 
 
