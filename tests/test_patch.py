@@ -51,7 +51,7 @@ def patch_bundle(tmp_path_factory, tiles: dict, backbone: Path) -> Path:
         backbone,
         tiles["train"],
         out,
-        FitConfig(mode="patch", patch=PatchConfig(coreset=2000)),
+        FitConfig(mode="patch", patch=PatchConfig(coreset=20000)),  # greedy from 38,400; ivf index
         progress=False,
     )
     return out
@@ -103,6 +103,26 @@ def test_coreset_size_and_parse():
         PatchConfig(coreset=1.5)
 
 
+def test_inverted_file_bank_finds_the_same_nearest_patches_as_exact_search(tmp_path: Path):
+    from ovdoc.runtime.patch import IVF_MIN_BANK, PatchScorer
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 4, (64, 16))
+    bank = (centres[rng.integers(0, 64, 20000)] + rng.normal(0, 1, (20000, 16))).astype(np.float32)
+    queries = (centres[rng.integers(0, 64, 2 * 4 * 5)] + rng.normal(0, 1, (40, 16))).astype(np.float32)
+    exact = PatchScorer((4, 5), 16, index="flat").fit(bank)
+    auto = PatchScorer((4, 5), 16, index="auto", nprobe=8).fit(bank)
+    assert len(bank) >= IVF_MIN_BANK and auto.index == "ivf" and exact.index == "flat"
+    assert auto.describe()["nlist"] == 128 and auto.describe()["nprobe"] == 8
+    a, b = exact.raw_maps(queries), auto.raw_maps(queries)
+    assert (b >= a - 1e-4).all()  # an approximate search never finds a nearer patch than exact search
+    assert np.mean(np.isclose(a, b, rtol=1e-4)) >= 0.9  # and finds the same nearest patch for most
+    small = PatchScorer((4, 5), 16, index="ivf").fit(bank[:1000])  # ~128 per list, >= 39 to train each
+    assert small.index_.nlist == 8 and np.isfinite(small.raw_maps(queries)).all()
+    assert PatchScorer((4, 5), 16, index="ivf").fit(bank[:20]).index_.nlist == 1
+    assert PatchScorer((4, 5), 16).fit(bank[: IVF_MIN_BANK - 1]).index == "flat"
+
+
 # --- the patch IR ------------------------------------------------------------------------------
 def test_patch_ir_is_built_in_graph_from_layer_names(backbone: Path):
     import openvino as ov
@@ -111,7 +131,7 @@ def test_patch_ir_is_built_in_graph_from_layer_names(backbone: Path):
     from ovdoc.runtime.patch import PatchConfig, build_patch_model
 
     model, spec, _ = read_ir(backbone)
-    patch, record = build_patch_model(model, 256, 192, PatchConfig(dim=64))
+    patch, record = build_patch_model(model, 256, 192, PatchConfig(dim=64, reduce="project"))
     assert record["grid"] == [32, 24] and record["dim"] == 64 and record["layer_channels"] == [192, 384]
     types = {op.get_type_name() for op in patch.get_ops()}
     assert {"AvgPool", "Interpolate", "Concat", "MatMul"} <= types
@@ -124,13 +144,40 @@ def test_patch_ir_is_built_in_graph_from_layer_names(backbone: Path):
     with pytest.raises(OvdocError, match="no layer named"):
         build_patch_model(model, 256, 192, PatchConfig(layers=("block_99_nothing",)))
     assert isinstance(patch, ov.Model)
+    # reduce="pca" without a fitted matrix: every channel (what the PCA is fitted on)
+    full, full_record = build_patch_model(model, 256, 192, PatchConfig())
+    assert full_record["dim"] == 576 and full_record["reduce"] == "none"
+    assert "MatMul" not in {op.get_type_name() for op in full.get_ops()}
+
+
+def test_pca_matrix_keeps_the_directions_normal_patches_vary_in():
+    from ovdoc.runtime.patch import pca_matrix, projection_matrix
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(40, 40)))[0]
+    scales = np.array([10.0, 5.0, 2.0] + [0.1] * 37)
+    x = (rng.normal(size=(5000, 40)) * scales) @ basis.T + 3.0  # a shared offset does not matter
+    m = pca_matrix(x, 3)
+    assert m.shape == (40, 3) and m.dtype == np.float32
+    np.testing.assert_allclose(m.T @ m, np.eye(3), atol=1e-5)  # orthonormal axes
+    for i in range(3):  # the three strong directions, in order (up to sign)
+        assert abs(float(m[:, i] @ basis[:, i])) > 0.99
+    np.testing.assert_array_equal(m, pca_matrix(x, 3))  # deterministic, signs included
+    # it keeps the pairwise distances far better than a random matrix of the same size
+    a, b = x[:200] - 3.0, x[200:400] - 3.0
+    true = np.linalg.norm(a - b, axis=1)
+    pca_err = np.abs(np.linalg.norm((a - b) @ m, axis=1) - true).mean()
+    rnd_err = np.abs(np.linalg.norm((a - b) @ projection_matrix(40, 3, 0), axis=1) - true).mean()
+    assert pca_err < 0.5 * rnd_err
+    with pytest.raises(OvdocError):
+        pca_matrix(x[:1], 3)
 
 
 def test_default_size_follows_the_aspect_ratio():
     from ovdoc.runtime.bundle import default_patch_size, parse_size
 
-    assert default_patch_size([0.86, 0.85, 0.9]) == (96, 128)  # tall tiles: W x H
-    assert default_patch_size([640 / 480]) == (128, 96)  # a 4:3 camera
+    assert default_patch_size([0.86, 0.85, 0.9]) == (128, 160)  # tall tiles: W x H
+    assert default_patch_size([640 / 480]) == (160, 128)  # a 4:3 camera
     assert default_patch_size([0.86], area=224 * 192) == (192, 224)  # the area is a parameter
     assert parse_size("320x240") == (320, 240) and parse_size("224") == (224, 224)
     with pytest.raises(OvdocError):
@@ -142,8 +189,8 @@ def test_defect_hottest_region_lies_inside_the_mask(det, tiles: dict):
     """Each defect tile's hottest point (Detector.hottest_points) lies on its mask (one patch of
     tolerance), far above chance.
 
-    8 tiles of each of the 5 defect types; measured 31/40 with the defaults (the area map's own maximum,
-    smoothed for pixel AUROC: 23/40). Chance = the share of the tile the tolerated mask covers (a random
+    8 tiles of each of the 5 defect types; measured 30/40 with the defaults (the area map's own maximum,
+    smoothed for pixel AUROC: 22/40). Chance = the share of the tile the tolerated mask covers (a random
     hottest point would hit that often): 0.20 measured.
     """
     hits, cover = [], []
@@ -197,8 +244,11 @@ def test_patch_bundle_round_trips(patch_bundle: Path, det, tiles: dict):
     manifest = json.loads((patch_bundle / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["mode"] == "patch" and manifest["format_version"] == 2
     p = manifest["patch"]
-    assert p["layers"] == ["block_6_expand_relu", "block_10_expand_relu"] and p["coreset"]["size"] == 2000
+    assert p["layers"] == ["block_6_expand_relu", "block_10_expand_relu"] and p["coreset"]["size"] == 20000
     assert p["coreset"]["method"] == "greedy k-center" and p["bank_bytes"] <= 50e6
+    assert p["reduce"] == "pca" and p["dim"] == 64 and p["pca_images"] == 64
+    assert manifest["scorer"]["index"] == "ivf" and manifest["scorer"]["nprobe"] == 8
+    assert p["bank_bytes"] == (patch_bundle / "index.faiss").stat().st_size
     assert "held-out" in manifest["threshold"]["method"]
     assert not any(f.suffix in (".pkl", ".pickle") for f in patch_bundle.iterdir())
     images = [cv2.imread(str(p)) for p in tiles["held_out"][:4]]
@@ -247,6 +297,13 @@ def test_corrupt_or_mismatched_patch_bundles_are_refused(patch_bundle: Path, tmp
     faiss.write_index(index, str(dim / "index.faiss"))
     _rehash(dim, json.loads((dim / "manifest.json").read_text(encoding="utf-8")))
     _one_line_refusal(dim, "32-d patches")
+
+    kind = tmp_path / "kind"  # the manifest says exact search, the file is an inverted-file index
+    shutil.copytree(patch_bundle, kind)
+    manifest = json.loads((kind / "manifest.json").read_text(encoding="utf-8"))
+    manifest["scorer"]["index"] = "flat"
+    _rehash(kind, manifest)
+    _one_line_refusal(kind, "inverted-file")
 
     nopatch = tmp_path / "nopatch"
     shutil.copytree(patch_bundle, nopatch)
@@ -310,3 +367,10 @@ def test_fit_cli_patch_mode(tmp_path: Path, tiles: dict):
         cli, ["fit", "--normal", str(normal), "--out", str(tmp_path / "x"), "--dim", "64"]
     )
     assert isinstance(bad.exception, OvdocError) and "need --mode patch" in str(bad.exception)
+    for args, message in (
+        (["--mode", "patch", "--index", "hnsw"], "flat or ivf"),
+        (["--index", "ivf"], "for patch bundles"),
+        (["--reduce", "pca"], "need --mode patch"),
+    ):
+        bad = CliRunner().invoke(cli, ["fit", "--normal", str(normal), "--out", str(tmp_path / "x"), *args])
+        assert isinstance(bad.exception, OvdocError) and message in str(bad.exception), args

@@ -407,6 +407,32 @@ def test_hottest_region_is_the_half_maximum_blob_around_the_peak():
     assert hottest_region(m)[0] == (30, 10, 49, 19)
 
 
+def test_hottest_region_of_a_frame_sized_map_matches_the_full_resolution_blob():
+    """Frame-sized maps are searched every REGION_MAX_SIDE-th pixel: the box stays within one step of
+    the full-resolution blob, the peak value is exact, and `at` picks the same blob."""
+    import cv2
+
+    from ovdoc.runtime.stream import regions
+
+    grid = np.zeros((16, 20), np.float32)
+    grid[3:6, 12:15] = 1.0
+    grid[11, 4] = 0.8
+    m = cv2.resize(grid, (640, 480), interpolation=cv2.INTER_LINEAR)
+    box, peak = regions.hottest_region(m)
+    saved, regions.REGION_MAX_SIDE = regions.REGION_MAX_SIDE, 10**6
+    try:
+        exact, exact_peak = regions.hottest_region(m)
+        exact_at = regions.hottest_region(m, at=(4 * 32 + 16, 11 * 30 + 15))[0]
+    finally:
+        regions.REGION_MAX_SIDE = saved
+    step = -(-640 // regions.REGION_MAX_SIDE)
+    assert step > 1 and peak == exact_peak == float(m.max())
+    assert all(abs(a - b) <= step for a, b in zip(box, exact, strict=True)), (box, exact)
+    at_box = regions.hottest_region(m, at=(4 * 32 + 16, 11 * 30 + 15))[0]
+    assert all(abs(a - b) <= step for a, b in zip(at_box, exact_at, strict=True)), (at_box, exact_at)
+    assert at_box[0] < 200 < box[0]  # the point's own (cooler) blob, not the peak's
+
+
 # --- display: heatmap overlay ---------------------------------------------------------------------
 
 

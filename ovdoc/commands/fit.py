@@ -39,10 +39,11 @@ from ovdoc.errors import OvdocError
 @click.option(
     "--index",
     "index",
-    type=click.Choice(["auto", "flat", "hnsw"]),
+    type=click.Choice(["auto", "flat", "hnsw", "ivf"]),
     default="auto",
     show_default=True,
-    help="FAISS index: exact (flat) or HNSW; auto = flat up to 1,000 images, HNSW above.",
+    help="FAISS index: exact (flat) or HNSW; auto = flat up to 1,000 images, HNSW above. Patch mode: "
+    "flat or ivf (inverted file, --nprobe lists searched); auto = ivf from 8,192 bank patches.",
 )
 @click.option(
     "--k",
@@ -85,18 +86,23 @@ from ovdoc.errors import OvdocError
     "(PatchCore-style memory bank of normal patches); better for small surface defects.",
 )
 @click.option("--size", default=None, metavar="WxH",
-              help="Model input size, e.g. 256x192. Default: the model's (global); patch mode: ~43k pixels "
-              "at the normal images' median aspect ratio, multiples of 32.")
+              help="Model input size, e.g. 256x192. Default: the model's (global); patch mode: ~20k pixels "
+              "(160x128) at the normal images' median aspect ratio, multiples of 32.")
 @click.option("--resize", type=click.Choice(["stretch", "center_crop"]), default=None,
               help="stretch scores the whole frame; center_crop the largest centred crop. Default: the "
               "model's (global), stretch (patch).")
-@click.option("--coreset", default="4096", show_default=True, metavar="N|FRACTION",
+@click.option("--coreset", default="32768", show_default=True, metavar="N|FRACTION",
               help="patch: memory-bank size in patches (greedy k-center), or a fraction of the candidates.")
 @click.option("--layers", default=None, metavar="A,B",
               help="patch: backbone layers to tap, by Keras name (default block_6_expand_relu,"
               "block_10_expand_relu).")
 @click.option("--dim", type=click.IntRange(1, 4096), default=None,
-              help="patch: projected feature size (default 64).")
+              help="patch: reduced feature size (default 64).")
+@click.option("--reduce", type=click.Choice(["pca", "project", "none"]), default=None,
+              help="patch: channel reduction inside the IR: pca (default; fitted on the normal patches), "
+              "project (a seeded random matrix) or none.")
+@click.option("--nprobe", type=click.IntRange(1, 4096), default=None,
+              help="patch, ivf index: inverted lists searched per patch (default 8).")
 @click.option("--neighbourhood", type=click.IntRange(1, 15), default=None,
               help="patch: AvgPool kernel around each patch (odd).")
 @click.option("--aggregate", type=click.Choice(["max", "topk", "smooth_max"]), default=None,
@@ -127,6 +133,8 @@ def fit(
     coreset: str,
     layers: str | None,
     dim: int | None,
+    reduce: str | None,
+    nprobe: int | None,
     neighbourhood: int | None,
     aggregate: str | None,
     topk: int | None,
@@ -152,7 +160,7 @@ def fit(
     Examples:
       ovdoc fit ir/FP32 --normal data/good --out good.bundle --fpr 0.01
       ovdoc fit --normal tiles/good --out tiles.bundle --mode patch       # where is the defect?
-      ovdoc fit --normal line.mp4 --out line.bundle --mode patch --coreset 2048 --dim 64   # faster
+      ovdoc fit --normal line.mp4 --out line.bundle --mode patch --coreset 4096 --dim 32   # faster
     \b
     Patch mode keeps 20% of the normal images out of the memory bank: half of them set a per-position
     normalisation of the patch scores, the other half the threshold (no image is scored against its
@@ -170,9 +178,18 @@ def fit(
         raise OvdocError("--out is required: the bundle folder to write")
 
     patch_opts = {"layers": tuple(v.strip() for v in layers.split(",") if v.strip()) if layers else None,
-                  "dim": dim, "neighbourhood": neighbourhood, "aggregate": aggregate, "topk": topk}
+                  "dim": dim, "reduce": reduce, "nprobe": nprobe, "neighbourhood": neighbourhood,
+                  "aggregate": aggregate, "topk": topk}
     if mode != "patch" and any(v is not None for v in patch_opts.values()):
-        raise OvdocError("--layers, --dim, --neighbourhood, --aggregate and --topk need --mode patch")
+        raise OvdocError("--layers, --dim, --reduce, --nprobe, --neighbourhood, --aggregate and --topk need "
+                         "--mode patch")
+    if mode == "patch":
+        if index == "hnsw":
+            raise OvdocError("patch mode's bank index is flat or ivf (--index hnsw is for global bundles)")
+        patch_opts["index"] = index
+        index = "auto"
+    elif index == "ivf":
+        raise OvdocError("--index ivf is for patch bundles (--mode patch); global bundles use flat or hnsw")
     config = FitConfig(
         mode=mode, k=k, index=index, fpr=fpr, scorer=scorer, metric=metric, batch=batch, device=device,
         size=parse_size(size) if size else None, resize=resize, calibration=calibration,
@@ -213,7 +230,8 @@ def fit(
         result["mode"] = "patch"
         result["patch"] = {"size": [manifest["preprocess"]["width"], manifest["preprocess"]["height"]],
                            "resize": manifest["preprocess"]["resize"], "grid": p["grid"], "dim": p["dim"],
-                           "layers": p["layers"], "coreset": p["coreset"]["size"],
+                           "layers": p["layers"], "reduce": p.get("reduce", "project"),
+                           "coreset": p["coreset"]["size"], "index": s.get("index"),
                            "aggregate": p["aggregate"], "bank_mb": round(p["bank_bytes"] / 1e6, 2)}
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -222,8 +240,9 @@ def fit(
         p = result["patch"]
         click.echo(f"patch mode: {p['size'][0]}x{p['size'][1]} ({p['resize']}) -> "
                    f"{p['grid'][0]}x{p['grid'][1]} "
-                   f"patches of {p['dim']}-d from {', '.join(p['layers'])}; bank {p['coreset']} patches "
-                   f"({p['bank_mb']} MB, greedy k-center); score = {p['aggregate']}")
+                   f"patches of {p['dim']}-d ({p['reduce']}) from {', '.join(p['layers'])}; bank "
+                   f"{p['coreset']} patches ({p['bank_mb']} MB, greedy k-center, {p['index']} index); "
+                   f"score = {p['aggregate']}")
     where = f" ({s['index']} index, {s['metric']})" if s["kind"] == "knn" else ""
     added = f" ({result['appended']} added)" if append is not None else ""
     neighbours = f", k={s['k']}" if s["kind"] != "mean-cosine" else " (one mean vector)"

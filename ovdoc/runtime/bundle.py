@@ -38,11 +38,11 @@ FORMAT = "ovdoc-bundle"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MODES = ("global", "patch")
-# default patch-mode input area (pixels): about 128x96. Chosen on the magnetic-tile validation split (seeds
-# 0 and 1; seed 2 as a check): smaller inputs give each stride-8 patch more of the part's context — wide
-# "uneven" texture defects need it — and beat 192x224 (val image AUROC 0.940 vs 0.924, pooled pixel AUROC
-# 0.91 vs 0.79), at about 3x the speed; inputs larger than 192x224 were worse still.
-PATCH_AREA = 128 * 96
+# default patch-mode input area (pixels): about 160x128. Chosen on the magnetic-tile validation split
+# (benchmarks/magnetic_tile_patch_sweep.py, seeds 0-2, PCA-64, 32768-patch bank): 128x160 image AUROC
+# 0.960 / pooled pixel 0.908 against 0.950 / 0.918 at 96x128 (cracks 0.965 vs 0.908), 0.956 / 0.905 at
+# 160x192, 0.949 / 0.902 at 192x224. (With the earlier 4096-patch bank 96x128 won.)
+PATCH_AREA = 160 * 128
 MANIFEST = "manifest.json"
 SELF_HASH_KEY = "manifest_sha256"
 
@@ -275,7 +275,7 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     import time
 
     from ovdoc.runtime.features import FeatureExtractor
-    from ovdoc.runtime.patch import PatchScorer, build_patch_model, coreset_size, greedy_coreset
+    from ovdoc.runtime.patch import PatchScorer, build_patch_model, coreset_size, greedy_coreset, pca_matrix
 
     pc = config.patch
     images = list(images)
@@ -283,7 +283,21 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         raise OvdocError(f"patch mode needs at least 2 normal images (bank + calibration), got {len(images)}")
     size = config.size or default_patch_size([im.shape[1] / im.shape[0] for im in images])
     spec = _sized(dataclasses.replace(spec, width=size[0], height=size[1]), config, "stretch")
-    patch_model, record = build_patch_model(model, spec.height, spec.width, pc)
+    # calibration images are held out of the bank (and of the PCA): no image is scored against its own
+    # patches
+    rng = np.random.default_rng(pc.seed)
+    order = rng.permutation(len(images))
+    n_cal = min(len(images) - 1, max(1, int(round(pc.calib_fraction * len(images)))))
+    cal, bank_imgs = order[:n_cal], np.sort(order[n_cal:])
+    matrix = None
+    if pc.reduce == "pca":
+        full_model, full_record = build_patch_model(model, spec.height, spec.width, pc)
+        fitting = [images[i] for i in order[n_cal:][: pc.pca_images]]
+        full = FeatureExtractor(full_model, spec, device=config.device, batch=config.batch, core=core,
+                                cache_dir=cache_dir).extract(fitting, progress=False)
+        matrix = pca_matrix(full.reshape(-1, full_record["channels"]), pc.dim)
+        del full
+    patch_model, record = build_patch_model(model, spec.height, spec.width, pc, matrix)
     annotate(patch_model, spec, {"patch_of": Path(xml).name})
     extractor = FeatureExtractor(patch_model, spec, device=config.device, batch=config.batch, core=core,
                                  cache_dir=cache_dir)
@@ -291,20 +305,17 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     h, w = record["grid"]
     dim = record["dim"]
     feats = feats.reshape(len(feats), h * w, dim)
-    # calibration images are held out of the bank: no image is scored against its own patches
-    rng = np.random.default_rng(pc.seed)
-    order = rng.permutation(len(feats))
-    n_cal = min(len(feats) - 1, max(1, int(round(pc.calib_fraction * len(feats)))))
-    cal, bank_imgs = order[:n_cal], np.sort(order[n_cal:])
     candidates = feats[bank_imgs].reshape(-1, dim)
     n_all = len(candidates)
     if n_all > pc.max_candidates:
         candidates = candidates[np.sort(rng.choice(n_all, pc.max_candidates, replace=False))]
     m = coreset_size(pc, len(candidates))
     t0 = time.perf_counter()
-    picks = greedy_coreset(candidates, m, projection_dim=pc.projection_dim, seed=pc.seed)
+    picks = greedy_coreset(candidates, m, projection_dim=pc.projection_dim, seed=pc.seed,
+                           progress=progress and m < len(candidates))
     coreset_s = time.perf_counter() - t0
-    scorer = PatchScorer((h, w), dim, aggregate=pc.aggregate, topk=pc.topk, normalise=pc.normalise)
+    scorer = PatchScorer((h, w), dim, aggregate=pc.aggregate, topk=pc.topk, normalise=pc.normalise,
+                         index=pc.index, nprobe=pc.nprobe)
     scorer.fit(candidates[picks])
     method = f"held-out split: {n_cal} normal images kept out of the bank (seed {pc.seed})"
     if pc.normalise != "none" and n_cal >= 2:
@@ -322,6 +333,7 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     threshold["map_value"] = float(np.quantile(smoothed_max, 1.0 - config.fpr))
     patch = record | {
         "projection_seed": pc.seed,
+        **({"pca_images": int(min(pc.pca_images, len(bank_imgs)))} if matrix is not None else {}),
         "config": pc.to_dict(),
         "coreset": {"method": "greedy k-center", "size": int(m), "candidates": int(len(candidates)),
                     "patches_total": int(n_all), "bank_images": int(len(bank_imgs)),
@@ -329,7 +341,7 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         "aggregate": pc.aggregate,
         "topk": pc.topk,
         "map_sigma_cells": MAP_SIGMA_CELLS,
-        "bank_bytes": int(m * dim * 4),
+        "bank_bytes": scorer.index_bytes(),
     }
     manifest = _manifest_head(patch_model, spec, xml, "patch", sources, report) | {
         "feature_dim": int(dim),

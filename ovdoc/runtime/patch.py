@@ -6,12 +6,15 @@ Three parts, all runtime side (OpenVINO, FAISS, numpy; no TensorFlow):
   intermediate maps by layer name (Keras names such as ``block_6_expand_relu`` survive as node friendly
   names), averages each over a small neighbourhood (AvgPool k x k, stride 1: a patch sees its neighbours,
   as in PatchCore), upsamples the deeper maps to the shallowest grid, concatenates and reduces the channels
-  with a fixed random projection (a MatMul whose matrix is a seeded Gaussian: distances are kept up to a
-  small distortion, Johnson-Lindenstrauss). Output ``[n, h, w, d]``: per frame the runtime only searches.
+  to `dim` with a MatMul: by default the principal axes of the normal patches themselves (PCA, fitted by
+  `ovdoc fit` on a few normal images; keeps what varies between normal patches, which a random matrix
+  spreads thin), or a fixed seeded Gaussian projection. Output ``[n, h, w, d]``: per frame the runtime
+  only searches.
 * `greedy_coreset` picks the memory bank: greedy k-center (each pick = the candidate farthest from the bank
   so far), which keeps rare normal patches that random sampling drops.
-* `PatchScorer` holds the bank in a FAISS index; a patch's score is the distance to its nearest normal
-  patch, an image's score a robust maximum of its map (see `aggregate`).
+* `PatchScorer` holds the bank in a FAISS index (exact, or an inverted-file index once the bank is large,
+  so a frame's few hundred searches stay in the millisecond range); a patch's score is the distance to its
+  nearest normal patch, an image's score a robust maximum of its map (see `aggregate`).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ DEFAULT_LAYERS = ("block_6_expand_relu", "block_10_expand_relu")  # stride 8 + s
 AGGREGATES = ("max", "topk", "smooth_max")
 # Gaussian smoothing of patch-score maps, in grid cells (8 px of model input at stride 8): the same for
 # the smooth_max image score and for anomaly maps, so an image's score is the maximum of its map. 3 cells
-# (24 px at the default 96x128 input) chosen on the magnetic-tile validation split: pooled pixel AUROC
-# 0.908 at 3, 0.911 at 6, 0.87 at 1; heavier smoothing blurs small defects (blowholes) away.
-MAP_SIGMA_CELLS = 3.0
+# (32 px at the default 128x160 input) chosen on the magnetic-tile validation split (seeds 0-2, the
+# current bank; benchmarks/magnetic_tile_patch_sweep.py): pooled pixel AUROC 0.903 at 3, 0.908 at 4,
+# 0.910 at 6; heavier smoothing blurs small defects (blowholes) away, so 6's +0.002 was not taken.
+MAP_SIGMA_CELLS = 4.0
 # Where exactly (the hottest point, the centre of the event's box): the peak of a lightly smoothed grid.
 # The area map's heavier smoothing spreads small defects out and moves their peak; on 40 defect tiles the
 # peak landed on the mask for 31 at 1 cell, 28 at 2, 23 at 3 (tests/test_patch.py).
@@ -40,7 +44,10 @@ PEAK_SIGMA_CELLS = 1.0
 # large nearest-neighbour distances even on normal images; dividing by / standardising with the typical
 # normal distance at each grid position keeps them from hiding real defects (measured: see accuracy.py).
 NORMALISATIONS = ("none", "z", "ratio")
-REDUCTIONS = ("project", "none")
+REDUCTIONS = ("pca", "project", "none")
+INDEXES = ("auto", "flat", "ivf")
+# banks at least this large get an inverted-file index (exact search below it is fast enough)
+IVF_MIN_BANK = 8192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,16 +56,23 @@ class PatchConfig:
 
     layers: tuple[str, ...] = DEFAULT_LAYERS
     neighbourhood: int = 3  # AvgPool kernel (odd); 1 = no aggregation
-    dim: int = 64  # projected feature size (reduce="project"); 64 scored as 128 on validation
-    reduce: str = "project"
+    dim: int = 64  # reduced feature size; PCA-64 scored as all 576 channels on validation (0.956 both)
+    reduce: str = "pca"  # pca (fitted on normal patches), project (seeded random matrix) or none
+    pca_images: int = 64  # normal (bank) images whose patches fit the PCA
     seed: int = 0  # projection matrix, coreset start and calibration split
-    coreset: int | float = 4096  # bank size: an int (patches) or a fraction (0..1] of the candidates
+    # bank size: an int (patches) or a fraction (0..1] of the candidates. 32768 chosen on the magnetic-tile
+    # validation split: 4096 lost 0.029 image AUROC against every patch (k-center keeps the rare patches
+    # but thins the common ones, so normal patches sit far from their nearest centre), 32768 is within
+    # 0.006 of it at 8.7 MB
+    coreset: int | float = 32768
     max_candidates: int = 200_000  # patches the coreset chooses from (random per-image subsample above)
     projection_dim: int = 32  # random projection used for the coreset's distance computations only
     aggregate: str = "topk"
-    topk: int = 10  # patches averaged by aggregate="topk" (10 of 192 at 96x128: chosen on validation)
+    topk: int = 10  # patches averaged by aggregate="topk" (10 of 320 at 128x160; chosen on validation)
     calib_fraction: float = 0.2  # normal images held out of the bank to calibrate the threshold
     normalise: str = "ratio"  # per-position normalisation (NORMALISATIONS), from half the held-out images
+    index: str = "auto"  # FAISS index: flat (exact), ivf, auto (ivf from IVF_MIN_BANK patches)
+    nprobe: int = 8  # ivf: lists searched per patch (8 of 256 by default: exact AUROC at 1/7 the time)
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -70,6 +84,12 @@ class PatchConfig:
             raise OvdocError(f"unknown reduction {self.reduce!r}: use one of {', '.join(REDUCTIONS)}")
         if self.dim < 1:
             raise OvdocError(f"--dim must be at least 1, got {self.dim}")
+        if self.pca_images < 1:
+            raise OvdocError(f"PCA needs at least 1 image, got {self.pca_images}")
+        if self.index not in INDEXES:
+            raise OvdocError(f"unknown index {self.index!r}: use one of {', '.join(INDEXES)}")
+        if self.nprobe < 1:
+            raise OvdocError(f"--nprobe must be at least 1, got {self.nprobe}")
         if self.aggregate not in AGGREGATES:
             raise OvdocError(f"unknown aggregation {self.aggregate!r}: use one of {', '.join(AGGREGATES)}")
         if self.topk < 1:
@@ -171,10 +191,30 @@ def projection_matrix(channels: int, dim: int, seed: int) -> np.ndarray:
     return (rng.standard_normal((channels, dim)) / np.sqrt(dim)).astype(np.float32)
 
 
+def pca_matrix(patches: np.ndarray, dim: int) -> np.ndarray:
+    """[channels, dim] float32: the `dim` principal axes of `patches` ([..., channels]), largest first.
+
+    Centring is left out of the graph on purpose: a shared offset does not change nearest-neighbour
+    distances. Each axis's sign is fixed (largest entry positive), so the same patches give the same IR.
+    """
+    x = np.asarray(patches, np.float64).reshape(-1, np.shape(patches)[-1])
+    if len(x) < 2:
+        raise OvdocError("PCA needs at least 2 patches")
+    x = x - x.mean(axis=0)
+    _, vectors = np.linalg.eigh(x.T @ x / len(x))
+    axes = vectors[:, ::-1][:, : min(dim, x.shape[1])]
+    signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
+    return (axes * np.where(signs == 0, 1.0, signs)).astype(np.float32)
+
+
 def build_patch_model(
-    backbone: ov.Model, height: int, width: int, config: PatchConfig
+    backbone: ov.Model, height: int, width: int, config: PatchConfig, matrix: np.ndarray | None = None
 ) -> tuple[ov.Model, dict]:
-    """Backbone IR -> patch-feature IR ``[n, h, w, d]`` (input ``[n, height, width, 3]``) and its record."""
+    """Backbone IR -> patch-feature IR ``[n, h, w, d]`` (input ``[n, height, width, 3]``) and its record.
+
+    `matrix` [channels, dim] reduces the channels (reduce="pca": fitted by the caller; without it the
+    IR outputs every channel, which is what the PCA is fitted on). reduce="project" builds its own.
+    """
     import openvino.opset13 as ops
 
     layouts = tap_layouts(backbone, config.layers, height, width)
@@ -209,9 +249,15 @@ def build_patch_model(
     x = ops.transpose(x, ops.constant(np.array([0, 2, 3, 1], np.int64)))
     channels = sum(c for _, c in layouts)
     dim = channels
-    if config.reduce == "project" and config.dim < channels:
-        x = ops.matmul(x, ops.constant(projection_matrix(channels, config.dim, config.seed)), False, False)
-        dim = config.dim
+    if matrix is None and config.reduce == "project" and config.dim < channels:
+        matrix = projection_matrix(channels, config.dim, config.seed)
+    if matrix is not None:
+        if matrix.shape[0] != channels:
+            raise OvdocError(
+                f"reduction matrix is for {matrix.shape[0]} channels, the layers give {channels}"
+            )
+        x = ops.matmul(x, ops.constant(np.ascontiguousarray(matrix, np.float32)), False, False)
+        dim = int(matrix.shape[1])
     result = ops.result(x)
     patch = ov.Model([result], model.get_parameters(), "ovdoc-patch")
     from ovdoc.runtime.ir import name_ports
@@ -224,12 +270,15 @@ def build_patch_model(
         "dim": dim,
         "channels": channels,
         "stride": [height / h, width / w],
+        "reduce": config.reduce if matrix is not None else "none",
     }
     return patch, record
 
 
 # --- memory bank ----------------------------------------------------------------------------------
-def greedy_coreset(x: np.ndarray, n: int, *, projection_dim: int = 32, seed: int = 0) -> np.ndarray:
+def greedy_coreset(
+    x: np.ndarray, n: int, *, projection_dim: int = 32, seed: int = 0, progress: bool = False
+) -> np.ndarray:
     """Indices of `n` rows of `x` chosen by greedy k-center (farthest-point) selection, in pick order.
 
     Distances are computed in a `projection_dim` random projection (PatchCore's speed-up: the order of
@@ -250,12 +299,20 @@ def greedy_coreset(x: np.ndarray, n: int, *, projection_dim: int = 32, seed: int
     picks[0] = start
     best = np.maximum(sq - 2.0 * (z @ z[start]) + sq[start], 0.0)
     best[start] = -1.0
+    from ovdoc.log import progress_bar
+
+    bar = progress_bar(total=n, desc="memory bank (greedy k-center)", unit="patch", enabled=progress)
+    step = 1024
     for i in range(1, n):
         j = int(np.argmax(best))
         picks[i] = j
         d = sq - 2.0 * (z @ z[j]) + sq[j]
         np.minimum(best, d, out=best)
         best[j] = -1.0
+        if i % step == 0:
+            bar.update(step)
+    bar.update(n - 1 - (n - 1) // step * step + 1)
+    bar.close()
     return picks
 
 
@@ -309,8 +366,12 @@ class PatchScorer:
         aggregate: str = "topk",
         topk: int = 10,
         normalise: str = "none",
+        index: str = "flat",
+        nprobe: int = 8,
     ) -> None:
         self.grid = (int(grid[0]), int(grid[1]))
+        self.index = index
+        self.nprobe = int(nprobe)
         self.dim = int(dim)
         self.aggregate = aggregate
         self.topk = int(topk)
@@ -351,10 +412,28 @@ class PatchScorer:
         bank = np.ascontiguousarray(bank, np.float32)
         if bank.ndim != 2 or bank.shape[1] != self.dim:
             raise OvdocError(f"memory bank must be [n, {self.dim}], got {bank.shape}")
-        index = faiss.IndexFlatL2(self.dim)
-        index.add(bank)
+        if self.index == "ivf" or (self.index == "auto" and len(bank) >= IVF_MIN_BANK):
+            # about 128 patches per list, 1..1024 lists, and >= 39 training patches per list (FAISS's minimum)
+            nlist = int(2 ** np.clip(np.round(np.log2(max(len(bank), 1) / 128)), 0, 10))
+            nlist = max(1, min(nlist, len(bank) // 39))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.dim), self.dim, nlist)
+            index.cp.seed = 0  # k-means start fixed: the same bank gives the same index
+            index.train(bank)
+            index.add(bank)
+            index.nprobe = min(self.nprobe, nlist)
+            self.index = "ivf"
+        else:
+            index = faiss.IndexFlatL2(self.dim)
+            index.add(bank)
+            self.index = "flat"
         self.index_ = index
         return self
+
+    def index_bytes(self) -> int:
+        """Size of the serialised FAISS index (the bank plus, for ivf, its lists and centroids)."""
+        import faiss
+
+        return int(faiss.serialize_index(self.index_).nbytes)
 
     @property
     def n_vectors(self) -> int:
@@ -386,7 +465,8 @@ class PatchScorer:
             "aggregate": self.aggregate,
             "topk": self.topk,
             "normalise": self.normalise,
-            "index": "flat",
+            "index": self.index,
+            **({"nlist": int(self.index_.nlist), "nprobe": self.nprobe} if self.index == "ivf" else {}),
             "metric": "euclidean",
             "n_vectors": self.n_vectors,
             "index_file": "index.faiss",
@@ -419,13 +499,25 @@ class PatchScorer:
                 f"bundle {folder}: the index holds {index.ntotal} patches, the manifest says "
                 f"{info['n_vectors']}; rebuild it with `ovdoc fit --mode patch`"
             )
+        kind = info.get("index", "flat")
+        is_ivf = isinstance(index, faiss.IndexIVF)
+        if kind not in ("flat", "ivf") or is_ivf != (kind == "ivf"):
+            raise OvdocError(
+                f"bundle {folder}: the manifest says a {kind!r} index, the file holds "
+                f"{'an inverted-file' if is_ivf else 'an exact'} one; rebuild it with "
+                "`ovdoc fit --mode patch`"
+            )
         scorer = cls(
             tuple(patch["grid"]),
             int(patch["dim"]),
             aggregate=info.get("aggregate", "topk"),
             topk=int(info.get("topk", 10)),
             normalise=info.get("normalise", "none"),
+            index=kind,
+            nprobe=int(info.get("nprobe", 8)),
         )
+        if is_ivf:
+            index.nprobe = min(scorer.nprobe, int(index.nlist))
         scorer.index_ = index
         if scorer.normalise != "none":
             try:

@@ -11,6 +11,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+# the blob is found on a map of at most this many pixels on its long side (every `step`-th pixel): frame
+# maps are bilinear upsamplings of a grid of a few dozen cells, so nothing is lost, and the connected-
+# components pass over a 640x480 float map (2 ms, every frame in patch mode) drops to ~0.1 ms
+REGION_MAX_SIDE = 160
+
 
 def hottest_region(
     frame_map: np.ndarray, at: tuple[int, int] | None = None
@@ -21,9 +26,17 @@ def hottest_region(
     detector's `peak_point`); the blob containing it is boxed, or, if that point is below half maximum,
     a box of the blob around the map's maximum that the point falls in the nearest of.
     """
-    m = np.asarray(frame_map, dtype=np.float32)
-    if m.ndim != 2 or m.size == 0:
-        raise ValueError(f"an anomaly map is a non-empty 2-D array, got shape {m.shape}")
+    full = np.asarray(frame_map, dtype=np.float32)
+    if full.ndim != 2 or full.size == 0:
+        raise ValueError(f"an anomaly map is a non-empty 2-D array, got shape {full.shape}")
+    step = max(1, -(-max(full.shape) // REGION_MAX_SIDE))
+    if step > 1:
+        small = full[::step, ::step]
+        (x0, y0, x1, y1), _ = hottest_region(small, None if at is None else (at[0] // step, at[1] // step))
+        last_y, last_x = full.shape[0] - 1, full.shape[1] - 1
+        box = (x0 * step, y0 * step, min(x1 * step + step - 1, last_x), min(y1 * step + step - 1, last_y))
+        return box, float(full.max())
+    m = full
     flat = int(np.argmax(m))
     py, px = divmod(flat, m.shape[1])
     peak = float(m[py, px])
