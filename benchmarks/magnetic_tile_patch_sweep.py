@@ -49,7 +49,6 @@ ROWS = {
     "PCA-64, bank 32768, ivf nprobe 8, 160x192, sigma 4": ((160, 192), "pca", 64, 32768, "ivf", 8, 4.0),
     "PCA-64, bank 32768, ivf nprobe 8, 192x224, sigma 4": ((192, 224), "pca", 64, 32768, "ivf", 8, 4.0),
 }
-CALIB_FRACTION, PCA_IMAGES, MAX_CANDIDATES = 0.2, 64, 200_000
 
 
 def split_images(seed: int) -> dict:
@@ -76,8 +75,10 @@ def evaluate(data: dict, feats: dict, row: tuple, seed: int) -> dict:
     """Validation image AUROC, pooled pixel AUROC and search time of one setting on one seed."""
     from ovdoc.runtime.evaluation import auc
     from ovdoc.runtime.patch import (
+        PatchConfig,
         PatchScorer,
         aggregate,
+        bank_split,
         gaussian_smooth,
         greedy_coreset,
         pca_matrix,
@@ -87,12 +88,11 @@ def evaluate(data: dict, feats: dict, row: tuple, seed: int) -> dict:
     _, reduce, dim, coreset, index, nprobe, sigma = row
     train = feats["train"].astype(np.float32)
     n, gh, gw, channels = train.shape
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    n_cal = int(round(CALIB_FRACTION * n))
-    stats, bank_imgs = order[: n_cal // 2], np.sort(order[n_cal:])
+    config = PatchConfig(seed=seed)  # the product's split: calib_fraction, pca_images
+    rng, cal, bank_order = bank_split(n, config)
+    stats, bank_imgs = cal[: len(cal) // 2], np.sort(bank_order)
     if reduce == "pca":
-        matrix = pca_matrix(train[order[n_cal:][:PCA_IMAGES]].reshape(-1, channels), dim)
+        matrix = pca_matrix(train[bank_order[: config.pca_images]].reshape(-1, channels), dim)
     elif reduce == "project":
         matrix = projection_matrix(channels, dim, seed)
     else:
@@ -100,8 +100,8 @@ def evaluate(data: dict, feats: dict, row: tuple, seed: int) -> dict:
     d = matrix.shape[1]
     reduced = (train.reshape(-1, channels) @ matrix).reshape(n, gh, gw, d)
     cand = reduced[bank_imgs].reshape(-1, d)
-    if len(cand) > MAX_CANDIDATES:
-        cand = cand[np.sort(rng.choice(len(cand), MAX_CANDIDATES, replace=False))]
+    if len(cand) > config.max_candidates:
+        cand = cand[np.sort(rng.choice(len(cand), config.max_candidates, replace=False))]
     if coreset and coreset < len(cand):
         cand = cand[greedy_coreset(cand, coreset, projection_dim=32, seed=seed)]
     scorer = PatchScorer((gh, gw), d, normalise="ratio", index=index, nprobe=nprobe or 8).fit(cand)

@@ -275,7 +275,14 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     import time
 
     from ovdoc.runtime.features import FeatureExtractor
-    from ovdoc.runtime.patch import PatchScorer, build_patch_model, coreset_size, greedy_coreset, pca_matrix
+    from ovdoc.runtime.patch import (
+        PatchScorer,
+        bank_split,
+        build_patch_model,
+        coreset_size,
+        greedy_coreset,
+        pca_matrix,
+    )
 
     pc = config.patch
     images = list(images)
@@ -283,16 +290,12 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         raise OvdocError(f"patch mode needs at least 2 normal images (bank + calibration), got {len(images)}")
     size = config.size or default_patch_size([im.shape[1] / im.shape[0] for im in images])
     spec = _sized(dataclasses.replace(spec, width=size[0], height=size[1]), config, "stretch")
-    # calibration images are held out of the bank (and of the PCA): no image is scored against its own
-    # patches
-    rng = np.random.default_rng(pc.seed)
-    order = rng.permutation(len(images))
-    n_cal = min(len(images) - 1, max(1, int(round(pc.calib_fraction * len(images)))))
-    cal, bank_imgs = order[:n_cal], np.sort(order[n_cal:])
+    rng, cal, bank_order = bank_split(len(images), pc)
+    n_cal, bank_imgs = len(cal), np.sort(bank_order)
     matrix = None
     if pc.reduce == "pca":
         full_model, full_record = build_patch_model(model, spec.height, spec.width, pc)
-        fitting = [images[i] for i in order[n_cal:][: pc.pca_images]]
+        fitting = [images[i] for i in bank_order[: pc.pca_images]]
         full = FeatureExtractor(full_model, spec, device=config.device, batch=config.batch, core=core,
                                 cache_dir=cache_dir).extract(fitting, progress=False)
         matrix = pca_matrix(full.reshape(-1, full_record["channels"]), pc.dim)

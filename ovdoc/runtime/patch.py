@@ -302,18 +302,32 @@ def greedy_coreset(
     from ovdoc.log import progress_bar
 
     bar = progress_bar(total=n, desc="memory bank (greedy k-center)", unit="patch", enabled=progress)
-    step = 1024
+    shown = 0
     for i in range(1, n):
         j = int(np.argmax(best))
         picks[i] = j
         d = sq - 2.0 * (z @ z[j]) + sq[j]
         np.minimum(best, d, out=best)
         best[j] = -1.0
-        if i % step == 0:
-            bar.update(step)
-    bar.update(n - 1 - (n - 1) // step * step + 1)
+        if i % 1024 == 0:  # the bar's own bookkeeping per pick would cost more than a pick
+            bar.update(i - shown)
+            shown = i
+    bar.update(n - shown)
     bar.close()
     return picks
+
+
+def bank_split(n_images: int, config: PatchConfig) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """(rng, held-out images, bank images in seeded order) for `n_images` normal images.
+
+    The held-out `calib_fraction` never enters the bank or the PCA: half of it sets the per-position
+    normalisation, half the threshold, so no image is scored against its own patches. The PCA fits on
+    the first `pca_images` of the bank order; `rng` goes on to subsample candidate patches.
+    """
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(n_images)
+    n_cal = min(n_images - 1, max(1, int(round(config.calib_fraction * n_images))))
+    return rng, order[:n_cal], order[n_cal:]
 
 
 def coreset_size(config: PatchConfig, candidates: int) -> int:
@@ -420,7 +434,7 @@ class PatchScorer:
             index.cp.seed = 0  # k-means start fixed: the same bank gives the same index
             index.train(bank)
             index.add(bank)
-            index.nprobe = min(self.nprobe, nlist)
+            self.nprobe = index.nprobe = min(self.nprobe, nlist)  # the manifest records what is searched
             self.index = "ivf"
         else:
             index = faiss.IndexFlatL2(self.dim)
