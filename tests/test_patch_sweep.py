@@ -68,3 +68,21 @@ def test_defect_free_band_keeps_clear_of_the_defect():
     everywhere = np.zeros((300, 200), bool)
     everywhere[::50, ::50] = True  # defects all over: no band is clear
     assert sweep.defect_free_band(everywhere, margin=30) is None
+
+
+def test_the_defaults_row_is_what_ovdoc_fit_builds(magnetic_tile_dir):
+    import cv2
+
+    from ovdoc.runtime import patch
+    from ovdoc.runtime.bundle import default_patch_size
+
+    config, d = patch.PatchConfig(), sweep.D
+    assert (d.reduce, d.dim, d.coreset, d.nprobe, d.normalise) == (
+        config.reduce, config.dim, config.coreset, config.nprobe, config.normalise)
+    assert d.layers == patch.DEFAULT_LAYERS and d.sigma == patch.MAP_SIGMA_CELLS
+    assert d.index == "ivf" and d.coreset >= patch.IVF_MIN_BANK  # what index="auto" picks for this bank
+    # the input `ovdoc fit --mode patch` picks for the normal tiles (their median aspect)
+    normals = sorted((magnetic_tile_dir / "MT_Free").glob("Imgs/*.jpg"))[::10]
+    shapes = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE).shape for f in normals]
+    aspects = [w / h for h, w in shapes]
+    assert default_patch_size(aspects) == d.size
