@@ -47,6 +47,7 @@ class Setting:
     normalise: str = "ratio"
     neighbours: int = 1  # map = mean distance to this many nearest bank patches
     relative: float = 0.0  # map minus this share of (the image's own median - the normal level)
+    context: bool = False  # each patch feature followed by itself minus its image's mean feature
 
 
 D = Setting()
@@ -82,6 +83,9 @@ ROWS = {
     "defaults, map minus the image's median (relative map)": Setting(relative=1.0),
     "defaults + a third, deeper layer (block_13_expand_relu, stride 16), sigma 6": Setting(
         layers=(*D.layers, "block_13_expand_relu"), sigma=6.0),
+    # large, low-contrast defects (Uneven: ~70 % of all annotated defect pixels) are made of patches that
+    # look normal on their own; does a patch's difference from the rest of its tile show them?
+    "defaults, features + (features - the image's mean feature)": Setting(context=True),
 }
 # defect-image pixels at least this far (frame px, ~1/5 of a tile) from every annotated defect pixel
 FAR_FROM_MASK_PX = 60
@@ -154,11 +158,19 @@ def fit_maps(train: np.ndarray, row: Setting, seed: int):
     return maps, scorer.map_baseline, len(cand)
 
 
+def with_context(feats: np.ndarray) -> np.ndarray:
+    """[n, h, w, 2c]: each patch feature, then its difference from its image's mean patch feature."""
+    x = feats.astype(np.float32)
+    return np.concatenate([x, x - x.mean(axis=(1, 2), keepdims=True)], axis=-1).astype(np.float16)
+
+
 def evaluate(data: dict, feats: dict, row: Setting, seed: int) -> dict:
     """Validation image AUROC, pooled pixel AUROC and search time of one setting on one seed."""
     from ovdoc.runtime.evaluation import auc
     from ovdoc.runtime.patch import aggregate, gaussian_smooth
 
+    if row.context:
+        feats = {k: with_context(v) for k, v in feats.items()}
     maps, level, bank = fit_maps(feats["train"], row, seed)
     t0 = time.perf_counter()
     normal_maps = maps(feats["val_normal"])
