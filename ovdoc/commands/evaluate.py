@@ -20,7 +20,7 @@ fashion-mnist-test:CLASS[,CLASS] or fashion-mnist-test:-sneaker (every other cla
 """
 
 
-@click.command(epilog=EPILOG)
+@click.command("eval", epilog=EPILOG)
 @click.argument("bundle", type=click.Path())
 @click.option(
     "--normal", required=True, help="Normal test images (must not be the ones the bundle was fitted on)."
