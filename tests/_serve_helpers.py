@@ -24,7 +24,8 @@ class Server:
     """`python -m ovdoc serve ... --listen HOST:0 --json`; `url` once it prints where it listens."""
 
     def __init__(self, *args: str, host: str = "127.0.0.1", env: dict | None = None, timeout: float = 120):
-        cmd = [sys.executable, "-m", "ovdoc", "serve", *args, "--listen", f"{host}:0", "--json"]
+        listen = [] if "--listen" in args else ["--listen", f"{host}:0"]
+        cmd = [sys.executable, "-m", "ovdoc", "serve", *args, *listen, "--json"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
                                      env=env or dict(os.environ))
         sel = selectors.DefaultSelector()
