@@ -113,7 +113,7 @@ def run_target(name: str, args: list[str], bodies: list[bytes], clients: int, se
 
     srv = Server(*args, timeout=300)
     try:
-        load(srv.url, bodies, min(clients, 2), min(2.0, seconds), None)  # warm-up: compile the batch-1 copy etc.
+        load(srv.url, bodies, min(clients, 2), min(2.0, seconds), None)  # warm-up (the batch-1 copy)
         peak = load(srv.url, bodies, clients, seconds, None)
         half = load(srv.url, bodies, clients, seconds, max(1.0, peak["throughput"] / 2))
     finally:

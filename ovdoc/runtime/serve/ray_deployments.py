@@ -160,10 +160,11 @@ class OvdocIngress:
     async def _call_scorer(self, name: str, uploads: list[tuple[str, bytes]], want_map: bool) -> dict:
         mid = model_id(name, self.bundles[name]["hash"])
         problem = ""
+        deadline = time.monotonic() + SCORE_TIMEOUT_S  # for the request, retry included
         for attempt in range(RETRIES + 1):
             try:
                 call = self.scorer.options(multiplexed_model_id=mid).score.remote(uploads, want_map)
-                return await asyncio.wait_for(call, SCORE_TIMEOUT_S)
+                return await asyncio.wait_for(call, max(0.1, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 problem = f"no answer within {SCORE_TIMEOUT_S:g} s"
                 break
