@@ -225,6 +225,18 @@ def test_bad_bundle_and_arguments_are_one_line(tmp_path):
     assert "index.faiss does not match" in line
 
 
+def test_ray_without_its_extra_says_what_to_install():
+    """No ray installed: `--ray` says in one line which extra to install."""
+    from test_boundary import run_blocked
+
+    from ovdoc.irmodels import demo_bundle
+
+    proc = run_blocked("serve", str(demo_bundle()), "--ray", "auto", blocked=("ray",), timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ovdoc[serve]" in lines[0], proc.stderr
+
+
 def test_bundle_replaced_on_disk_is_reloaded_under_load(tmp_path):
     from ovdoc.atomic import atomic_dir
     from ovdoc.irmodels import demo_bundle
