@@ -94,6 +94,8 @@ def test_ray_pushes_a_replaced_bundle_in_place_and_survives_a_killed_replica(ray
         for w in workers:
             w.start()
         wait_for(lambda: len(answers) >= 6, "requests before the update")
+        replicas = replica_pids(ray_server.proc.pid)
+        assert len(replicas) == 2
         with atomic_dir(own_bundle) as tmp:
             shutil.copytree(demo_bundle(), tmp, dirs_exist_ok=True)
             save_threshold(tmp, 2.5)
@@ -101,7 +103,8 @@ def test_ray_pushes_a_replaced_bundle_in_place_and_survives_a_killed_replica(ray
         wait_for(lambda: any(a[0] == 200 and a[1]["results"][0]["bundle"]["hash"] == new_hash
                              for a in answers[-3:]), "the in-place update", timeout=120)
         before_kill = len(answers)
-        victim = replica_pids(ray_server.proc.pid)[0]
+        assert replica_pids(ray_server.proc.pid) == replicas  # in place: the same replica processes
+        victim = replicas[0]
         os.kill(victim, signal.SIGKILL)
         killed_at = len(answers)
         wait_for(lambda: len(answers) >= killed_at + 20, "requests after the kill", timeout=120)

@@ -102,12 +102,34 @@ def build_app(config: dict, opt: RayOptions):
         scale = {"num_replicas": "auto", "autoscaling_config": {
             "min_replicas": low, "max_replicas": max(low, opt.max_replicas or low),
             "target_ongoing_requests": 2 * opt.batch}}
-    # the same code and options with a new bundle table (user_config) is an in-place reconfigure
     scorer = OvdocScorer.options(
         user_config=config, ray_actor_options={"num_cpus": opt.replica_cpus},
         max_ongoing_requests=4 * opt.batch, **scale,
-    ).bind(opt.device, opt.batch, opt.max_wait_ms, max(1, int(opt.replica_cpus)))
-    return OvdocIngress.options(user_config=config).bind(scorer, opt.token, __version__)
+    )
+    scorer = _pinned(scorer).bind(opt.device, opt.batch, opt.max_wait_ms, max(1, int(opt.replica_cpus)))
+    return _pinned(OvdocIngress.options(user_config=config)).bind(scorer, opt.token, __version__)
+
+
+def code_version() -> str:
+    """ovdoc's version and the deployments' source: what must change for replicas to be replaced."""
+    import hashlib
+
+    from ovdoc import __version__
+
+    source = (Path(__file__).parent / "ray_deployments.py").read_bytes()
+    return f"ovdoc-{__version__}-{hashlib.sha256(source).hexdigest()[:12]}"
+
+
+def _pinned(deployment):
+    """The deployment with a fixed code version, so redeploying it with a new bundle table (user_config)
+    is an in-place reconfigure of the running replicas. `serve.run` otherwise gives every call a random
+    version, which Ray treats as new code: a rolling restart of every replica and a recompile of every
+    bundle. Ray keeps the setting internal; where it is refused, the update is a rolling restart (still
+    no dropped request)."""
+    try:
+        return deployment.options(version=code_version(), _internal=True)
+    except (TypeError, ValueError):
+        return deployment
 
 
 def run_ray(paths: dict[str, Path], opt: RayOptions, on_listening: Callable[[str], None]) -> None:
