@@ -8,6 +8,7 @@ import os
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +27,8 @@ class Server:
     def __init__(self, *args: str, host: str = "127.0.0.1", env: dict | None = None, timeout: float = 120):
         listen = [] if "--listen" in args else ["--listen", f"{host}:0"]
         cmd = [sys.executable, "-m", "ovdoc", "serve", *args, *listen, "--json"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe: never blocks the server
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO,
                                      env=env or dict(os.environ))
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -40,8 +42,7 @@ class Server:
                 line += chunk
         sel.close()
         if not line.endswith(b"\n"):
-            self.stop()
-            raise AssertionError(f"the server did not start: {self.stderr[-2000:]}")
+            raise AssertionError(f"the server did not start: {self.stop()[-2000:]}")
         self.info = json.loads(line)
         self.url = self.info["url"]
 
@@ -54,7 +55,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self.stderr = self.proc.stderr.read().decode("utf-8", "replace")
+        self._err.seek(0)
+        self.stderr = self._err.read().decode("utf-8", "replace")
+        self._err.close()
         return self.stderr
 
     @property
