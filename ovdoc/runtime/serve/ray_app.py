@@ -59,8 +59,8 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
         raise OvdocError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
 
 
-def connect(address: str) -> bool:
-    """ray.init for the address; True when this process started a private Ray (`local`)."""
+def connect(address: str) -> str | None:
+    """ray.init for the address; the private Ray's temp dir when this process started one (`local`)."""
     ray = require_ray()
     check_reachable(address)
     try:
@@ -69,14 +69,15 @@ def connect(address: str) -> bool:
             # it), with its own temp dir so no other driver's ray.init() finds and joins this one either
             import tempfile
 
+            temp = tempfile.mkdtemp(prefix="ovdoc-ray-")
             ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                     _temp_dir=tempfile.mkdtemp(prefix="ovdoc-ray-"))
-            return True
+                     _temp_dir=temp)
+            return temp
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except ConnectionError as exc:
         raise OvdocError(f"--ray {address}: {first_line(exc)} (start one with `ray start --head`, or use "
                          "--ray local)") from None
-    return False
+    return None
 
 
 def bundle_config(paths: dict[str, Path]) -> dict:
@@ -172,7 +173,10 @@ def run_ray(paths: dict[str, Path], opt: RayOptions, on_listening: Callable[[str
                 serve.shutdown()
         finally:
             if private:
+                import shutil
+
                 ray.shutdown()
+                shutil.rmtree(private, ignore_errors=True)
 
 
 def _stamp(bundle: Path):
