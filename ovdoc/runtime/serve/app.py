@@ -8,7 +8,6 @@ with one line too, never a traceback. SIGINT/SIGTERM: /readyz turns 503, request
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -223,7 +222,3 @@ async def _serve(app: ServeApp, on_listening: Callable[[str], None]) -> None:
         if watcher is not None:
             watcher.close()
         await runner.cleanup()
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, default=float)
