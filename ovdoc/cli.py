@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("ovdoc.commands.convert", "convert", "Convert Keras/TF/ONNX/TFLite to verified OpenVINO IR."),
     "train": ("ovdoc.commands.train", "train", "Train a DOC model (host side, needs ovdoc[train])."),
     "export": ("ovdoc.commands.export", "export", "A bundle's model for phones: TFLite, ONNX, CoreML."),
+    "serve": ("ovdoc.commands.serve", "serve", "Score pictures over HTTP (one box, or Ray Serve replicas)."),
     "eval": ("ovdoc.commands.evaluate", "evaluate", "AUC, ROC and image grids of a bundle on labelled data."),
     "bench": ("ovdoc.commands.bench", "bench", "Speed and accuracy across devices, precisions, scorers."),
     "devices": ("ovdoc.commands.devices", "devices", "List the OpenVINO devices present on this machine."),

@@ -22,7 +22,7 @@ FORBIDDEN = ("tensorflow", "keras", "tf_keras", "nncf", "onnx", "tf2onnx", "ovdo
 # The runtime side: the package root's shared modules, the runtime, the shipped models and the CLI verbs a
 # board runs. ovdoc.host and the host-side verbs (convert, train, export) are the other side.
 HOST_VERBS = ("convert.py", "train.py", "export.py")
-RUNTIME_VERBS = ("devices", "run", "fit", "eval", "bench")
+RUNTIME_VERBS = ("devices", "run", "fit", "eval", "bench", "serve")
 
 
 def runtime_files() -> list[Path]:

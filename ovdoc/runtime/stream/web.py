@@ -41,24 +41,35 @@ HISTORY = 600  # score points kept per camera for a newly opened page
 LATENCY_SAMPLES = 2000
 
 
-def parse_serve(text: str, token: str | None) -> tuple[str, int]:
-    """'127.0.0.1:8080' or ':8080' (loopback) -> (host, port); a non-loopback host needs a token."""
+def parse_serve(text: str, token: str | None, option: str = "--serve",
+                token_hint: str = "--serve-token or OVDOC_SERVE_TOKEN") -> tuple[str, int]:
+    """'127.0.0.1:8080' or ':8080' (loopback) -> (host, port); a non-loopback host needs a token.
+
+    Shared with `ovdoc serve --listen` (option, token_hint name that verb's flags in the message)."""
     host, sep, port_text = text.rpartition(":")
     if not sep:
-        raise OvdocError(f"--serve must look like 127.0.0.1:8080, got {text!r}")
+        raise OvdocError(f"{option} must look like 127.0.0.1:8080, got {text!r}")
     host = host.strip("[]") or "127.0.0.1"
     try:
         port = int(port_text)
     except ValueError as exc:
-        raise OvdocError(f"--serve must look like 127.0.0.1:8080, got {text!r}") from exc
+        raise OvdocError(f"{option} must look like 127.0.0.1:8080, got {text!r}") from exc
     if not 0 <= port <= 65535:
-        raise OvdocError(f"--serve port must be 0-65535, got {port}")
+        raise OvdocError(f"{option} port must be 0-65535, got {port}")
     if not is_loopback(host) and not token:
-        raise OvdocError(
-            f"--serve {host} is reachable from other machines: give a token (--serve-token or "
-            "OVDOC_SERVE_TOKEN), or bind 127.0.0.1"
-        )
+        raise OvdocError(f"{option} {host} is reachable from other machines: give a token ({token_hint}), "
+                         "or bind 127.0.0.1")
     return host, port
+
+
+def token_ok(query_token: str | None, authorization: str | None, token: str | None) -> bool:
+    """True when no token is set, or the request carries it as ?token= or `Authorization: Bearer`."""
+    if not token:
+        return True
+    import hmac
+
+    given = query_token or (authorization or "").removeprefix("Bearer ")
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def is_loopback(host: str) -> bool:
@@ -323,12 +334,7 @@ class WebServer:
 
     # --- handlers ------------------------------------------------------------------------------------
     def _middleware_check(self, request) -> bool:
-        if not self.token:
-            return True
-        given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
-        import hmac
-
-        return hmac.compare_digest(given.encode(), self.token.encode())
+        return token_ok(request.query.get("token"), request.headers.get("Authorization"), self.token)
 
     def _auth_middleware(self):
         from aiohttp import web

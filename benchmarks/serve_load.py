@@ -1,0 +1,185 @@
+"""Load test of `ovdoc serve`: N concurrent clients for T seconds against one box and against Ray Serve
+(2 replicas), beside in-process `Detector.score_samples` on the same images, in one run.
+
+    python benchmarks/serve_load.py --clients 8 --seconds 10 [--targets one-box,ray] [--json] [--record]
+
+Loopback only, bounded in clients (<= 64), time (<= 120 s per phase) and requests. Each target gets two
+phases: `max` (every client sends as soon as its last answer came: the throughput ceiling) and `half`
+(open loop at half that rate: the latency a line sees when the server is not saturated). The issue's goals
+on a 2-core box: throughput >= 0.7 x in-process, p99 < 50 ms at half load, zero errors.
+--record writes benchmarks/results/serve-load.{json,md}; without it nothing is written (timings on a
+shared machine are not results).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import platform
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "tests"))
+MAX_REQUESTS_PER_PHASE = 200_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def in_process(bundle: Path, images: list[np.ndarray], seconds: float) -> dict:
+    """score_samples on the same images, batch after batch, for `seconds`: images per second."""
+    from ovdoc.runtime.detector import Detector
+
+    det = Detector.load(bundle)
+    det.score_samples(images[: det.batch])  # compile, warm up
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for i in range(0, len(images), det.batch):
+            det.score_samples(images[i : i + det.batch])
+            done += len(images[i : i + det.batch])
+    elapsed = time.perf_counter() - t0
+    return {"target": "in-process", "phase": "max", "images": done, "seconds": round(elapsed, 3),
+            "throughput": round(done / elapsed, 2)}
+
+
+def load(url: str, bodies: list[bytes], clients: int, seconds: float, rate: float | None) -> dict:
+    """`clients` threads with keep-alive connections POSTing raw PNGs; rate None = closed loop."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    assert host in ("127.0.0.1", "localhost"), "loopback only"
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.05
+    end = start + seconds
+    interval = clients / rate if rate else 0.0
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        due = start + (k * interval / clients if interval else 0.0)
+        i = k
+        while True:
+            now = time.perf_counter()
+            if interval:
+                if due > now:
+                    time.sleep(due - now)
+                due += interval
+            if time.perf_counter() >= end or len(latencies) + len(errors) >= MAX_REQUESTS_PER_PHASE:
+                break
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/score", body=bodies[i % len(bodies)],
+                             headers={"Content-Type": "image/png"})
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+                problem = f"HTTP {response.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                ok, problem = False, type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            with lock:
+                (latencies.append(time.perf_counter() - t0) if ok else errors.append(problem))
+            i += clients
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 60)
+    elapsed = max(1e-9, min(time.perf_counter(), end + 30) - start)
+    lat = np.asarray(latencies) * 1000
+    return {"clients": clients, "requests": len(latencies) + len(errors), "errors": len(errors),
+            "error_kinds": sorted(set(errors))[:5], "seconds": round(elapsed, 3),
+            "throughput": round(len(latencies) / elapsed, 2),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
+            "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
+            "offered_rate": round(rate, 2) if rate else None}
+
+
+def run_target(name: str, args: list[str], bodies: list[bytes], clients: int, seconds: float) -> list[dict]:
+    from _serve_helpers import Server
+
+    srv = Server(*args, timeout=300)
+    try:
+        load(srv.url, bodies, min(clients, 2), min(2.0, seconds), None)  # warm-up (the batch-1 copy)
+        peak = load(srv.url, bodies, clients, seconds, None)
+        half = load(srv.url, bodies, clients, seconds, max(1.0, peak["throughput"] / 2))
+    finally:
+        srv.stop()
+    return [{"target": name, "phase": "max", **peak}, {"target": name, "phase": "half", **half}]
+
+
+@click.command()
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Bundle to serve (default: the shipped demo).")
+@click.option("--clients", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--seconds", type=click.FloatRange(0.5, 120), default=10.0, show_default=True)
+@click.option("--images", type=click.IntRange(1, 256), default=32, show_default=True,
+              help="Distinct images (frames of the demo clip) cycled through.")
+@click.option("--targets", default="one-box,ray", show_default=True, help="one-box, ray, or both.")
+@click.option("--replicas", type=click.IntRange(1, 8), default=2, show_default=True, help="Ray replicas.")
+@click.option("--batch", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--max-wait-ms", type=float, default=5.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--record", is_flag=True, help="Write benchmarks/results/serve-load.{json,md}.")
+def main(bundle, clients, seconds, images, targets, replicas, batch, max_wait_ms, as_json, record) -> None:
+    from _serve_helpers import demo_frames, png
+
+    from ovdoc.irmodels import demo_bundle
+
+    bundle = bundle or demo_bundle()
+    frames = demo_frames(images)
+    bodies = [png(f) for f in frames]
+    common = [str(bundle), "--batch", str(batch), "--max-wait-ms", str(max_wait_ms), "--no-watch"]
+    rows = [in_process(bundle, frames, seconds)]
+    wanted = [t.strip() for t in targets.split(",") if t.strip()]
+    if "one-box" in wanted:
+        rows += run_target("one-box", common, bodies, clients, seconds)
+    if "ray" in wanted:
+        port = free_port()
+        rows += run_target(f"ray-{replicas}", [*common, "--ray", "local", "--replicas", str(replicas),
+                                               "--listen", f"127.0.0.1:{port}"], bodies, clients, seconds)
+    base = rows[0]["throughput"]
+    for r in rows[1:]:
+        if r["phase"] == "max":  # the half phase's throughput is the rate it was offered
+            r["vs_in_process"] = round(r["throughput"] / base, 3) if base else None
+    report = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+              "bundle": str(bundle), "clients": clients, "seconds": seconds, "batch": batch,
+              "max_wait_ms": max_wait_ms, "rows": rows}
+    table = markdown(report)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(table)
+    if record:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "serve-load.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (RESULTS / "serve-load.md").write_text(table, encoding="utf-8")
+
+
+def markdown(report: dict) -> str:
+    lines = [f"`ovdoc serve` load: {report['clients']} clients, {report['seconds']} s per phase, batch "
+             f"{report['batch']}, wait {report['max_wait_ms']} ms", "",
+             "| target | phase | requests | errors | images/s | x in-process | p50 ms | p99 ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['target']} | {r['phase']} | {r.get('requests', r.get('images'))} | "
+                     f"{r.get('errors', 0)} | {r['throughput']} | {r.get('vs_in_process', '')} | "
+                     f"{r.get('p50_ms', '')} | {r.get('p99_ms', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""`ovdoc serve --ray ADDRESS|auto|local`: deploy the API as a Ray Serve application and keep it current.
+
+ray is an extra (`pip install 'ovdoc[serve]'`) imported only here. The driver verifies every bundle
+(load_manifest) before it deploys, then stays up watching them: a bundle replaced on disk is verified
+and pushed as an in-place update (the deployments' user_config; replicas are not restarted). Ctrl+C or
+SIGTERM deletes the application (and stops the private Ray of `--ray local`).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovdoc.errors import OvdocError, first_line
+
+APP_NAME = "ovdoc"
+
+
+@dataclass
+class RayOptions:
+    address: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    device: str = "CPU"
+    batch: int = 8
+    max_wait_ms: float = 5.0
+    replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    replica_cpus: float = 1.0
+    watch: bool = True
+    watch_s: float = 1.0
+
+
+def require_ray():
+    try:
+        import ray
+        from ray import serve  # noqa: F401
+    except ImportError:
+        raise OvdocError("--ray needs Ray Serve: pip install 'ovdoc[serve]'") from None
+    return ray
+
+
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that does not answer: one line now, not minutes of retries."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise OvdocError(f"--ray must be HOST:PORT, ray://HOST:PORT, auto or local; got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise OvdocError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+
+
+def connect(address: str) -> str | None:
+    """ray.init for the address; the private Ray's temp dir when this process started one (`local`)."""
+    ray = require_ray()
+    check_reachable(address)
+    try:
+        if address == "local":
+            # a new private instance, never one that happens to run on this machine (ray.init() would join
+            # it), with its own temp dir so no other driver's ray.init() finds and joins this one either
+            import tempfile
+
+            temp = tempfile.mkdtemp(prefix="ovdoc-ray-")
+            ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                     _temp_dir=temp)
+            return temp
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    except ConnectionError as exc:
+        raise OvdocError(f"--ray {address}: {first_line(exc)} (start one with `ray start --head`, or use "
+                         "--ray local)") from None
+    return None
+
+
+def bundle_config(paths: dict[str, Path]) -> dict:
+    """The bundles' table every replica gets as user_config, each verified here first."""
+    from ovdoc.runtime.bundle import load_manifest
+
+    table = {}
+    for name, path in paths.items():
+        manifest, folder = load_manifest(path)
+        table[name] = {"path": str(folder.resolve()), "hash": manifest["manifest_sha256"],
+                       "mode": manifest.get("mode", "global"),
+                       "threshold": float(manifest["threshold"]["value"])}
+    return {"bundles": table, "default": next(iter(paths))}
+
+
+def build_app(config: dict, opt: RayOptions):
+    from ovdoc import __version__
+    from ovdoc.runtime.serve.ray_deployments import OvdocIngress, OvdocScorer
+
+    scale: dict = {"num_replicas": opt.replicas}
+    if opt.min_replicas is not None or opt.max_replicas is not None:
+        low = opt.min_replicas if opt.min_replicas is not None else 1
+        scale = {"num_replicas": "auto", "autoscaling_config": {
+            "min_replicas": low, "max_replicas": max(low, opt.max_replicas or low),
+            "target_ongoing_requests": 2 * opt.batch}}
+    scorer = OvdocScorer.options(
+        user_config=config, ray_actor_options={"num_cpus": opt.replica_cpus},
+        max_ongoing_requests=4 * opt.batch, **scale,
+    )
+    scorer = _pinned(scorer).bind(opt.device, opt.batch, opt.max_wait_ms, max(1, int(opt.replica_cpus)))
+    return _pinned(OvdocIngress.options(user_config=config)).bind(scorer, opt.token, __version__)
+
+
+def code_version() -> str:
+    """ovdoc's version and the deployments' source: what must change for replicas to be replaced."""
+    import hashlib
+
+    from ovdoc import __version__
+
+    source = (Path(__file__).parent / "ray_deployments.py").read_bytes()
+    return f"ovdoc-{__version__}-{hashlib.sha256(source).hexdigest()[:12]}"
+
+
+def _pinned(deployment):
+    """The deployment with a fixed code version, so redeploying it with a new bundle table (user_config)
+    is an in-place reconfigure of the running replicas. `serve.run` otherwise gives every call a random
+    version, which Ray treats as new code: a rolling restart of every replica and a recompile of every
+    bundle. Ray keeps the setting internal; where it is refused, the update is a rolling restart (still
+    no dropped request)."""
+    try:
+        return deployment.options(version=code_version(), _internal=True)
+    except (TypeError, ValueError):
+        return deployment
+
+
+def run_ray(paths: dict[str, Path], opt: RayOptions, on_listening: Callable[[str], None]) -> None:
+    """Deploy, announce, then watch the bundles until SIGINT/SIGTERM (blocking)."""
+    config = bundle_config(paths)  # verified before anything starts
+    ray = require_ray()
+    from ray import serve
+
+    private = connect(opt.address)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": opt.host, "port": opt.port})
+        serve.run(build_app(config, opt), name=APP_NAME, route_prefix="/")
+        host = f"[{opt.host}]" if ":" in opt.host else opt.host
+        on_listening(f"http://{host}:{opt.port}")
+        stamps = {n: _stamp(p) for n, p in paths.items()}
+        while not stop.wait(opt.watch_s):
+            if not opt.watch:
+                continue
+            now = {n: _stamp(p) for n, p in paths.items()}
+            if now == stamps:
+                continue
+            stamps = now
+            try:
+                new = bundle_config(paths)
+            except OvdocError as exc:  # half-copied or corrupt: the deployed bundles keep serving
+                print(f"ovdoc serve: not pushed: {exc}", flush=True)
+                continue
+            if new != config:
+                config = new
+                serve.run(build_app(config, opt), name=APP_NAME, route_prefix="/")
+                pushed = ", ".join(f"{n}@{b['hash'][:12]}" for n, b in new["bundles"].items())
+                print(f"ovdoc serve: pushed {pushed}", flush=True)
+    finally:
+        try:
+            serve.delete(APP_NAME)
+            if private:
+                serve.shutdown()
+        finally:
+            if private:
+                import shutil
+
+                ray.shutdown()
+                shutil.rmtree(private, ignore_errors=True)
+
+
+def _stamp(bundle: Path):
+    from ovdoc.runtime.serve.bundles import _stamp as stamp
+
+    return stamp(bundle)
