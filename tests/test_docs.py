@@ -16,13 +16,29 @@ from conftest import REPO, need_package
 from ovdoc.cli import COMMANDS, cli
 
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-FENCE = re.compile(r"```(?:bash|sh|console)?\n(.*?)```", re.S)
+SHELL_FENCES = {"", "bash", "sh", "shell", "console"}
+
+
+def shell_blocks(text: str) -> list[str]:
+    """The bodies of the Markdown's shell code blocks (a block of another language is skipped)."""
+    blocks, body, language = [], None, ""
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            if body is None:
+                language, body = line.lstrip()[3:].strip().lower(), []
+            else:
+                if language in SHELL_FENCES:
+                    blocks.append("\n".join(body))
+                body = None
+        elif body is not None:
+            body.append(line)
+    return blocks
 
 
 def shown_commands(text: str) -> list[str]:
     """`ovdoc ...` command lines inside the code blocks of a Markdown file (continuations joined)."""
     found = []
-    for block in FENCE.findall(text):
+    for block in shell_blocks(text):
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
             line = line.split(" #")[0].strip()
