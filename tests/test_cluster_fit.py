@@ -122,3 +122,10 @@ def test_unreachable_missing_and_auto_are_one_line(tmp_path, magnetic_tile_dir):
     line = _one_line(fit + ["--ray", "auto"], prelude="import sys; sys.modules['ray'] = None")
     assert "pip install 'ovdoc[cluster]'" in line
     assert not (tmp_path / "b").exists()
+    from ovdoc.irmodels import demo_bundle, demo_stream
+
+    config = tmp_path / "line.json"
+    config.write_text(json.dumps({"bundle": str(demo_bundle()), "cameras": [{"source": str(demo_stream())}]}))
+    run = ["run", "--config", str(config), "--ray", "127.0.0.1:9", "--headless"]
+    assert "no frames come back" in _one_line(run + ["--save-video", str(tmp_path / "v.avi")])
+    assert "no Ray cluster reachable" in _one_line(run)

@@ -70,6 +70,7 @@ class ResumedSource(FrameSource):
         while True:
             frame = self.inner.read_raw()
             if frame is None or self.live or frame.index > self.after:
+                self.after = -1  # caught up: a looping file's next pass starts at its frame 0
                 return frame
 
     def reopen(self) -> bool:

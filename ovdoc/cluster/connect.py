@@ -58,6 +58,32 @@ def probe(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
                          "one with `ray start --head` or check the address") from None
 
 
+def quiet_driver() -> None:
+    """Keep the driver's stdout for ovdoc: Ray prints its nodes' error reports (task retries, with
+    tracebacks) there, which would break `--json` and the one-line errors; ovdoc reports a failure itself,
+    in one line. OVDOC_DEBUG=1 shows them (on stderr)."""
+    import sys
+
+    debug = bool(os.environ.get("OVDOC_DEBUG"))
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:  # another Ray layout: its messages stay as they are
+        return
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "ovdoc_quiet", False):
+        return
+
+    def quiet(data, ignore_prefix: bool):
+        if data.get("pid") == "raylet":
+            if debug:
+                print("\n".join(str(line) for line in data.get("lines", [])), file=sys.stderr)
+            return None
+        return original(data, ignore_prefix)
+
+    quiet.ovdoc_quiet = True
+    ray_worker.print_to_stdstream = quiet
+
+
 def connect(address: str) -> ModuleType:
     """Join the cluster at `address` (HOST:PORT or auto) once per process and return the `ray` module."""
     ray = import_ray()
@@ -66,6 +92,7 @@ def connect(address: str) -> ModuleType:
     resolved = resolve_address(address)
     probe(resolved)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_driver()
     try:
         ray.init(address=resolved, log_to_driver=False, logging_level="ERROR", configure_logging=True)
     except Exception as exc:  # a port that answers but is not a Ray head, a version mismatch, ...
@@ -73,3 +100,15 @@ def connect(address: str) -> ModuleType:
         raise OvdocError(f"--ray {address}: cannot join the Ray cluster at {resolved}: "
                          f"{first[:200]}") from None
     return ray
+
+
+def cluster_error(exc: BaseException, what: str) -> OvdocError:
+    """A failure inside the cluster as one line; a node without (this) ovdoc says how to fix it."""
+    text = str(exc)
+    if "No module named 'ovdoc" in text or "No module named \"ovdoc" in text:
+        return OvdocError(f"{what}: a node of the cluster cannot import ovdoc's cluster code (not installed "
+                          f"there, or an older ovdoc): install this ovdoc with {INSTALL} on every node")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    cause = next((line for line in reversed(lines) if "Error:" in line), first)
+    return OvdocError(f"{what}: {cause[:240]}")

@@ -9,6 +9,7 @@ features back in input order; index, calibration and bundle are then built by th
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -58,7 +59,10 @@ class FeatureActor:
     """One Ray Data actor: the IR compiled once, then batches of rows -> features (rows it cannot read are
     returned flagged, not dropped, so the driver can name them)."""
 
-    def __init__(self, xml: bytes, weights: bytes, spec: dict, device: str, batch: int, cpus: int) -> None:
+    def __init__(self, ir: list, spec: dict, device: str, batch: int, cpus: int) -> None:
+        import ray
+
+        xml, weights = ray.get(ir[0])  # (xml, weights) bytes, put once by the driver for every actor
         self.extractor = compile_bytes(xml, weights, spec, device=device, batch=batch, cpus=cpus)
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -111,20 +115,28 @@ class RayExtract:
     def __call__(self, model: ov.Model, spec: PreprocessSpec, images: Iterable[np.ndarray | Path], *,
                  device: str, batch: int, progress: bool, total: int | None = None,
                  desc: str = "features") -> Extracted:
+        import logging
+
         import ray.data
 
         rows = [_row(pos, item) for pos, item in enumerate(images)]
-        xml, weights = model_bytes(model)
         if not rows:
             return Extracted(np.zeros((0, 0), np.float32), device.upper(), None)
+        # wrapped in a list, the reference reaches each actor as is (not as a constructor argument in the
+        # object store, which Ray warns about for restartable actors); the driver holds it until the end
+        ir = [self.ray.put(model_bytes(model))]
+        # ovdoc's own bar below, as for a local fit; a failure is one line (OVDOC_DEBUG=1: Ray's own log)
+        level = logging.ERROR if os.environ.get("OVDOC_DEBUG") else logging.CRITICAL
+        logging.getLogger("ray.data").setLevel(level)
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # ovdoc's own bar below, as for a local fit
+        context.enable_progress_bars = False
         context.execution_options.preserve_order = True
         blocks = max(1, min(-(-len(rows) // batch), self.actors * 4))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-            FeatureActor, batch_size=batch, batch_format="numpy", concurrency=self.actors, num_cpus=self.cpus,
-            fn_constructor_kwargs={"xml": xml, "weights": weights, "spec": spec.to_dict(), "device": device,
-                                   "batch": batch, "cpus": self.cpus},
+            FeatureActor, batch_size=batch, batch_format="numpy", num_cpus=self.cpus,
+            compute=ray.data.ActorPoolStrategy(size=self.actors),
+            fn_constructor_kwargs={"ir": ir, "spec": spec.to_dict(), "device": device, "batch": batch,
+                                   "cpus": self.cpus},
         )
         positions, oks, parts, precision = [], [], [], None
         bar = progress_bar(total=total or len(rows), desc=desc, enabled=progress)
@@ -135,6 +147,10 @@ class RayExtract:
                 parts.append(out["features"])
                 precision = precision or (str(out["precision"][0]) or None)
                 bar.update(len(out["pos"]))
+        except self.ray.exceptions.RayError as exc:
+            from ovdoc.cluster.connect import cluster_error
+
+            raise cluster_error(exc, "feature extraction on the cluster failed") from None
         finally:
             bar.close()
         pos, ok, feats = np.concatenate(positions), np.concatenate(oks), np.concatenate(parts)

@@ -40,6 +40,21 @@ MOVE_DEADLINE_S = 90.0  # a lost camera runs again elsewhere within this, or the
 LABEL_SHARE = 0.001  # of a node label's resource per camera: labels place, CPUs limit
 
 
+def _placeholder():
+    """What the web view's picture shows under --ray: frames stay on the nodes (scores and chart are live)."""
+    import cv2
+    import numpy as np
+
+    image = np.full((240, 320, 3), 48, np.uint8)
+    cv2.putText(image, "frames stay on the node", (40, 200), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
+                (200, 200, 200), 1)
+    image.flags.writeable = False  # shared by every result: outputs draw on copies
+    return image
+
+
+PLACEHOLDER = _placeholder()
+
+
 @dataclass(eq=False)
 class CameraState:
     """The driver's view of one camera: its actor, where it runs, and what has been delivered."""
@@ -116,7 +131,9 @@ class ClusterLine:
                                  f"{', label ' + cam.spec.node if getattr(cam.spec, 'node', None) else ''})"
                                  ) from None
             except self.ray.exceptions.RayError as exc:
-                raise OvdocError(f"camera {cam.name}: {_cause(exc)}") from None
+                from ovdoc.cluster.connect import cluster_error
+
+                raise cluster_error(exc, f"camera {cam.name}") from None
 
     def _move(self, cam: CameraState, reason: str) -> None:
         """The camera's actor is gone: close its open episode, start it again elsewhere, say so."""
@@ -175,7 +192,7 @@ class ClusterLine:
             kind = record["kind"]
             if kind == "frame":
                 if record["frame"] > cam.last_frame:  # idempotent: a frame is delivered once
-                    frame = Frame(record["frame"], record["timestamp"], None, cam.index)
+                    frame = Frame(record["frame"], record["timestamp"], PLACEHOLDER, cam.index)
                     result = Result(frame, record["score"], record["smoothed"], record["anomalous"],
                                     record["threshold"])
                     for sink in cam.sinks:
