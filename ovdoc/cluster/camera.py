@@ -133,7 +133,8 @@ class CameraActor:
         lane = Lane(source, [self.sink], threshold=camera.get("threshold"), smooth=camera.get("smooth"))
         run = RunOptions(smooth=int(opt.get("smooth", 10)), threshold=opt.get("threshold"),
                          max_frames=opt.get("max_frames"), loop=bool(opt.get("loop")),
-                         realtime=bool(opt.get("realtime")), duration_s=opt.get("duration_s"))
+                         realtime=bool(opt.get("realtime")), duration_s=opt.get("duration_s"),
+                         watch_bundle=True)  # a bundle changed on the node's storage reloads, as on one box
         if run.max_frames is not None and resume_after >= 0:  # the frames asked for, counted over both nodes
             run.max_frames = max(1, run.max_frames - (resume_after + 1))
         self.loop = LiveLoop(self.detector, [lane], run)
