@@ -158,6 +158,8 @@ class ClusterLine:
                     raise OvdocError(f"camera {cam.name} was lost ({reason}); no node could take it within "
                                      f"{MOVE_DEADLINE_S:.0f} s: {_cause(exc)}") from None
         cam.ack, cam.local, cam.actor_cpu_s = 0, {}, 0.0
+        if self.stopping:  # the run was ending (--duration, Ctrl-C): the new actor ends as the old would have
+            cam.actor.stop.remote()
         cam.moves += 1
         self.moved += 1
         self._event(cam, {"event": "camera_moved", "source": cam.name, "reason": reason,
@@ -234,7 +236,7 @@ class ClusterLine:
                  "host": cam.node.get("host"), "label": getattr(cam.spec, "node", None), "frames": cam.frames,
                  "anomalies": cam.anomalies, "episodes": cam.episodes, "moves": cam.moves,
                  "actor_cpu_s": round(cam.cpu_s, 3),
-                 "state": "ended" if cam.done else "running"} for cam in self.cameras]
+                 "state": "ended" if cam.done else "running", "stopped": cam.stopped} for cam in self.cameras]
 
     def run(self, duration_s: float | None = None) -> None:
         """Poll every camera until all have ended (or --duration / stop()); move the ones that are lost."""
