@@ -53,7 +53,7 @@ def _cli(args: list[str], capsys) -> dict:
         main(args)
     out = capsys.readouterr().out
     assert info.value.code == 0, out
-    return json.loads(out[out.index("{"):])
+    return json.loads(out)  # stdout is the JSON alone (--json), with Ray in the process
 
 
 def test_fit_and_eval_on_cluster_match_local(cluster, tiles, tmp_path, capsys):

@@ -114,7 +114,7 @@ def test_three_cameras_over_two_nodes(line_cluster, tmp_path, capsys):
     assert snapshot[:2] == b"\xff\xd8"  # a JPEG, made on the node that saw the episode
     out = capsys.readouterr().out
     assert info.value.code == 0, out
-    summary = json.loads(out[out.index("{"):])
+    summary = json.loads(out)  # stdout is the JSON alone
     by_name = {c["name"]: c for c in summary["cameras"]}
     assert by_name["left"]["node_id"] == nodes[0].node_id
     assert by_name["right"]["node_id"] == nodes[1].node_id
