@@ -43,21 +43,26 @@ fashion-mnist-test:CLASS[,CLASS] or fashion-mnist-test:-sneaker (every other cla
     "beside each image X.jpg; DIR = a folder of masks with the images' file stems. A normal image without "
     "a mask counts as all normal; mask files found beside images are not scored as images.",
 )
+@click.option("--ray", "ray_address", metavar="ADDRESS|auto", default=None,
+              help="Compute the features on a Ray cluster (HOST:PORT of its head, or auto); scores, AUC and "
+              "rates on this machine as without it. Not with --masks/--grid. Needs `pip install "
+              "'ovdoc[cluster]'`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
-def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, as_json) -> int:
+def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, ray_address, as_json) -> int:
     """AUC, TPR/FPR at the bundle's threshold and TPR at 1% FPR on labelled images.
 
     A bundle's threshold was calibrated on its training images (leave-one-out); this measures what it
     does on images it has never seen. With --masks (patch-mode bundles) also pixel AUROC and PRO
     (per-region overlap, integrated up to 30% pixel FPR; maps and masks at <= 256 px).
     """
-    from ovdoc.atomic import atomic_path
     from ovdoc.errors import OvdocError
     from ovdoc.runtime.bundle import load_manifest
     from ovdoc.runtime.datasets import load_unlabelled
     from ovdoc.runtime.detector import Detector
-    from ovdoc.runtime.evaluation import evaluate_detector, image_grid, plot_roc
+    from ovdoc.runtime.evaluation import evaluate_detector
 
+    if ray_address and (masks or grid_path):
+        raise OvdocError("--ray computes scores only: --masks and --grid need the images here (drop --ray)")
     mode = str(load_manifest(bundle)[0].get("mode", "global")) if masks else None
     if masks and mode != "patch":
         raise OvdocError(
@@ -71,10 +76,25 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, as_j
         normal_data, anomalous_data = load_unlabelled(normal_paths), load_unlabelled(anomalous_paths)
         normal_masks = masks_for(normal_paths, list(normal_data.images), masks, anomalous=False)
         anomalous_masks = masks_for(anomalous_paths, list(anomalous_data.images), masks, anomalous=True)
-    else:
+    elif not ray_address:
         normal_data = load_unlabelled(normal)
         anomalous_data = load_unlabelled(anomalous)
+    if ray_address:
+        from ovdoc.cluster.connect import connect
+        from ovdoc.cluster.extract import RayExtract
+
+        extract = RayExtract(connect(ray_address))  # before compiling: an unreachable address is one line
     detector = Detector.load(bundle, device=device)
+    if ray_address:
+        from ovdoc.cluster.evaluate import cluster_scores
+        from ovdoc.runtime.evaluation import EvalResult
+
+        click.echo(f"scoring on the Ray cluster ({extract.actors} actors) on {device}", err=True)
+        result = EvalResult(cluster_scores(detector, normal, extract, "normal features"),
+                            cluster_scores(detector, anomalous, extract, "anomalous features"),
+                            float(detector.threshold_))
+        return _report(result.metrics(), result, bundle, detector.mode_, normal, anomalous, device, roc_path,
+                       None, None, None, None, masks, as_json)
     mode = detector.mode_
     click.echo(
         f"scoring {len(normal_data)} normal and {len(anomalous_data)} anomalous images on {device}", err=True
@@ -91,6 +111,16 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, as_j
     else:
         result = evaluate_detector(detector, normal_data.images, anomalous_data.images)
         metrics = result.metrics()
+    return _report(metrics, result, bundle, mode, normal, anomalous, device, roc_path, grid_path, pixel_eval,
+                   (normal_data, anomalous_data), detector, masks, as_json)
+
+
+def _report(metrics, result, bundle, mode, normal, anomalous, device, roc_path, grid_path, pixel_eval, data,
+            detector, masks, as_json) -> int:
+    """Write the ROC / grid files and print the metrics (shared by the local and the --ray path)."""
+    from ovdoc.atomic import atomic_path
+    from ovdoc.runtime.evaluation import image_grid, plot_roc
+
     metrics |= {
         "bundle": str(bundle),
         "mode": mode,
@@ -106,6 +136,7 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, as_j
             tmp.with_suffix(".png").replace(tmp)
         metrics["roc"] = roc_path
     if grid_path:
+        normal_data, anomalous_data = data
         with atomic_path(grid_path) as tmp:
             if pixel_eval is not None:
                 from ovdoc.runtime.evaluation import heat_range, heatmap_grid

@@ -114,6 +114,11 @@ from ovdoc.errors import OvdocError
 @click.option("--calibration", type=click.Choice(["auto", "loo"]), default="auto", show_default=True,
               help="global: auto holds out whole subfolders, or blocks of consecutive video frames (with "
               "their neighbours), so the threshold holds on new normal data; loo = leave-one-out.")
+@click.option("--ray", "ray_address", metavar="ADDRESS|auto", default=None,
+              help="Extract the features on a Ray cluster (HOST:PORT of its head, or auto): Ray Data over "
+              "a pool of actors, one per cluster CPU; index, threshold and bundle are built here as "
+              "without it. Image files are read by the workers (same paths on every node). Needs `pip "
+              "install 'ovdoc[cluster]'`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def fit(
     model: str | None,
@@ -140,6 +145,7 @@ def fit(
     topk: int | None,
     seed: int,
     calibration: str,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Build a detector bundle from MODEL (an IR .xml or an `ovdoc convert` folder) and normal images.
@@ -196,11 +202,19 @@ def fit(
         patch=PatchConfig(coreset=parse_coreset(coreset), seed=seed,
                           **{key: v for key, v in patch_opts.items() if v is not None}),
     )
+    extract = None
+    if ray_address:
+        if append is not None:
+            raise OvdocError("--ray builds new bundles; --append extracts the new images here (drop --ray)")
+        from ovdoc.cluster.connect import connect
+        from ovdoc.cluster.extract import RayExtract
+
+        extract = RayExtract(connect(ray_address))
     t0 = time.perf_counter()
     if append is not None:
         manifest = append_bundle(append, list(normal), out, progress=True)
     else:
-        manifest = fit_bundle(resolve_model(model), list(normal), out, config, progress=True)
+        manifest = fit_bundle(resolve_model(model), list(normal), out, config, progress=True, extract=extract)
     wall = time.perf_counter() - t0
     s, t, b = manifest["scorer"], manifest["threshold"], manifest["built_with"]
     result = {

@@ -231,6 +231,17 @@ def resolve_sources(bundle: str | None, sources: list[str]) -> tuple[str, list[s
     metavar="TOKEN",
     help="Token the web view asks for (?token= or Authorization: Bearer); required off loopback.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="ADDRESS|auto",
+    help="With --config: run each camera as an actor on the Ray cluster at ADDRESS (HOST:PORT of its head, "
+    "or auto), placed by CPUs and the cameras' `node:` labels; outputs stay here. Needs `pip install "
+    "'ovdoc[cluster]'` on every node.",
+)
+@click.option("--ray-cpus", type=click.FloatRange(0.01, 64), default=1.0, show_default=True,
+              help="With --ray: CPUs each camera's actor takes (its OpenVINO, OpenCV and FAISS threads).")
 @click.option("--verbose", is_flag=True, help="Let OpenCV's and FFmpeg's own log lines through to stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout.")
 def run(
@@ -258,6 +269,8 @@ def run(
     webhook_timeout: float,
     serve: str | None,
     serve_token: str | None,
+    ray_address: str | None,
+    ray_cpus: float,
     verbose: bool,
     as_json: bool,
 ) -> int:
@@ -317,6 +330,13 @@ def run(
         serve_token=serve_token,
     )
     check_outputs(outputs)
+    if ray_address:  # the cameras run on a Ray cluster; this process keeps the outputs
+        from ovdoc.cluster.run import run_on_cluster
+
+        return run_on_cluster(ray_address, config, line, outputs, cpus=ray_cpus, as_json=as_json, show=show,
+                              save_video=save_video, episodes_dir=episodes_dir, smooth=smooth,
+                              threshold=threshold, max_frames=max_frames, loop=loop_source, realtime=realtime,
+                              duration_s=duration, events=events, device=device, batch=batch)
     detectors = [load_detector_for_run(path, device, batch=batch) for path in line.bundles]
     settings = [
         CameraSettings(line.model_of(camera), camera.threshold, camera.smooth) for camera in cameras

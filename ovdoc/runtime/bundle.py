@@ -29,6 +29,7 @@ from ovdoc.atomic import atomic_dir
 from ovdoc.errors import OvdocError
 from ovdoc.runtime.calibration import CALIBRATIONS, calibrate, threshold_at_fpr
 from ovdoc.runtime.datasets import UNREADABLE_NAMED
+from ovdoc.runtime.extract import Extract, LocalExtract
 from ovdoc.runtime.ir import RT_PREPROCESS, annotate, read_ir, save_ir
 from ovdoc.runtime.patch import MAP_SIGMA_CELLS, PatchConfig
 from ovdoc.runtime.preprocess import RESIZE_MODES, PreprocessSpec
@@ -167,23 +168,28 @@ def fit_bundle(
     *,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    extract: Extract | None = None,
     **overrides,
 ) -> dict:
     """Extract features of the normal images, index them, calibrate the threshold, write the bundle.
 
     `config` says what to build; keyword `overrides` (FitConfig field names: k=, metric=, mode=, ...)
     replace single fields of it, for short calls such as `fit_bundle(ir, good, out, metric="cosine")`.
+    `extract`: where features are computed (default here, `LocalExtract`; `ovdoc fit --ray`: a cluster).
     """
     from ovdoc.runtime.datasets import open_unlabelled
 
     config = _configure(config, overrides)
     # folders, globs, videos, .npz and data-set specs (the one input grammar); clear errors before any compile
     # unreadable image files are skipped (named in one warning); stream.report says where each image came
-    # from, so global-mode calibration can hold out whole folders / video blocks
-    stream = open_unlabelled(normal_sources, skip_unreadable=True)
+    # from, so global-mode calibration can hold out whole folders / video blocks. An extractor that reads
+    # files itself (a cluster's workers) gets image files as paths; patch mode needs every image's shape
+    # up front (its input size), so it always decodes here.
+    paths = extract is not None and extract.reads_files and config.mode == "global"
+    stream = open_unlabelled(normal_sources, skip_unreadable=True, decode=not paths)
     return fit_bundle_images(model_path, stream.images, out_dir, config, progress=progress,
                              cache_dir=cache_dir, total=stream.total, sources=stream.names,
-                             input_report=stream.report)
+                             input_report=stream.report, extract=extract)
 
 
 def _configure(config: FitConfig | None, overrides: dict) -> FitConfig:
@@ -206,6 +212,7 @@ def fit_bundle_images(
     sources: list[str] | None = None,
     input_report: dict | None = None,
     export_source: dict | None = None,
+    extract: Extract | None = None,
     **overrides,
 ) -> dict:
     """`fit_bundle` for images already in memory (BGR uint8, any size): data sets, benchmarks.
@@ -220,11 +227,12 @@ def fit_bundle_images(
     core = ov.Core()
     model, spec, xml = read_ir(model_path, core)
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+    extract = extract or LocalExtract(core=core, cache_dir=cache_dir)
     if config.mode == "patch":
         return _fit_patch(model, spec, xml, images, out_dir, config, core=core, progress=progress,
-                          cache_dir=cache_dir, total=total, sources=sources, report=input_report)
+                          extract=extract, sources=sources, report=input_report)
     return _fit_global(model, spec, xml, images, out_dir, config, core=core, progress=progress,
-                       cache_dir=cache_dir, total=total, sources=sources, report=input_report,
+                       extract=extract, total=total, sources=sources, report=input_report,
                        export_source=export_source)
 
 
@@ -235,16 +243,18 @@ def _sized(spec: PreprocessSpec, config: FitConfig, default_resize: str) -> Prep
     return dataclasses.replace(spec, width=config.size[0], height=config.size[1], resize=resize)
 
 
-def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, cache_dir, total,
-                sources, report=None, export_source=None) -> dict:
-    from ovdoc.runtime.features import FeatureExtractor
+def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, extract: Extract,
+                total, sources, report=None, export_source=None) -> dict:
+    from ovdoc.runtime.datasets import drop_unreadable
     from ovdoc.runtime.scoring import LOO_METHODS, make_scorer
 
     scorer_obj = make_scorer(config.scorer, k=config.k, index=config.index, metric=config.metric)
     spec = _sized(spec, config, spec.resize)
-    extractor = FeatureExtractor(model, spec, device=config.device, batch=config.batch, core=core,
-                                 cache_dir=cache_dir)
-    feats = extractor.extract(images, progress=progress, total=total, desc="normal features")
+    extractor = extract(model, spec, images, device=config.device, batch=config.batch, progress=progress,
+                        total=total, desc="normal features")
+    if extractor.skipped and report is not None:  # files the workers could not decode: as if skipped here
+        drop_unreadable(report, extractor.skipped)
+    feats = extractor.features
     if len(feats) == 0:
         raise OvdocError("no images could be read from the normal sources")
     scorer_obj.fit(feats)
@@ -269,12 +279,11 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
     return _write_bundle(out_dir, manifest, scorer_obj, model, spec, xml, copy=not resized)
 
 
-def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, cache_dir, total,
+def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, extract: Extract,
                sources, report=None) -> dict:
     """Patch mode: patch-feature IR, greedy coreset bank from most normals, threshold on held-out normals."""
     import time
 
-    from ovdoc.runtime.features import FeatureExtractor
     from ovdoc.runtime.patch import (
         PatchScorer,
         bank_split,
@@ -296,15 +305,15 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     if pc.reduce == "pca":
         full_model, full_record = build_patch_model(model, spec.height, spec.width, pc)
         fitting = [images[i] for i in bank_order[: pc.pca_images]]
-        full = FeatureExtractor(full_model, spec, device=config.device, batch=config.batch, core=core,
-                                cache_dir=cache_dir).extract(fitting, progress=False)
+        full = extract(full_model, spec, fitting, device=config.device, batch=config.batch, progress=False,
+                       total=len(fitting), desc="pca features").features
         matrix = pca_matrix(full.reshape(-1, full_record["channels"]), pc.dim)
         del full
     patch_model, record = build_patch_model(model, spec.height, spec.width, pc, matrix)
     annotate(patch_model, spec, {"patch_of": Path(xml).name})
-    extractor = FeatureExtractor(patch_model, spec, device=config.device, batch=config.batch, core=core,
-                                 cache_dir=cache_dir)
-    feats = extractor.extract(images, progress=progress, total=len(images), desc="normal patches")
+    extractor = extract(patch_model, spec, images, device=config.device, batch=config.batch,
+                        progress=progress, total=len(images), desc="normal patches")
+    feats = extractor.features
     h, w = record["grid"]
     dim = record["dim"]
     feats = feats.reshape(len(feats), h * w, dim)

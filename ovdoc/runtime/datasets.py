@@ -242,7 +242,8 @@ def _in_memory(item: str | Path) -> Images | None:
 
 
 def open_unlabelled(
-    sources: str | Path | Iterable[str | Path], *, video_every: int = 1, skip_unreadable: bool = False
+    sources: str | Path | Iterable[str | Path], *, video_every: int = 1, skip_unreadable: bool = False,
+    decode: bool = True,
 ) -> ImageStream:
     """Folders (recursive), globs, image and video files, .npz files and data-set specs -> one stream.
 
@@ -251,6 +252,9 @@ def open_unlabelled(
     to fit in memory). `skip_unreadable`: an image file that cannot be decoded is skipped and named in
     one warning at the end (one bad file among 954 must not abort `ovdoc fit`); the stream fails when
     no image file, or more than MAX_UNREADABLE_SHARE of them, could be read.
+    `decode=False` (with `skip_unreadable`): image files are yielded as their `Path`, to be decoded where
+    the features are computed (a cluster's workers); whoever decodes them reports the unreadable ones
+    through `drop_unreadable`. Video frames and arrays are still yielded as arrays.
     """
     items = _as_items(sources)
     parts: list[Images | list[Path]] = []
@@ -275,14 +279,15 @@ def open_unlabelled(
             elif not skip_unreadable:
                 yield from iter_images(part, video_every=video_every)
             else:
-                yield from _tolerant(part, video_every, report)
+                yield from _tolerant(part, video_every, report, decode)
         if skip_unreadable:
             _check_unreadable(report)
 
     return ImageStream(generate(), total, [str(i) for i in items], report)
 
 
-def _tolerant(paths: list[Path], video_every: int, report: dict) -> Iterator[np.ndarray]:
+def _tolerant(paths: list[Path], video_every: int, report: dict,
+              decode: bool = True) -> Iterator[np.ndarray | Path]:
     """Images of `paths`, skipping (and recording in `report`) image files that cannot be decoded."""
     report.setdefault("image_files", 0)
     report.setdefault("unreadable", [])
@@ -294,6 +299,10 @@ def _tolerant(paths: list[Path], video_every: int, report: dict) -> Iterator[np.
                 yield frame
             continue
         report["image_files"] += 1
+        if not decode:
+            keys.append(("file", str(path.parent)))
+            yield path
+            continue
         try:
             image = read_image(path)
         except OvdocError:
@@ -301,6 +310,15 @@ def _tolerant(paths: list[Path], video_every: int, report: dict) -> Iterator[np.
             continue
         keys.append(("file", str(path.parent)))
         yield image
+
+
+def drop_unreadable(report: dict, skipped: list[tuple[int, str]]) -> None:
+    """Files decoded elsewhere (`decode=False`) that turned out unreadable: forget their group keys,
+    record them, and apply the same limits as when they are skipped while reading here."""
+    gone = {position for position, _ in skipped}
+    report["keys"] = [key for i, key in enumerate(report.get("keys", [])) if i not in gone]
+    report.setdefault("unreadable", []).extend(name for _, name in skipped)
+    _check_unreadable(report)
 
 
 def _check_unreadable(report: dict) -> None:

@@ -29,7 +29,7 @@ from ovdoc.errors import OvdocError
 from ovdoc.runtime.stream.sources import parse_res
 
 TOP_KEYS = {"bundle", "res", "threshold", "smooth", "cameras"}
-CAMERA_KEYS = {"source", "name", "bundle", "res", "threshold", "smooth"}
+CAMERA_KEYS = {"source", "name", "bundle", "res", "threshold", "smooth", "node"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class CameraSpec:
     res: tuple[int, int] | None = None
     threshold: float | None = None
     smooth: int | None = None
+    node: str | None = None  # `ovdoc run --ray`: run on a node with this label (a Ray custom resource)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ def load_line_config(
                 res=_res(camera.get("res"), where) or res,
                 threshold=own_threshold if own_threshold is not None else threshold,
                 smooth=_smooth(camera.get("smooth"), where) or smooth,
+                node=str(camera["node"]) if camera.get("node") is not None else None,
             )
         )
     names = [spec.name for spec in specs if spec.name is not None]

@@ -1,0 +1,193 @@
+"""The Ray cluster path against the one-box path, on this machine (issue 26's measurements).
+
+1. Cameras: the same clip scored by `ovdoc run` on this box (a child process) and by `ovdoc run --ray`
+   (one camera actor on a local cluster): frames per CPU-second of each (goal: cluster >= 0.85 of local),
+   the cluster's start-up time (driver joins, actor placed, bundle compiled, first poll) and the object
+   store memory in use while it runs. The cluster's CPU is the driver's plus the camera actor's process
+   (Ray's own daemons, raylet/GCS, are not counted: they are shared by every camera of a cluster).
+2. Big image sets: feature extraction of the same image files by a local fit's extractor and by Ray Data
+   (`RayExtract`) on one 1-CPU worker node: images per second (goal: Ray >= 0.8 of local), alternating
+   the two for --repeats passes.
+
+    python benchmarks/cluster.py [--frames 249] [--images 200] [--repeats 3] [--out benchmarks/results]
+
+Writes cluster.json and cluster.md under --out. On a shared machine the figures are noise: run a smoke
+(`--frames 60 --images 32 --repeats 1 --out /tmp/cluster-smoke`) and do not record it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("OVDOC_SHARED", REPO.parent / "shared")).resolve()
+STORE = 100 * 1024 * 1024
+
+
+def start_cluster(workers: int):
+    """A head that only schedules and `workers` 1-CPU nodes, as in the tests."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "object_store_memory": STORE, "include_dashboard": False})
+    for _ in range(workers):
+        cluster.add_node(num_cpus=1, object_store_memory=STORE)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    return ray, cluster
+
+
+def local_run(bundle: Path, clip: Path, frames: int) -> dict:
+    """`ovdoc run` in a child process: its CPU seconds from the kernel's accounting of children."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(clip),
+                          "--headless", "--max-frames", str(frames), "--json"],
+                         capture_output=True, text=True, check=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary = json.loads(out.stdout[out.stdout.index("{"):])
+    return {"frames": summary["frames"], "cpu_s": round(cpu, 3), "wall_s": round(wall, 2),
+            "frames_per_cpu_s": round(summary["frames"] / cpu, 2)}
+
+
+def cluster_run(ray, address: str, bundle: Path, clip: Path, frames: int, tmp: Path) -> dict:
+    from ovdoc.cluster.line import run_line
+    from ovdoc.runtime.stream.line_config import load_line_config
+
+    config = tmp / "line.json"
+    config.write_text(json.dumps({"bundle": str(bundle), "cameras": [{"source": str(clip), "name": "cam"}]}))
+    store: list[float] = []
+
+    def used(_line) -> None:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        store.append(total.get("object_store_memory", 0) - free.get("object_store_memory", 0))
+
+    cpu0 = time.process_time()
+    summary = run_line(address, load_line_config(config), {"max_frames": frames, "smooth": 10}, cpus=1,
+                       on_start=used)
+    driver = time.process_time() - cpu0
+    actor = summary["cameras"][0]["actor_cpu_s"]
+    cpu = driver + actor
+    return {"frames": summary["frames"], "cpu_s": round(cpu, 3), "driver_cpu_s": round(driver, 3),
+            "actor_cpu_s": actor, "startup_s": summary["startup_s"], "wall_s": summary["wall_s"],
+            "object_store_used_mb": round(max(store or [0]) / 1e6, 2),
+            "frames_per_cpu_s": round(summary["frames"] / cpu, 2)}
+
+
+def extraction(ray, images: list[Path], repeats: int) -> list[dict]:
+    """Images per second: local extractor vs Ray Data on one 1-CPU node (driver reads nothing).
+
+    Both include their compile (a fit compiles once); the Ray path also starts its actor pool. After one
+    warm-up call, Ray runs on 8 images and on all of them: the difference gives its per-image rate
+    (`ratio_steady`: what a large set approaches) and the intercept its fixed cost per call
+    (`ray_fixed_s`)."""
+    import openvino as ov
+
+    from ovdoc.cluster.extract import RayExtract
+    from ovdoc.irmodels import resolve_model
+    from ovdoc.runtime.extract import LocalExtract
+    from ovdoc.runtime.images import read_image
+    from ovdoc.runtime.ir import read_ir
+
+    model, spec, _ = read_ir(resolve_model(None), ov.Core())
+    runs = []
+    for _ in range(repeats):
+        row = {}
+        small = images[:8]
+        RayExtract(ray, actors=1)(model, spec, small, device="CPU", batch=8, progress=False)  # warm-up
+        t0 = time.perf_counter()
+        RayExtract(ray, actors=1)(model, spec, small, device="CPU", batch=8, progress=False)
+        t_small = time.perf_counter() - t0
+        for name, extract, items in (("local", LocalExtract(), lambda: (read_image(p) for p in images)),
+                                     ("ray", RayExtract(ray, actors=1), lambda: list(images))):
+            t0 = time.perf_counter()
+            got = extract(model, spec, items(), device="CPU", batch=8, progress=False, total=len(images))
+            row[name + "_s"] = time.perf_counter() - t0
+            row[name] = round(len(got.features) / row[name + "_s"], 2)
+        per_image = max(row["ray_s"] - t_small, 1e-6) / max(len(images) - len(small), 1)
+        steady, fixed = 1.0 / per_image, t_small - len(small) * per_image
+        row |= {"ray_fixed_s": round(fixed, 2), "ratio": round(row["ray"] / row["local"], 3),
+                "ratio_steady": round(steady / row["local"], 3),
+                "local_s": round(row["local_s"], 2), "ray_s": round(row["ray_s"], 2)}
+        runs.append(row)
+    return runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=249)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    import tempfile
+
+    from ovdoc.irmodels import demo_bundle, demo_stream
+
+    bundle, clip = Path(demo_bundle()), Path(demo_stream())
+    tiles = sorted((SHARED / "data" / "magnetic-tile" / "MT_Free").rglob("*.jpg"))[: args.images]
+    ray, cluster = start_cluster(workers=1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cameras = []
+            for _ in range(args.repeats):  # alternate: a busy moment hits both
+                local = local_run(bundle, clip, args.frames)
+                remote = cluster_run(ray, cluster.address, bundle, clip, args.frames, Path(tmp))
+                cameras.append({"local": local, "cluster": remote,
+                                "ratio": round(remote["frames_per_cpu_s"] / local["frames_per_cpu_s"], 3)})
+        extract = extraction(ray, tiles, args.repeats)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    result = {
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "load_1min_after": os.getloadavg()[0], "cpus": os.cpu_count(), "ray": ray.__version__,
+        "cameras": cameras, "extraction": extract,
+        "camera_ratio_median": statistics.median(r["ratio"] for r in cameras),
+        "extraction_ratio_median": statistics.median(r["ratio"] for r in extract),
+        "goals": {"camera_ratio": 0.85, "extraction_ratio": 0.8},
+    }
+    write(result, args.out)
+    print(json.dumps({k: result[k] for k in ("camera_ratio_median", "extraction_ratio_median")}))
+    return 0
+
+
+def write(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cluster.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# The Ray cluster path against one box", "", f"`{result['command']}`", "",
+             f"{result['time']} · {result['cpus']} CPUs · Ray {result['ray']} · load after "
+             f"{result['load_1min_after']:.2f}", "",
+             "| pass | local frames/CPU-s | cluster frames/CPU-s | ratio (goal 0.85) | start-up s "
+             "| store MB |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for i, row in enumerate(result["cameras"]):
+        local, remote = row["local"], row["cluster"]
+        lines.append(f"| {i + 1} | {local['frames_per_cpu_s']} | {remote['frames_per_cpu_s']} "
+                     f"| {row['ratio']} | {remote['startup_s']} | {remote['object_store_used_mb']} |")
+    lines += ["", "| pass | local images/s | Ray Data images/s (1 node) | ratio (goal 0.8) | Ray fixed s "
+              "| ratio without it |", "|---:|---:|---:|---:|---:|---:|"]
+    for i, row in enumerate(result["extraction"]):
+        lines.append(f"| {i + 1} | {row['local']} | {row['ray']} | {row['ratio']} | {row['ray_fixed_s']} "
+                     f"| {row['ratio_steady']} |")
+    (out / "cluster.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,374 @@
+"""`ovdoc run --config line.yaml --ray ADDRESS`: a line's cameras spread over a Ray cluster.
+
+Each camera is a `CameraActor` (camera.py) placed by Ray on a node with the CPUs it asks for and, when
+the line config names one (`node: hall-2`), the custom resource of that name, which only the nodes that
+can reach the camera advertise (`ray start --resources '{"hall-2": 1000}'`). The driver polls every actor
+for its small records and hands them to the driver's own outputs (events file, MQTT, webhook), so one set
+of outputs serves the whole line, as in a one-box run.
+
+A node that dies, and the exactly-once promise for episodes:
+- records are numbered per actor and leave the actor's buffer only when the driver acknowledges them in
+  its next poll; the driver also keeps the last frame index it delivered per camera and drops anything at
+  or before it, so a record is never delivered twice;
+- a poll that fails (actor or node dead) or does not answer in POLL_TIMEOUT_S starts a move: the driver
+  kills the old actor and starts a new one on any node with capacity (and the camera's label), telling it
+  to resume after the last delivered frame (a file or folder replays from there: no frame is skipped;
+  a live camera starts at its current frame), and writes a `camera_moved` event;
+- episode numbers are the driver's, per camera: an episode open when the node died is ended by the driver
+  (`anomaly_end` with `"interrupted": "camera_moved"` at the last delivered frame), so every start has
+  exactly one end; the new actor's episodes get the next numbers, never a number already reported.
+A camera that cannot be placed again within MOVE_DEADLINE_S ends the run with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from ovdoc.errors import OvdocError
+from ovdoc.runtime.stream.line_config import CameraSpec, LineConfig
+from ovdoc.runtime.stream.messages import Command, Control, Result
+from ovdoc.runtime.stream.sinks import Sink, SinkContext
+from ovdoc.runtime.stream.sources import Frame
+
+POLL_S = 0.1  # how often the driver asks each camera for its records
+POLL_TIMEOUT_S = 10.0  # a camera that does not answer in this long is treated as lost
+START_TIMEOUT_S = 60.0  # placing an actor and compiling its bundle
+MOVE_DEADLINE_S = 90.0  # a lost camera runs again elsewhere within this, or the run fails
+LABEL_SHARE = 0.001  # of a node label's resource per camera: labels place, CPUs limit
+
+
+def _placeholder():
+    """What the web view's picture shows under --ray: frames stay on the nodes (scores and chart are live)."""
+    import cv2
+    import numpy as np
+
+    image = np.full((240, 320, 3), 48, np.uint8)
+    cv2.putText(image, "frames stay on the node", (40, 200), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
+                (200, 200, 200), 1)
+    image.flags.writeable = False  # shared by every result: outputs draw on copies
+    return image
+
+
+PLACEHOLDER = _placeholder()
+
+
+@dataclass(eq=False)
+class CameraState:
+    """The driver's view of one camera: its actor, where it runs, and what has been delivered."""
+
+    index: int
+    spec: CameraSpec
+    name: str
+    sinks: list[Sink]
+    actor: object = None
+    node: dict = field(default_factory=dict)
+    ack: int = 0  # last record number (of the current actor) delivered
+    last_frame: int = -1  # last frame index delivered (across actors)
+    episodes: int = 0  # driver-side episode numbers handed out
+    local: dict = field(default_factory=dict)  # this actor's episode number -> the driver's
+    open_episode: dict | None = None  # the anomaly_start delivered whose end has not come yet
+    frames: int = 0
+    anomalies: int = 0
+    moves: int = 0
+    cpu_s: float = 0.0  # CPU seconds of the camera's actor processes (all of them, moves included)
+    actor_cpu_s: float = 0.0  # of the current actor
+    done: bool = False
+    stopped: str | None = None
+
+
+class ClusterLine:
+    """Runs a line's cameras as Ray actors and feeds their records to the driver's sinks."""
+
+    def __init__(self, ray: ModuleType, line: LineConfig, options: dict, sinks: list[list[Sink]], *,
+                 cpus: float = 1.0) -> None:
+        self.ray = ray
+        self.options = options
+        self.cpus = cpus
+        self.cameras = [CameraState(i, spec, spec.name or spec.source, sinks[i])
+                        for i, spec in enumerate(line.cameras)]
+        self.moved = 0
+        self.stopping = False
+        self.scoring = True
+        self.web = None  # the driver's web view, when --serve
+
+    # --- placement --------------------------------------------------------------------------------------
+    def _new_actor(self, cam: CameraState):
+        from ovdoc.cluster.camera import CameraActor
+
+        spec = cam.spec
+        resources = {spec.node: LABEL_SHARE} if getattr(spec, "node", None) else {}
+        camera = {"source": spec.source, "bundle": spec.bundle, "name": cam.name,
+                  "res": list(spec.res) if spec.res else None, "threshold": spec.threshold,
+                  "smooth": spec.smooth}
+        remote = self.ray.remote(CameraActor).options(num_cpus=self.cpus, resources=resources, max_restarts=0,
+                                                      max_concurrency=4)
+        return remote.remote(camera, dict(self.options, cpus=self.cpus))
+
+    def _check_labels(self) -> None:
+        """A label no node advertises would leave its camera pending forever: say so before starting."""
+        have = set(self.ray.cluster_resources())
+        for cam in self.cameras:
+            label = getattr(cam.spec, "node", None)
+            if label and label not in have:
+                raise OvdocError(f"camera {cam.name}: no node of the cluster has the label {label!r} (start "
+                                 f"that node with ray start --resources '{{\"{label}\": 1000}}')")
+
+    def start(self) -> None:
+        self._check_labels()
+        refs = []
+        for cam in self.cameras:
+            cam.actor = self._new_actor(cam)
+            refs.append(cam.actor.start.remote(-1))
+        for cam, ref in zip(self.cameras, refs, strict=True):
+            try:
+                cam.node = self.ray.get(ref, timeout=START_TIMEOUT_S)
+            except self.ray.exceptions.GetTimeoutError:
+                raise OvdocError(f"camera {cam.name}: no node could take it within {START_TIMEOUT_S:.0f} s "
+                                 f"({self.cpus} CPU{'s' if self.cpus != 1 else ''}"
+                                 f"{', label ' + cam.spec.node if getattr(cam.spec, 'node', None) else ''})"
+                                 ) from None
+            except self.ray.exceptions.RayError as exc:
+                from ovdoc.cluster.connect import cluster_error
+
+                raise cluster_error(exc, f"camera {cam.name}") from None
+
+    def _move(self, cam: CameraState, reason: str) -> None:
+        """The camera's actor is gone: close its open episode, start it again elsewhere, say so."""
+        lost_at = time.time()
+        old = dict(cam.node)
+        self._kill(cam)  # already dead with its node, or hung: it must not come back
+        if cam.open_episode is not None:
+            start = cam.open_episode
+            self._episode(cam, {"event": "anomaly_end", "source": cam.name, "episode": start["episode"],
+                                "frame": cam.last_frame, "start_frame": start["frame"], "time": time.time(),
+                                "interrupted": "camera_moved"}, renumbered=True)
+        deadline = lost_at + MOVE_DEADLINE_S
+        while True:
+            cam.actor = self._new_actor(cam)
+            try:
+                cam.node = self.ray.get(cam.actor.start.remote(cam.last_frame),
+                                        timeout=max(1.0, deadline - time.time()))
+                break
+            except self.ray.exceptions.RayError as exc:
+                self._kill(cam)
+                if time.time() >= deadline:
+                    raise OvdocError(f"camera {cam.name} was lost ({reason}); no node could take it within "
+                                     f"{MOVE_DEADLINE_S:.0f} s: {_cause(exc)}") from None
+        cam.ack, cam.local, cam.actor_cpu_s = 0, {}, 0.0
+        if self.stopping:  # the run was ending (--duration, Ctrl-C): the new actor ends as the old would have
+            cam.actor.stop.remote()
+        cam.moves += 1
+        self.moved += 1
+        self._event(cam, {"event": "camera_moved", "source": cam.name, "reason": reason,
+                          "from_node": old.get("node_id"), "from_host": old.get("host"),
+                          "to_node": cam.node.get("node_id"), "to_host": cam.node.get("host"),
+                          "resumed_after_frame": cam.last_frame, "down_s": round(time.time() - lost_at, 2),
+                          "time": time.time()})
+
+    # --- records --------------------------------------------------------------------------------------
+    def _event(self, cam: CameraState, record: dict) -> None:
+        for sink in cam.sinks:
+            sink.event(record)
+
+    def _episode(self, cam: CameraState, record: dict, *, renumbered: bool = False) -> None:
+        if not renumbered:
+            local = record["episode"]
+            if record["event"] == "anomaly_start":
+                cam.episodes += 1
+                cam.local[local] = cam.episodes
+            record = record | {"episode": cam.local.pop(local, None) if record["event"] == "anomaly_end"
+                               else cam.local[local]}
+            if record["episode"] is None:  # the end of an episode the driver already ended
+                return
+        cam.open_episode = record if record["event"] == "anomaly_start" else None
+        for sink in cam.sinks:
+            sink.episode(dict(record))
+
+    def _deliver(self, cam: CameraState, records: list) -> None:
+        for seq, record in records:
+            if seq <= cam.ack:
+                continue
+            kind = record["kind"]
+            if kind == "frame":
+                if record["frame"] > cam.last_frame:  # idempotent: a frame is delivered once
+                    frame = Frame(record["frame"], record["timestamp"], PLACEHOLDER, cam.index)
+                    result = Result(frame, record["score"], record["smoothed"], record["anomalous"],
+                                    record["threshold"])
+                    for sink in cam.sinks:
+                        sink.handle(result)
+                    cam.last_frame = record["frame"]
+                    cam.frames += 1
+                    cam.anomalies += bool(record["anomalous"])
+            elif kind == "episode":
+                self._episode(cam, record["record"])
+            else:
+                self._event(cam, record["record"])
+            cam.ack = seq
+
+    def post(self, command: Command | Control, source_id: int | None = None) -> None:
+        """A driver-side output (web view slider, MQTT, ...) asked for a change: the node running the
+        camera applies it (every camera when the command names none)."""
+        command = command if isinstance(command, Command) else Command(Control(command))
+        target = command.source_id if command.source_id is not None else source_id
+        if command.control in (Control.PAUSE, Control.RESUME, Control.TOGGLE_SCORING):
+            self.scoring = {Control.PAUSE: False, Control.RESUME: True}.get(command.control, not self.scoring)
+            command = Command(Control.RESUME if self.scoring else Control.PAUSE, by=command.by)
+            target = None
+        if command.control is Control.QUIT:
+            self.stop()
+            return
+        for cam in self.cameras if target is None else [self.cameras[target]]:
+            if cam.actor is not None and not cam.done:
+                cam.actor.command.remote(command.control.value, command.value, command.by, command.save)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for cam in self.cameras:
+            if cam.actor is not None and not cam.done:
+                cam.actor.stop.remote()
+
+    def status(self) -> list[dict]:
+        """Which node runs which camera, and its counters (the summary's and /api/status's `cameras`)."""
+        return [{"camera": cam.index, "name": cam.name, "node_id": cam.node.get("node_id"),
+                 "host": cam.node.get("host"), "label": getattr(cam.spec, "node", None), "frames": cam.frames,
+                 "anomalies": cam.anomalies, "episodes": cam.episodes, "moves": cam.moves,
+                 "actor_cpu_s": round(cam.cpu_s, 3),
+                 "state": "ended" if cam.done else "running", "stopped": cam.stopped} for cam in self.cameras]
+
+    def run(self, duration_s: float | None = None) -> None:
+        """Poll every camera until all have ended (or --duration / stop()); move the ones that are lost."""
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while not all(cam.done for cam in self.cameras):
+            if deadline is not None and time.monotonic() >= deadline and not self.stopping:
+                self.stop()
+            live = [cam for cam in self.cameras if not cam.done]
+            refs = {cam.actor.poll.remote(cam.ack): cam for cam in live}
+            ready, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=POLL_TIMEOUT_S)
+            for ref in refs:
+                cam = refs[ref]
+                if ref not in ready:
+                    self._move(cam, f"no answer in {POLL_TIMEOUT_S:.0f} s")
+                    continue
+                try:
+                    reply = self.ray.get(ref)
+                except self.ray.exceptions.RayError as exc:
+                    self._move(cam, f"its actor or node died: {_cause(exc)}")
+                    continue
+                self._deliver(cam, reply["records"])
+                cam.cpu_s += max(0.0, reply["cpu_s"] - cam.actor_cpu_s)
+                cam.actor_cpu_s = reply["cpu_s"]
+                if reply["done"] and len(reply["records"]) == 0:
+                    cam.done, cam.stopped = True, reply["stopped"]
+                    if reply["error"]:
+                        raise OvdocError(f"camera {cam.name} on {cam.node.get('host')}: {reply['error']}")
+            time.sleep(POLL_S)
+        for cam in self.cameras:
+            self._kill(cam)
+
+    def _kill(self, cam: CameraState) -> None:
+        with contextlib.suppress(Exception):
+            self.ray.kill(cam.actor, no_restart=True)
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _bundle_threshold(bundle: str) -> float:
+    """The bundle's calibrated threshold for the web view's first draw (replaced by the first score)."""
+    from ovdoc.runtime.bundle import load_manifest
+
+    try:
+        return float(load_manifest(bundle)[0]["threshold"]["value"])
+    except OvdocError:  # the bundle is on the nodes' storage, not here: the first score says it
+        return 0.0
+
+
+def start_web(cluster: ClusterLine, line: LineConfig, options: dict, outputs):
+    """`--serve`: the one-box web view for the whole line; /api/status adds the node of each camera."""
+    from ovdoc.runtime.stream.web import WebServer, WebState, parse_serve
+
+    host, port = parse_serve(outputs.serve, outputs.serve_token)
+    where = {"node_id", "host", "label", "moves", "state"}
+    state = WebState(
+        [cam.name for cam in cluster.cameras],
+        [cam.spec.threshold if cam.spec.threshold is not None else _bundle_threshold(cam.spec.bundle)
+         for cam in cluster.cameras],
+        post=cluster.post,
+        counters=lambda i: {k: v for k, v in cluster.status()[i].items() if k in where},
+        scoring=lambda: cluster.scoring,
+    )
+    server = WebServer(state, host, port, outputs.serve_token)
+    server.start()
+    cluster.web = server
+    return state
+
+
+def open_sinks(line: LineConfig, cluster: ClusterLine, options: dict, outputs, web_state=None
+               ) -> list[list[Sink]]:
+    """The driver's outputs for each camera: events file (one, shared), MQTT, webhook, web view - the
+    one-box run's `default_sinks`, without the window and saved video (no frames come back here)."""
+    from ovdoc.runtime.stream.pipeline import RunOptions, default_sinks
+    from ovdoc.runtime.stream.sinks import SharedEventWriter
+
+    several = len(line.cameras) > 1
+    shared = SharedEventWriter(options["events"]) if several and options.get("events") else None
+    publisher = None
+    if outputs is not None and outputs.mqtt:
+        from ovdoc.runtime.stream.mqtt import MqttPublisher, parse_mqtt_url
+
+        publisher = MqttPublisher(parse_mqtt_url(outputs.mqtt))
+    run = RunOptions(events=options.get("events"))
+    sinks = [default_sinks(run, source_id=i, several=several, shared_events=shared, outputs=outputs,
+                           publisher=publisher, web_state=web_state) for i in range(len(line.cameras))]
+    for i, (camera, own) in enumerate(zip(line.cameras, sinks, strict=True)):
+        ctx = SinkContext(source_name=camera.name or camera.source, source_id=i, tag_source=several,
+                          post=lambda command, i=i: cluster.post(command, i))
+        for sink in own:
+            sink.open(ctx)
+    return sinks
+
+
+def run_line(address: str, line: LineConfig, options: dict, outputs=None, *, cpus: float = 1.0,
+             on_start=None) -> dict:
+    """Join the cluster, run the line's cameras on it to their end, return the run's summary.
+
+    `on_start(cluster_line)` is called once every camera runs (its `status()` says where)."""
+    from ovdoc.cluster.connect import connect
+
+    ray = connect(address)
+    t0 = time.perf_counter()
+    cluster = ClusterLine(ray, line, options, [[] for _ in line.cameras], cpus=cpus)
+    web_state = start_web(cluster, line, options, outputs) if outputs is not None and outputs.serve else None
+    sinks = open_sinks(line, cluster, options, outputs, web_state)
+    for cam, own in zip(cluster.cameras, sinks, strict=True):
+        cam.sinks = own
+    ok = False
+    try:
+        cluster.start()
+        started_s = time.perf_counter() - t0
+        if on_start is not None:
+            on_start(cluster)
+        try:
+            cluster.run(options.get("duration_s"))
+        except KeyboardInterrupt:
+            cluster.stop()
+            cluster.run(None)
+        ok = True
+    finally:
+        for own in sinks:
+            for sink in own:
+                sink.close(ok)
+        if cluster.web is not None:
+            cluster.web.stop()
+    cams = cluster.status()
+    return {"cameras": cams, "frames": sum(c["frames"] for c in cams),
+            "anomalies": sum(c["anomalies"] for c in cams), "episodes": sum(c["episodes"] for c in cams),
+            "moved": cluster.moved, "startup_s": round(started_s, 2),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "nodes": sorted({c["node_id"] for c in cams if c["node_id"]})}
+
