@@ -371,7 +371,14 @@ def run(
             + ")",
             err=False,
         )
+    mqtt_stats = summary.get("outputs", {}).get("mqtt")
+    if mqtt_stats:
+        from ovdoc.runtime.stream.mqtt import nothing_delivered, summary_line
+
+        click.echo(summary_line(mqtt_stats), err=True)
     if "error" in summary:
         raise OvdocError(summary["error"])
+    if mqtt_stats and (problem := nothing_delivered(mqtt_stats, mqtt or "")):
+        raise OvdocError(problem)
     sys.stdout.flush()
     return 0
