@@ -83,7 +83,7 @@ def convert(
       model.json --weights weights.h5   legacy Keras 2.x pair (the original project)
       saved_model/           TensorFlow SavedModel folder
       graph.pb               frozen TensorFlow graph
-      model.onnx             ONNX (needs no TensorFlow)
+      model.onnx             ONNX (needs the onnx package, not TensorFlow)
       model.tflite           TFLite (checked against tf.lite.Interpreter; weight-quantized
                              files get their weights rewritten as float32 first)
 
