@@ -35,6 +35,14 @@ def reload_on_sighup(pipeline) -> None:
         signal.signal(signal.SIGHUP, on_hup)
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (systemd, `docker stop`, `kill`) ends the run exactly like Ctrl-C: the summary, open episodes
+    closed with `open_at_end`, MQTT `offline`, complete files - not exit 143 with nothing written."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def check_outputs(outputs) -> None:
     """Bad --mqtt/--webhook/--serve values are refused before the model loads (one line)."""
     if outputs.serve:
@@ -353,6 +361,7 @@ def run(
         )
         pipeline = Pipeline(detectors, opened, options, outputs=outputs, cameras=settings)
         reload_on_sighup(pipeline)
+        interrupt_on_sigterm()
         summary = pipeline.run()
     finally:
         for src in opened:
