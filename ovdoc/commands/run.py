@@ -303,6 +303,7 @@ def run(
         from ovdoc.runtime.stream.line_config import load_line_config
 
         line = load_line_config(config, bundle=bundle, res=size, threshold=threshold, smooth=smooth)
+        line.check_bundles(config)
         cameras = line.cameras
     else:
         if smooth is None:
@@ -314,8 +315,6 @@ def run(
         cameras = []  # one bundle, the run's own settings: nothing per camera
     smooth = smooth if smooth is not None else DEFAULT_SMOOTH
     show = not headless and display_available()
-    if not headless and not show:
-        click.echo("no display found: running headless", err=True)
     outputs = OutputOptions(
         mqtt=mqtt,
         mqtt_interval_s=mqtt_interval,
@@ -359,6 +358,8 @@ def run(
             episodes_dir=Path(episodes_dir) if episodes_dir else None,
             watch_bundle=True,
         )
+        if not headless and not show:  # said once everything else checked out, not before an error
+            click.echo("no display found: running headless", err=True)
         pipeline = Pipeline(detectors, opened, options, outputs=outputs, cameras=settings)
         reload_on_sighup(pipeline)
         interrupt_on_sigterm()

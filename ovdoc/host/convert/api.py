@@ -235,7 +235,7 @@ def _normalize(
         raise OvdocError(f"{label} has input shape {shape}; ovdoc needs 3-channel images")
     if height is None or width is None:
         if size is None:
-            raise OvdocError(f"{label} does not fix its input size ({shape}); pass --size HEIGHTxWIDTH")
+            raise OvdocError(f"{label} does not fix its input size ({shape}); pass --size WxH")
         height, width = size
     if layout == "NCHW":
         ppp = ov.preprocess.PrePostProcessor(model)
