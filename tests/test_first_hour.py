@@ -85,3 +85,49 @@ def test_no_display_line_is_not_printed_before_an_unrelated_error(tmp_path, bund
                               text=True, encoding="utf-8", errors="replace", timeout=120, env=env)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode != 0 and len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_patch_overlay_on_an_unlike_scene_is_capped_and_has_a_legend(video_dir):
+    """A street under a tile bundle is 'hot' everywhere: at most HEAT_MAX_COVER of the frame is painted,
+    so the picture stays visible, and a legend says what the colours mean and that it was capped."""
+    import cv2
+    import numpy as np
+
+    from ovdoc.runtime.stream.display import HEAT_MAX_COVER, overlay_heatmap
+
+    cap = cv2.VideoCapture(str(video_dir / "vtest.avi"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    h, w = frame.shape[:2]
+    rng = np.random.default_rng(0)
+    hot_everywhere = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 9) + 2.0  # >= 2x thr
+    out = overlay_heatmap(frame, hot_everywhere, threshold=1.0)
+    changed = np.abs(out.astype(int) - frame.astype(int)).max(axis=2) > 0
+    legend = np.zeros_like(changed)
+    legend[:60, w // 2:] = True  # the legend's corner
+    assert changed[~legend].mean() <= HEAT_MAX_COVER + 0.01
+    assert changed[legend].mean() > 0.2  # the colour bar and its caption are drawn
+    # a small hot spot is not capped: all of it is painted
+    spot = np.zeros((h, w), np.float32)
+    spot[200:260, 300:400] = 1.5
+    out = overlay_heatmap(frame, spot, threshold=1.0)
+    diff = np.abs(out[200:260, 300:400].astype(int) - frame[200:260, 300:400].astype(int))
+    assert (diff.max(axis=2) > 0).all()
+
+
+def test_a_looping_file_is_not_a_source_incident(bundle, streams, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "ovdoc", "run", str(bundle), "--source",
+                           str(streams["normal"]), "--loop", "--max-frames", "130", "--headless", "--json",
+                           "--events", str(events)],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["frames"] == 130 and summary["loops"] == 2 and summary["source_incidents"] == 0
+    records = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
+    assert sum(r.get("event") == "source_looped" for r in records) == 2  # still recorded
