@@ -91,6 +91,24 @@ def test_greedy_coreset_is_k_center_and_keeps_the_outlier():
     assert _covering_radius(x, x[projected]) < random_r
 
 
+def test_greedy_coreset_picks_what_the_plain_loop_picks():
+    """The in-place loop is a speed-up only: the same picks as the textbook loop, in the same order."""
+    from ovdoc.runtime.patch import greedy_coreset, projection_matrix
+
+    x = np.random.default_rng(3).normal(0, 1, (3000, 48)).astype(np.float32)
+    z = np.ascontiguousarray(x @ projection_matrix(48, 16, 1), np.float32)  # seed + 1, as greedy_coreset
+    sq = (z * z).sum(1)
+    picks = [int(np.random.default_rng(0).integers(len(z)))]
+    best = np.maximum(sq - 2.0 * (z @ z[picks[0]]) + sq[picks[0]], 0.0)
+    best[picks[0]] = -1.0
+    for _ in range(199):
+        j = int(np.argmax(best))
+        picks.append(j)
+        best = np.minimum(best, sq - 2.0 * (z @ z[j]) + sq[j])
+        best[j] = -1.0
+    assert greedy_coreset(x, 200, projection_dim=16, seed=0).tolist() == picks
+
+
 def test_coreset_size_and_parse():
     from ovdoc.runtime.patch import PatchConfig, coreset_size, parse_coreset
 

@@ -102,8 +102,9 @@ def test_web_view_in_a_real_browser(bundle, streams, browser, tmp_path):
     try:
         browser.get(base + "/")
         # the MJPEG stream shows: the image has pixels, and they change as the clip plays
-        wait_for(lambda: browser.execute_script("return document.getElementById('img0').naturalWidth") > 0,
-                 what="the camera image")
+        # the page builds its cameras once /api/status answers: until then there is no img0
+        image_width = "const i=document.getElementById('img0'); return i ? i.naturalWidth : 0"
+        wait_for(lambda: browser.execute_script(image_width) > 0, what="the camera image")
         grab = ("const i=document.getElementById('img0'), c=document.createElement('canvas');"
                 "c.width=i.naturalWidth; c.height=i.naturalHeight; c.getContext('2d').drawImage(i,0,0);"
                 "return c.toDataURL();")

@@ -303,10 +303,14 @@ def greedy_coreset(
 
     bar = progress_bar(total=n, desc="memory bank (greedy k-center)", unit="patch", enabled=progress)
     shown = 0
+    d = np.empty(m, np.float32)  # one buffer, updated in place: no four temporaries of m floats per pick
     for i in range(1, n):
         j = int(np.argmax(best))
         picks[i] = j
-        d = sq - 2.0 * (z @ z[j]) + sq[j]
+        np.dot(z, z[j], out=d)
+        d *= -2.0
+        d += sq  # (-2 z.zj) + |z|^2 + |zj|^2: the same sums, in the same order, as before
+        d += sq[j]
         np.minimum(best, d, out=best)
         best[j] = -1.0
         if i % 1024 == 0:  # the bar's own bookkeeping per pick would cost more than a pick

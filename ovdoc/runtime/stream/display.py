@@ -98,6 +98,16 @@ def heatmap_colours(frame_map: np.ndarray, threshold: float) -> np.ndarray:
     return cv2.applyColorMap(level, cv2.COLORMAP_JET)
 
 
+def painted(frame_map: np.ndarray, threshold: float) -> tuple[np.ndarray, float]:
+    """(where the overlay paints, the share of the frame at or above HEAT_FLOOR x threshold): every such
+    pixel, or only the hottest HEAT_MAX_COVER of the frame when more than that is hot."""
+    hot = frame_map >= HEAT_FLOOR * threshold
+    cover = float(hot.mean())
+    if cover > HEAT_MAX_COVER:
+        hot &= frame_map >= np.quantile(frame_map, 1.0 - HEAT_MAX_COVER)
+    return hot, cover
+
+
 def overlay_heatmap(
     image: np.ndarray,
     frame_map: np.ndarray,
@@ -115,11 +125,8 @@ def overlay_heatmap(
     if frame_map.shape[:2] != image.shape[:2]:
         raise ValueError(f"map {frame_map.shape[:2]} and frame {image.shape[:2]} differ in size")
     out = image.copy()
-    hot = frame_map >= HEAT_FLOOR * threshold
-    cover = float(hot.mean())
+    hot, cover = painted(frame_map, threshold)
     capped = cover > HEAT_MAX_COVER
-    if capped:  # only the hottest HEAT_MAX_COVER of the frame
-        hot &= frame_map >= np.quantile(frame_map, 1.0 - HEAT_MAX_COVER)
     if hot.any():
         colours = heatmap_colours(frame_map, threshold)
         blended = cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
