@@ -213,3 +213,44 @@ def native_stderr_silenced() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+@contextlib.contextmanager
+def native_stderr_dropped() -> Iterator[None]:
+    """File descriptor 2 -> /dev/null for the block, while Python's own stderr (ovdoc's lines, click) keeps
+    the terminal; after `native_logs(False)` only (OVDOC_DEBUG=1 keeps everything).
+
+    TensorFlow, absl and the CUDA stub write their start-up lines ("oneDNN custom operations are on",
+    "Could not find cuda drivers", "failed call to cuInit") straight to fd 2 before any log level is
+    read; host-side work a user did not ask to debug (`ovdoc export`) should print ovdoc's lines only.
+    """
+    if not _native_quiet:
+        yield
+        return
+    python_err = sys.stderr
+    try:
+        python_err.flush()
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no fd 2 to redirect (embedded interpreters)
+        yield
+        return
+    try:
+        swap = python_err.fileno() == 2
+    except (AttributeError, ValueError, OSError):  # a captured stream (pytest, click): not fd 2
+        swap = False
+    keep = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace") if swap else None
+    try:
+        if keep is not None:
+            sys.stderr = keep
+        os.dup2(null, 2)
+        yield
+    finally:
+        if keep is not None:
+            keep.flush()
+        os.dup2(saved, 2)
+        sys.stderr = python_err
+        if keep is not None:
+            keep.close()
+        os.close(saved)
+        os.close(null)

@@ -37,6 +37,15 @@ def _images(spec: str, n: int) -> list[np.ndarray]:
     return list(load_unlabelled(spec).images[:n])
 
 
+def assert_only_ovdoc_lines(stderr: str, out) -> None:
+    """No TensorFlow/absl/CUDA start-up lines, no deprecation warnings, no temporary folder names."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("ovdoc export: "), stderr[-3000:]
+    assert lines[-1].startswith(f"export {out}: "), stderr[-3000:]
+    assert all(line.startswith(("model", "export ", "ovdoc export: ")) for line in lines), stderr[-3000:]
+    assert ".tmp" not in stderr and "cuda" not in stderr.lower(), stderr[-3000:]
+
+
 def test_tflite_export_is_verified_and_scores_like_the_bundle(arcface_run, tmp_path):
     from ovdoc.host.export import tflite
     from ovdoc.runtime.detector import Detector
@@ -44,6 +53,7 @@ def test_tflite_export_is_verified_and_scores_like_the_bundle(arcface_run, tmp_p
     out = tmp_path / "phone"
     proc = ovdoc_cli("export", str(arcface_run / "bundle"), "--to", "tflite", "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_only_ovdoc_lines(proc.stderr, out)
     scoring = json.loads((out / "scoring.json").read_text(encoding="utf-8"))
     assert scoring["numeric_verified"] is True and "numeric_verified: true" in proc.stderr
     checks = scoring["verification"]
@@ -75,6 +85,7 @@ def test_onnx_export_of_the_shipped_backbone_with_knn(fashion_mnist_dir, tmp_pat
     out = tmp_path / "onnx"
     proc = ovdoc_cli("export", str(bundle), "--to", "onnx", "--out", str(out), "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_only_ovdoc_lines(proc.stderr, out)
     scoring = json.loads(proc.stdout)
     assert scoring == json.loads((out / "scoring.json").read_text(encoding="utf-8"))
     assert scoring["source"]["format"] == "imagenet-backbone"

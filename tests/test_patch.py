@@ -91,6 +91,41 @@ def test_greedy_coreset_is_k_center_and_keeps_the_outlier():
     assert _covering_radius(x, x[projected]) < random_r
 
 
+def _plain_greedy(z: np.ndarray, n: int, start: int) -> list[int]:
+    """The textbook loop: every row's distance to every new pick (norms summed as greedy_coreset does)."""
+    sq = np.einsum("ij,ij->i", z, z)
+    picks = [start]
+    best = np.maximum(sq - 2.0 * (z @ z[start]) + sq[start], 0.0)
+    best[start] = -1.0
+    for _ in range(n - 1):
+        j = int(np.argmax(best))
+        picks.append(j)
+        best = np.minimum(best, sq - 2.0 * (z @ z[j]) + sq[j])
+        best[j] = -1.0
+    return picks
+
+
+@pytest.mark.parametrize("data", ["isotropic", "clustered", "duplicates"])
+def test_greedy_coreset_picks_what_the_plain_loop_picks(data):
+    """The pruned loop is a speed-up only: the plain loop's picks, in its order, whether pruning skips
+    most rows (clustered, like real patches), almost none (isotropic noise) or meets exact ties."""
+    from ovdoc.runtime.patch import greedy_coreset, projection_matrix
+
+    rng = np.random.default_rng(3)
+    if data == "isotropic":
+        x = rng.normal(0, 1, (3000, 48))
+    elif data == "clustered":
+        centres = rng.normal(0, 10, (40, 48))
+        x = centres[rng.integers(40, size=4000)] + rng.normal(0, 0.5, (4000, 48))
+    else:
+        x = np.repeat(rng.normal(0, 1, (300, 48)), 5, axis=0)
+    x = x.astype(np.float32)
+    z = np.ascontiguousarray(x @ projection_matrix(48, 16, 1), np.float32)  # seed + 1, as greedy_coreset
+    start = int(np.random.default_rng(0).integers(len(z)))
+    n = 250
+    assert greedy_coreset(x, n, projection_dim=16, seed=0).tolist() == _plain_greedy(z, n, start)
+
+
 def test_coreset_size_and_parse():
     from ovdoc.runtime.patch import PatchConfig, coreset_size, parse_coreset
 

@@ -76,11 +76,12 @@ def test_patch_events_carry_box_and_peak(patch_run):
 
 
 def test_patch_heatmap_is_drawn_into_the_saved_video(patch_run):
-    """Where the map reaches HEAT_FLOOR x the map threshold the saved frame is recoloured; elsewhere it
-    is the frame as decoded, away from the text and the box's outline (measured here: 19-28 grey levels
-    of change where hot, 1.0-1.4 of MJPEG noise where cold)."""
+    """Where the map reaches HEAT_FLOOR x the map threshold (at most the hottest HEAT_MAX_COVER of the
+    frame) the saved frame is recoloured; elsewhere it is the frame as decoded, away from the text and
+    the box's outline (measured here: 19-28 grey levels of change where hot, 1.0-1.4 of MJPEG noise
+    where cold)."""
     from ovdoc.runtime.detector import Detector
-    from ovdoc.runtime.stream.display import HEAT_FLOOR
+    from ovdoc.runtime.stream.display import painted
 
     det = Detector.load(patch_run["bundle"])
     saved, raw, events = patch_run["saved"], patch_run["raw"], patch_run["events"]
@@ -89,7 +90,7 @@ def test_patch_heatmap_is_drawn_into_the_saved_video(patch_run):
     kernel = np.ones((5, 5), np.uint8)
     checked = cold_checked = 0
     for i, (frame_map, e) in enumerate(zip(maps, events, strict=True)):
-        hot = (frame_map >= HEAT_FLOOR * det.map_threshold_).astype(np.uint8)
+        hot = painted(frame_map, det.map_threshold_)[0].astype(np.uint8)  # capped on a frame hot all over
         valid = np.zeros(hot.shape, np.uint8)
         valid[40:-4, 4:-4] = 1  # below the score/FPS text, inside the anomaly border
         cv2.rectangle(valid, tuple(e["box"][:2]), tuple(e["box"][2:]), 0, 9)  # not the box outline

@@ -21,6 +21,21 @@ from test_outputs import free_port
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
+def artifacts_dir() -> Path:
+    """Where a test leaves files for people (screenshots): $OVDOC_ARTIFACTS, else tests/artifacts
+    (gitignored); CI keeps the folder."""
+    folder = Path(os.environ.get("OVDOC_ARTIFACTS") or REPO / "tests" / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_screenshot(browser, name: str) -> Path:
+    path = artifacts_dir() / name
+    assert browser.save_screenshot(str(path)), path
+    assert path.stat().st_size > 10_000  # a real page, not an empty canvas
+    return path
+
+
 def get_json(url: str, token: str | None = None) -> dict:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     with urllib.request.urlopen(request, timeout=5) as answer:
@@ -87,8 +102,9 @@ def test_web_view_in_a_real_browser(bundle, streams, browser, tmp_path):
     try:
         browser.get(base + "/")
         # the MJPEG stream shows: the image has pixels, and they change as the clip plays
-        wait_for(lambda: browser.execute_script("return document.getElementById('img0').naturalWidth") > 0,
-                 what="the camera image")
+        # the page builds its cameras once /api/status answers: until then there is no img0
+        image_width = "const i=document.getElementById('img0'); return i ? i.naturalWidth : 0"
+        wait_for(lambda: browser.execute_script(image_width) > 0, what="the camera image")
         grab = ("const i=document.getElementById('img0'), c=document.createElement('canvas');"
                 "c.width=i.naturalWidth; c.height=i.naturalHeight; c.getContext('2d').drawImage(i,0,0);"
                 "return c.toDataURL();")
@@ -101,6 +117,9 @@ def test_web_view_in_a_real_browser(bundle, streams, browser, tmp_path):
         c0, f0 = browser.execute_script(chart), int(browser.execute_script(frame))
         wait_for(lambda: int(browser.execute_script(frame)) > f0, what="the frame counter to move")
         assert browser.execute_script(chart) != c0
+        # the camera is called by its file name, not its full path; the chart has a time scale
+        name = browser.execute_script("return document.querySelector('#cam0 b').textContent")
+        assert name == "0: normal.avi"
         # normal tiles: normal; move the slider below their scores and the API reports anomalies
         status = get_json(base + "/api/status")["cameras"][0]
         assert status["last"]["anomalous"] is False and status["anomalies"] == 0
@@ -115,6 +134,7 @@ def test_web_view_in_a_real_browser(bundle, streams, browser, tmp_path):
         assert changed["threshold"] == pytest.approx(slider, rel=1e-6)
         verdict = "return document.getElementById('verdict0').textContent"
         wait_for(lambda: "ANOMALY" in browser.execute_script(verdict), what="the page to show the anomaly")
+        save_screenshot(browser, "web-view.png")  # for people: the chart with its axes, the annotated frame
         # "save to bundle": the manifest holds it, still verified (re-hashed), the calibrated one on record
         browser.find_element("id", "save0").click()
         from ovdoc.runtime.bundle import load_manifest

@@ -65,7 +65,8 @@ def default_source() -> Path | None:
     default=None,
     help="Video (or image folder) every configuration runs on; default: the demo stream.",
 )
-@click.option("--res", default="640x480", show_default=True, help="Frame size frames are resized to first.")
+@click.option("--res", default="640x480", show_default=True, metavar="WxH|native",
+              help="Frame size (width x height) frames are resized to first; native keeps them as read.")
 @click.option(
     "--frames",
     type=click.IntRange(1),

@@ -29,12 +29,23 @@ def _triple(text: str | None, option: str) -> tuple[float, float, float] | None:
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
+    """`--size WxH` (width x height, as for fit and run) or one number (square) -> (height, width).
+
+    Before, convert alone read HEIGHTxWIDTH; a non-square size is therefore echoed back as width and
+    height, so an old command line shows what it now means."""
     if text is None:
         return None
-    parts = text.lower().split("x")
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) == 1:
+        parts = parts * 2
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"{text!r}: use HEIGHTxWIDTH, e.g. 96x96", param_hint="--size")
-    return int(parts[0]), int(parts[1])
+        raise click.BadParameter(f"{text!r}: use WxH (width x height, e.g. 128x96) or one number",
+                                 param_hint="--size")
+    width, height = int(parts[0]), int(parts[1])
+    if width != height:
+        click.echo(f"--size {text}: width {width}, height {height} (WxH, like fit --size and run --res)",
+                   err=True)
+    return height, width
 
 
 @click.command(context_settings={"show_default": True})
@@ -60,7 +71,8 @@ def _size(text: str | None) -> tuple[int, int] | None:
               "(overrides --scale).")
 @click.option("--resize", type=click.Choice(["center_crop", "stretch"]), default="center_crop",
               help="How frames of another aspect ratio reach the model's input size.")
-@click.option("--size", "size_text", help="HEIGHTxWIDTH, only for models that leave their input size open.")
+@click.option("--size", "size_text", metavar="WxH",
+              help="Input width x height (or one number), only for models that leave their input size open.")
 @click.option("--calib", type=click.Path(path_type=str), help="INT8: normal images to calibrate on.")
 @click.option("--max-auc-drop", type=float, default=0.005, help="INT8: largest AUC loss accepted vs FP32.")
 @click.option("--eval-normal", type=click.Path(path_type=str), help="INT8: normal images to measure AUC on.")
@@ -83,7 +95,7 @@ def convert(
       model.json --weights weights.h5   legacy Keras 2.x pair (the original project)
       saved_model/           TensorFlow SavedModel folder
       graph.pb               frozen TensorFlow graph
-      model.onnx             ONNX (needs no TensorFlow)
+      model.onnx             ONNX (needs the onnx package, not TensorFlow)
       model.tflite           TFLite (checked against tf.lite.Interpreter; weight-quantized
                              files get their weights rewritten as float32 first)
 

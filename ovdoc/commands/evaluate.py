@@ -51,8 +51,9 @@ fashion-mnist-test:CLASS[,CLASS] or fashion-mnist-test:-sneaker (every other cla
 def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, ray_address, as_json) -> int:
     """AUC, TPR/FPR at the bundle's threshold and TPR at 1% FPR on labelled images.
 
-    A bundle's threshold was calibrated on its training images (leave-one-out); this measures what it
-    does on images it has never seen. With --masks (patch-mode bundles) also pixel AUROC and PRO
+    A bundle's threshold was calibrated on its own normal images (`ovdoc fit --calibration`: by default
+    held-out groups or blocks, each scored against the rest); this measures what it does on images it
+    has never seen. With --masks (patch-mode bundles) also pixel AUROC and PRO
     (per-region overlap, integrated up to 30% pixel FPR; maps and masks at <= 256 px).
     """
     from ovdoc.errors import OvdocError

@@ -32,11 +32,18 @@ def export(bundle: str, to: str, out: str, as_json: bool) -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info lines would bury the report
     logging.getLogger("coremltools").setLevel(logging.ERROR)  # "Failed to load ...": no macOS runtime here
-    from ovdoc.host.export import export_bundle
-    from ovdoc.host.export.api import check_format
+    import warnings
 
-    check_format(to.lower())
-    report = export_bundle(bundle, to.lower(), out)
+    # the check runs TensorFlow's own interpreter on purpose (the reference the phone's LiteRT matches)
+    warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+    from ovdoc.log import native_stderr_dropped
+
+    with native_stderr_dropped():  # TensorFlow's and CUDA's own start-up lines bypass every log level
+        from ovdoc.host.export import export_bundle
+        from ovdoc.host.export.api import check_format
+
+        check_format(to.lower())
+        report = export_bundle(bundle, to.lower(), out)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     for name, check in report["verification"].items():

@@ -35,6 +35,14 @@ def reload_on_sighup(pipeline) -> None:
         signal.signal(signal.SIGHUP, on_hup)
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (systemd, `docker stop`, `kill`) ends the run exactly like Ctrl-C: the summary, open episodes
+    closed with `open_at_end`, MQTT `offline`, complete files - not exit 143 with nothing written."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def check_outputs(outputs) -> None:
     """Bad --mqtt/--webhook/--serve values are refused before the model loads (one line)."""
     if outputs.serve:
@@ -308,6 +316,7 @@ def run(
         from ovdoc.runtime.stream.line_config import load_line_config
 
         line = load_line_config(config, bundle=bundle, res=size, threshold=threshold, smooth=smooth)
+        line.check_bundles(config)
         cameras = line.cameras
     else:
         if smooth is None:
@@ -319,8 +328,6 @@ def run(
         cameras = []  # one bundle, the run's own settings: nothing per camera
     smooth = smooth if smooth is not None else DEFAULT_SMOOTH
     show = not headless and display_available()
-    if not headless and not show:
-        click.echo("no display found: running headless", err=True)
     outputs = OutputOptions(
         mqtt=mqtt,
         mqtt_interval_s=mqtt_interval,
@@ -371,8 +378,11 @@ def run(
             episodes_dir=Path(episodes_dir) if episodes_dir else None,
             watch_bundle=True,
         )
+        if not headless and not show:  # said once everything else checked out, not before an error
+            click.echo("no display found: running headless", err=True)
         pipeline = Pipeline(detectors, opened, options, outputs=outputs, cameras=settings)
         reload_on_sighup(pipeline)
+        interrupt_on_sigterm()
         summary = pipeline.run()
     finally:
         for src in opened:
@@ -391,7 +401,14 @@ def run(
             + ")",
             err=False,
         )
+    mqtt_stats = summary.get("outputs", {}).get("mqtt")
+    if mqtt_stats:
+        from ovdoc.runtime.stream.mqtt import nothing_delivered, summary_line
+
+        click.echo(summary_line(mqtt_stats), err=True)
     if "error" in summary:
         raise OvdocError(summary["error"])
+    if mqtt_stats and (problem := nothing_delivered(mqtt_stats, mqtt or "")):
+        raise OvdocError(problem)
     sys.stdout.flush()
     return 0

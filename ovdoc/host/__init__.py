@@ -17,3 +17,15 @@ def require_tensorflow(what: str):
             f"{what} needs TensorFlow, which the runtime install leaves out: pip install 'ovdoc[train]'"
         ) from exc
     return tf
+
+
+def require_onnx(what: str):
+    """Import `onnx` (ONNX conversion reads and verifies with it), or one line naming the extra."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise OvdocError(
+            f"{what} needs the onnx package, which the runtime install leaves out: "
+            "pip install 'ovdoc[train]' (or just pip install onnx)"
+        ) from exc
+    return onnx

@@ -294,7 +294,9 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     )
 
     pc = config.patch
-    images = list(images)
+    from ovdoc.log import progress_bar
+
+    images = list(progress_bar(images, total=total, desc="reading normal images", enabled=progress))
     if len(images) < 2:
         raise OvdocError(f"patch mode needs at least 2 normal images (bank + calibration), got {len(images)}")
     size = config.size or default_patch_size([im.shape[1] / im.shape[0] for im in images])
@@ -305,8 +307,8 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     if pc.reduce == "pca":
         full_model, full_record = build_patch_model(model, spec.height, spec.width, pc)
         fitting = [images[i] for i in bank_order[: pc.pca_images]]
-        full = extract(full_model, spec, fitting, device=config.device, batch=config.batch, progress=False,
-                       total=len(fitting), desc="pca features").features
+        full = extract(full_model, spec, fitting, device=config.device, batch=config.batch, progress=progress,
+                       total=len(fitting), desc="patches for the PCA").features
         matrix = pca_matrix(full.reshape(-1, full_record["channels"]), pc.dim)
         del full
     patch_model, record = build_patch_model(model, spec.height, spec.width, pc, matrix)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from ovdoc.errors import OvdocError
+from ovdoc.runtime.images import MASK_SUFFIXES
 
 
 @dataclass
@@ -118,7 +119,6 @@ def image_grid(images: list, scores: np.ndarray, path, *, n: int = 8, tile: int 
 
 
 # --- pixel level: anomaly maps against ground-truth masks (patch-mode bundles) --------------------------
-MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 CHUNK = 16  # images scored per step: frame-sized maps are shrunk right away, so memory stays bounded
 
 
@@ -146,7 +146,7 @@ def image_paths(source: str) -> list[Path]:
 
     if is_dataset_spec(source) or source.lower().endswith(".npz"):
         raise OvdocError(f"--masks finds masks by file name: {source} must be image files (a folder, a glob)")
-    paths = expand_sources(source)
+    paths = expand_sources(source, tell_masks=False)
     videos = [p for p in paths if is_video_file(p)]
     if videos:
         raise OvdocError(f"--masks needs image files, not videos ({videos[0]})")

@@ -18,6 +18,8 @@ from ovdoc.errors import OvdocError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
+# The ground-truth mask file formats `eval --masks auto` reads beside an image: X.png for X.jpg, X_mask.png.
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
 
 def is_image_file(path: Path) -> bool:
@@ -38,8 +40,47 @@ def scan_folder(folder: Path, *, videos: bool = False) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and wanted(p))
 
 
-def expand_sources(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Folders (recursive, sorted), globs and files -> concrete image/video files, or one clear error."""
+def is_mask_name(path: Path) -> bool:
+    """`X_mask.png` (any mask suffix): a mask by its name alone, wherever it lies."""
+    return path.suffix.lower() in MASK_SUFFIXES and path.stem.lower().endswith("_mask")
+
+
+def split_masks(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(images, masks) of a folder scan or glob: a mask is `*_mask.*`, or X.png/.bmp/.tif beside an image X
+    of another suffix (magnetic-tile's X.jpg + X.png) - exactly what `eval --masks auto` reads as masks,
+    so a black mask is never fitted on or scored as a picture."""
+    present = {(p.parent, p.stem): p for p in paths if not is_mask_name(p)}
+    by_stem: dict[tuple[Path, str], list[Path]] = {}
+    for p in paths:
+        by_stem.setdefault((p.parent, p.stem), []).append(p)
+    masks: set[Path] = {p for p in paths if is_mask_name(p)}
+    for key, group in by_stem.items():
+        if len(group) < 2 or key not in present:
+            continue
+        # the partner image: a non-mask suffix first (.jpg beside .png); among mask suffixes, the first seen
+        pictures = [p for p in group if is_image_file(p)]
+        others = [p for p in pictures if p.suffix.lower() not in MASK_SUFFIXES] or pictures[:1]
+        masks.update(p for p in pictures if p not in others and p.suffix.lower() in MASK_SUFFIXES)
+    return [p for p in paths if p not in masks], [p for p in paths if p in masks]
+
+
+def _without_masks(found: list[Path], where: str, tell: bool) -> list[Path]:
+    images, masks = split_masks(found)
+    if masks and tell:
+        from ovdoc.log import get_logger
+
+        get_logger(__name__).info(
+            f"{where}: left out {len(masks)} mask file{'s' if len(masks) != 1 else ''} "
+            f"({masks[0].name}: X.png beside X.jpg, or *_mask.*); {len(images)} images remain"
+        )
+    return images
+
+
+def expand_sources(paths: str | Path | Iterable[str | Path], *, tell_masks: bool = True) -> list[Path]:
+    """Folders (recursive, sorted), globs and files -> concrete image/video files, or one clear error.
+
+    Masks in a folder or glob match are left out (`split_masks`), with one line saying how many unless
+    `tell_masks` is False (`eval --masks`, where reading them as masks is the point)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out: list[Path] = []
@@ -47,7 +88,7 @@ def expand_sources(paths: str | Path | Iterable[str | Path]) -> list[Path]:
         text = str(raw)
         path = Path(text)
         if path.is_dir():
-            found = scan_folder(path, videos=True)
+            found = _without_masks(scan_folder(path, videos=True), str(path), tell_masks)
             if not found:
                 raise OvdocError(f"no images in folder {path} (looked for {', '.join(IMAGE_SUFFIXES)})")
             out.extend(found)
@@ -61,6 +102,7 @@ def expand_sources(paths: str | Path | Iterable[str | Path]) -> list[Path]:
                 for p in glob.glob(text, recursive=True)
                 if Path(p).is_file() and is_media_file(Path(p))
             )
+            found = _without_masks(found, text, tell_masks) if found else found
             if not found:
                 raise OvdocError(f"no images match {text}")
             out.extend(found)

@@ -22,7 +22,7 @@ import openvino as ov
 from ovdoc import __version__
 from ovdoc.atomic import atomic_dir
 from ovdoc.errors import OvdocError, VerificationError, first_line
-from ovdoc.host import require_tensorflow
+from ovdoc.host import require_onnx, require_tensorflow
 from ovdoc.host.convert import formats, verify
 from ovdoc.host.convert.converted import Converted
 from ovdoc.log import get_logger
@@ -75,6 +75,8 @@ def convert_source(
     if source.format in formats.NEEDS_TENSORFLOW:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info lines would bury our progress
         require_tensorflow(f"converting a {source.format} model")
+    if source.format == formats.ONNX:
+        require_onnx("converting an ONNX model")
     size = _size_hint(spec)
     log.info(f"ovdoc convert: {source.path} ({source.format})")
 
@@ -233,7 +235,7 @@ def _normalize(
         raise OvdocError(f"{label} has input shape {shape}; ovdoc needs 3-channel images")
     if height is None or width is None:
         if size is None:
-            raise OvdocError(f"{label} does not fix its input size ({shape}); pass --size HEIGHTxWIDTH")
+            raise OvdocError(f"{label} does not fix its input size ({shape}); pass --size WxH")
         height, width = size
     if layout == "NCHW":
         ppp = ov.preprocess.PrePostProcessor(model)

@@ -38,7 +38,7 @@ def convert_keras(model, workdir: Path, *, size: tuple[int, int] | None = None) 
     h, w = keras_input_size(model)
     if h is None or w is None:
         if size is None:
-            raise OvdocError("the Keras model does not fix its input size; pass --size HEIGHTxWIDTH")
+            raise OvdocError("the Keras model does not fix its input size; pass --size WxH (width x height)")
         h, w = size
 
     def forward(x):

@@ -113,7 +113,10 @@ def _reference(manifest: dict, model, spec, probe: np.ndarray, bundle_ref: np.nd
 
     bounds = {"bundle IR": (bundle_ref, verify.FP32_MIN_COSINE)}
     if manifest["model"].get("weight_precision") == "FP16":
-        convert_keras_model(model, tmp / ".fp32-ir", spec=spec, precisions=("FP32",), name="export-check")
+        from ovdoc.log import quiet
+
+        with quiet():  # an internal reference model: its conversion lines would name a temporary folder
+            convert_keras_model(model, tmp / ".fp32-ir", spec=spec, precisions=("FP32",), name="export-check")
         fp32 = verify.ir_features(tmp / ".fp32-ir" / "FP32" / "model.xml", probe)
         import shutil
 

@@ -41,7 +41,6 @@ def annotate(
 ) -> np.ndarray:
     out = frame.copy()
     scale = max(0.5, out.shape[1] / 900)
-    thick = max(1, round(scale * 2))
     if not scoring:
         text, colour = "scoring paused (s)", GREY
     elif score is None:
@@ -49,6 +48,10 @@ def annotate(
     else:
         text = f"score {score:.2f} / {threshold:.2f}" + ("  ANOMALY" if anomalous else "")
         colour = RED if anomalous else GREEN
+    width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, round(scale * 2)))[0][0]
+    scale = max(0.3, min(scale, scale * (out.shape[1] - 20) / max(width, 1)))  # the line fits a small frame
+    thick = max(1, round(scale * 2))
+    _backdrop(out, text, scale, thick)
     cv2.putText(out, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
     cv2.putText(
         out,
@@ -65,9 +68,21 @@ def annotate(
     return out
 
 
+def _backdrop(out: np.ndarray, text: str, scale: float, thick: int) -> None:
+    """Darken the strip behind the score and FPS lines: green or red text stays readable over a bright
+    frame or a yellow heatmap (contrast), while the picture still shows through."""
+    (w, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    x1, y1 = min(out.shape[1], 20 + max(w, int(150 * scale))), min(out.shape[0], int(70 * scale))
+    strip = out[:y1, :x1]
+    strip[:] = (strip.astype(np.uint16) * 2 // 7).astype(np.uint8)
+
+
 HEAT_FLOOR = 0.5  # heatmap drawn only where the map reaches this fraction of the threshold
 HEAT_ALPHA = 0.45
 YELLOW = (0, 220, 255)
+# At most this share of the frame is painted: a scene unlike the bundle's (a street for a tile bundle) is hot
+# everywhere, and a fully painted frame hides the picture a person needs to judge; the hottest part shows.
+HEAT_MAX_COVER = 0.25
 
 
 def heatmap_colours(frame_map: np.ndarray, threshold: float) -> np.ndarray:
@@ -81,6 +96,16 @@ def heatmap_colours(frame_map: np.ndarray, threshold: float) -> np.ndarray:
     scale = 224.0 / threshold if threshold > 0 else 0.0
     level = np.clip(np.asarray(frame_map, np.float32) * scale, 0, 255).astype(np.uint8)
     return cv2.applyColorMap(level, cv2.COLORMAP_JET)
+
+
+def painted(frame_map: np.ndarray, threshold: float) -> tuple[np.ndarray, float]:
+    """(where the overlay paints, the share of the frame at or above HEAT_FLOOR x threshold): every such
+    pixel, or only the hottest HEAT_MAX_COVER of the frame when more than that is hot."""
+    hot = frame_map >= HEAT_FLOOR * threshold
+    cover = float(hot.mean())
+    if cover > HEAT_MAX_COVER:
+        hot &= frame_map >= np.quantile(frame_map, 1.0 - HEAT_MAX_COVER)
+    return hot, cover
 
 
 def overlay_heatmap(
@@ -100,7 +125,8 @@ def overlay_heatmap(
     if frame_map.shape[:2] != image.shape[:2]:
         raise ValueError(f"map {frame_map.shape[:2]} and frame {image.shape[:2]} differ in size")
     out = image.copy()
-    hot = frame_map >= HEAT_FLOOR * threshold
+    hot, cover = painted(frame_map, threshold)
+    capped = cover > HEAT_MAX_COVER
     if hot.any():
         colours = heatmap_colours(frame_map, threshold)
         blended = cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
@@ -108,7 +134,32 @@ def overlay_heatmap(
         if box is not None:  # the box holds the peak, which is hot when anything is
             thick = max(2, round(image.shape[1] / 320))
             cv2.rectangle(out, box[:2], box[2:], RED if anomalous else YELLOW, thick)
+        heat_legend(out, cover if capped else None)
     return out
+
+
+def heat_legend(out: np.ndarray, capped_cover: float | None) -> None:
+    """A colour bar in the top-right corner, from HEAT_FLOOR x threshold (blue) to the threshold (red,
+    marked), and "hottest 25% of 87% shown" when the overlay was capped: what the colours mean."""
+    h, w = out.shape[:2]
+    scale = max(0.35, w / 1400)
+    bar_w, bar_h = int(110 * scale * 2), max(6, int(8 * scale * 2))
+    x0, y0 = w - bar_w - 8, 6
+    if x0 < w // 2 or y0 + bar_h + 30 * scale > h:  # too small a frame for a legend
+        return
+    lo, hi = int(255 * HEAT_FLOOR * 224 / 255), 255
+    ramp = np.linspace(lo, hi, bar_w).astype(np.uint8)[None, :].repeat(bar_h, 0)
+    out[y0:y0 + bar_h, x0:x0 + bar_w] = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)
+    at = x0 + int(bar_w * (224 - lo) / (hi - lo))  # where the threshold sits on the bar
+    cv2.line(out, (at, y0 - 3), (at, y0 + bar_h + 2), (255, 255, 255), 1)
+    label = "heat: 0.5x to 1x threshold (white mark)"
+    if capped_cover is not None:
+        label = f"hottest {HEAT_MAX_COVER:.0%} shown ({capped_cover:.0%} hot)"
+    (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    tx, ty = max(0, w - tw - 8), y0 + bar_h + th + 6
+    band = out[ty - th - 3:ty + 4, tx - 3:w]
+    band[:] = (band.astype(np.uint16) * 2 // 7).astype(np.uint8)
+    cv2.putText(out, label, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 class Window:

@@ -57,6 +57,14 @@ class LineConfig:
     def model_of(self, camera: CameraSpec) -> int:
         return self.bundles.index(camera.bundle)
 
+    def check_bundles(self, where: str | Path) -> None:
+        """A bundle that is not there is one line naming the camera that wants it, before any model loads
+        (a line of eight cameras and four bundles: which camera's entry is wrong)."""
+        for i, camera in enumerate(self.cameras):
+            if not Path(camera.bundle).exists():
+                named = f" ({camera.name})" if camera.name else ""
+                raise OvdocError(f"{where}: camera {i + 1}{named}: bundle not found: {camera.bundle}")
+
 
 def read_mapping(path: Path) -> dict:
     """The file as a mapping: JSON by suffix .json, YAML (PyYAML) otherwise."""

@@ -354,7 +354,8 @@ class LiveLoop:
             except queue.Empty:
                 return
             lane = self.lanes[source_id]
-            lane.incidents += 1
+            # a --loop file starting over is planned, not a problem: recorded (events), not counted
+            lane.incidents += record.get("event") != "source_looped"
             for sink in lane.sinks:
                 self._call(sink, sink.event, record)
 

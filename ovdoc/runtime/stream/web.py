@@ -81,6 +81,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def display_name(source: str) -> str:
+    """What a person calls a camera: a file's or folder's name, not its full path; a URL without its
+    password (rtsp://user:secret@host). A line config's `name` arrives here as it is."""
+    from urllib.parse import urlsplit
+
+    if "://" in source:
+        parts = urlsplit(source)
+        if parts.password is not None:
+            return parts._replace(netloc=f"{parts.username}@{parts.hostname}"
+                                  + (f":{parts.port}" if parts.port else "")).geturl()
+        return source
+    if "/" in source or "\\" in source:
+        return source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or source
+    return source
+
+
 @dataclass
 class Camera:
     """What the web view knows of one source."""
@@ -88,6 +104,7 @@ class Camera:
     id: int
     name: str
     threshold: float
+    source: str = ""
     latest: Result | None = None
     latest_seq: int = 0
     frames: int = 0
@@ -108,8 +125,8 @@ class WebState:
     def __init__(self, names: list[str], threshold: float | list[float], post: Callable[[Command], None],
                  counters: Callable[[int], dict], scoring: Callable[[], bool]) -> None:
         thresholds = threshold if isinstance(threshold, list) else [threshold] * len(names)
-        self.cameras = [Camera(i, name, float(t)) for i, (name, t) in enumerate(zip(names, thresholds,
-                                                                                    strict=True))]
+        self.cameras = [Camera(i, display_name(name), float(t), name)
+                        for i, (name, t) in enumerate(zip(names, thresholds, strict=True))]
         self.episodes: collections.deque = collections.deque(maxlen=200)
         self.lock = threading.Lock()
         self.post = post
@@ -186,6 +203,7 @@ class WebState:
                 cams.append({
                     "id": cam.id,
                     "name": cam.name,
+                    "source": cam.source,
                     "threshold": cam.threshold,
                     "frames": cam.frames,
                     "anomalies": cam.anomalies,
@@ -221,7 +239,7 @@ class WebState:
             for cam in status["cameras"]:
                 value = cam.get(key)
                 if value is not None:
-                    label = cam["name"].replace("\\", "\\\\").replace('"', '\\"')
+                    label = cam["source"].replace("\\", "\\\\").replace('"', '\\"')
                     lines.append(f'{name}{{camera="{cam["id"]}",source="{label}"}} {float(value)}')
         lines += ["# HELP ovdoc_scoring Whether scoring is on (1) or paused (0)",
                   "# TYPE ovdoc_scoring gauge", f"ovdoc_scoring {int(status['scoring'])}"]

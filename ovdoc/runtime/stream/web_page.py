@@ -11,7 +11,7 @@ PAGE = """<!doctype html>
  main{display:flex;flex-wrap:wrap;gap:1em;padding:1em}
  .cam{background:#1c1c1c;border:2px solid #333;border-radius:6px;padding:.6em;width:420px}
  .cam.anomalous{border-color:#d33} .cam img{width:100%;background:#000;min-height:100px}
- .cam canvas{width:100%;height:110px;background:#000}
+ .cam canvas{width:100%;height:140px;background:#000}
  .row{display:flex;gap:.5em;align-items:center;font-size:.85em;margin:.3em 0}
  .row input[type=range]{flex:1} .verdict{font-weight:bold}
  #episodes{padding:0 1em 1em 1em;font-size:.85em} #episodes li{margin:.2em 0}
@@ -39,7 +39,7 @@ function build(cam) {
     <img id="img${cam.id}" src="/stream/${cam.id}${q}" alt="camera ${cam.id}">
     <div class="row">frame <span id="frame${cam.id}">-</span> · score <span id="score${cam.id}">-</span>
       · <span class="verdict" id="verdict${cam.id}">-</span></div>
-    <canvas id="chart${cam.id}" width="400" height="110"></canvas>
+    <canvas id="chart${cam.id}" width="400" height="140"></canvas>
     <div class="row">threshold <input type="range" id="slider${cam.id}" min="0" max="${max}"
       step="${max / 500}" value="${cam.threshold}"><span id="thr${cam.id}">${cam.threshold.toFixed(3)}</span>
       <button id="save${cam.id}">save to bundle</button></div>`;
@@ -49,26 +49,46 @@ function build(cam) {
   slider.addEventListener("change", () => post("/api/threshold", {camera: cam.id, value: +slider.value}));
   el.querySelector("#save" + cam.id).addEventListener("click",
     () => post("/api/threshold", {camera: cam.id, value: +slider.value, save: true}));
-  cams[cam.id] = {el, points: cam.history.map(h => [h[1], h[2], h[3]]), threshold: cam.threshold};
+  cams[cam.id] = {el, points: cam.history.map(h => [h[0], h[2], h[3]]), threshold: cam.threshold};
   draw(cam.id);
 }
 
+const WINDOW_S = 60;  // the chart's longest time scale: the last minute, "now" at the right edge
+
 function draw(id) {
+  // axes: smoothed score (y, with the threshold marked) against seconds before now (x)
   const c = cams[id], canvas = document.getElementById("chart" + id), g = canvas.getContext("2d");
-  const pts = c.points.slice(-200), w = canvas.width, h = canvas.height;
+  const w = canvas.width, h = canvas.height, L = 44, R = 6, T = 6, B = 18;
   g.clearRect(0, 0, w, h);
-  if (!pts.length) return;
+  const now = c.points.length ? Math.max(Date.now() / 1000, c.points[c.points.length - 1][0]) : Date.now() / 1000;
+  const first = c.points.length ? c.points[0][0] : now;  // a short history fills the chart: 10 s, 20 s, ...
+  const span = Math.min(WINDOW_S, Math.max(10, Math.ceil((now - first) / 10) * 10)), step = span / 5;
+  const pts = c.points.filter(p => p[0] >= now - span);
   const top = Math.max(c.threshold * 1.5, ...pts.map(p => p[1])) || 1;
-  const y = v => h - 4 - (h - 8) * v / top;
-  g.strokeStyle = "#d33"; g.setLineDash([4, 3]); g.beginPath(); g.moveTo(0, y(c.threshold)); g.lineTo(w, y(c.threshold)); g.stroke();
-  g.setLineDash([]); g.strokeStyle = "#6cf"; g.beginPath();
-  pts.forEach((p, i) => { const x = i * w / Math.max(199, pts.length - 1); i ? g.lineTo(x, y(p[1])) : g.moveTo(x, y(p[1])); });
+  const x = t => L + (w - L - R) * (1 - (now - t) / span);
+  const y = v => h - B - (h - B - T) * v / top;
+  g.font = "11px system-ui,sans-serif"; g.fillStyle = "#ccc"; g.strokeStyle = "#555"; g.lineWidth = 1;
+  g.beginPath(); g.moveTo(L, T); g.lineTo(L, h - B); g.lineTo(w - R, h - B); g.stroke();
+  g.textAlign = "right"; g.textBaseline = "middle";
+  for (const v of [0, top / 2, top]) { g.fillText(v.toPrecision(3), L - 4, y(v)); }
+  g.textAlign = "center"; g.textBaseline = "top";
+  for (let s = 0; s <= span; s += step) { const px = x(now - s); g.textAlign = s ? "center" : "right";
+    g.fillText(s ? `-${s}s` : "now", s ? px : w - R, h - B + 3);
+    g.beginPath(); g.moveTo(px, h - B); g.lineTo(px, h - B + 3); g.stroke(); }
+  g.strokeStyle = "#f55"; g.setLineDash([4, 3]); g.beginPath(); g.moveTo(L, y(c.threshold)); g.lineTo(w - R, y(c.threshold)); g.stroke();
+  g.setLineDash([]); g.fillStyle = "#f88"; g.textAlign = "left"; g.textBaseline = "bottom";
+  g.fillText("threshold", L + 4, y(c.threshold) - 1);
+  if (!pts.length) return;
+  g.strokeStyle = "#6cf"; g.lineWidth = 1.5; g.beginPath();
+  pts.forEach((p, i) => { i ? g.lineTo(x(p[0]), y(p[1])) : g.moveTo(x(p[0]), y(p[1])); });
   g.stroke();
+  g.fillStyle = "#f33";  // frames judged anomalous
+  pts.forEach(p => { if (p[2]) g.fillRect(x(p[0]) - 1.5, y(p[1]) - 1.5, 3, 3); });
 }
 
 function onScore(m) {
   const c = cams[m.camera]; if (!c) return;
-  c.points.push([m.frame, m.smoothed, m.anomalous]); if (c.points.length > 600) c.points.shift();
+  c.points.push([m.time, m.smoothed, m.anomalous]); if (c.points.length > 600) c.points.shift();
   c.threshold = m.threshold;
   document.getElementById("frame" + m.camera).textContent = m.frame;
   document.getElementById("score" + m.camera).textContent = m.smoothed.toFixed(3);
