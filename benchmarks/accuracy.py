@@ -36,17 +36,30 @@ SHARED = Path(os.environ.get("OVDOC_SHARED", REPO.parent / "shared"))
 # Its old results stay, marked, in results/accuracy-fmnist-one-class.* as the leaking baseline.
 REQUIRED_AUC = {"sneaker-vs-boot": 0.95}  # the old single-run figure; no longer CI's gate (see GATES)
 # CI's accuracy gate (`--gate`): methods-sneaker-vs-boot at the recorded settings (GATE_COMMAND), test AUC
-# mean over seeds 0,1,2 per method + scorer. Each bound = the recorded mean minus about two standard
-# deviations of one seed (the 3-seed mean varies less than that): it fails on a real regression, not on
-# the float noise of another CPU. Re-based on benchmarks/results/accuracy-methods-sneaker-vs-boot.json
-# (2026-12-06): arcface-own-class + knn 0.9595 ± 0.0044 -> 0.95, doc + knn 0.9052 ± 0.0093 -> 0.885.
-# The patch-level detector (untrained backbone, product defaults; accuracy-methods-sneaker-vs-boot-patch.json)
-# measured 0.9764 ± 0.0025 with the current defaults (0.9791 ± 0.0010 with the previous ones): its bound is
-# the issue's 0.97 target (2.6 of its standard deviations below; a drop of 0.007 trips it).
-GATES = {"arcface-own-class + knn": 0.95, "doc + knn": 0.885, "patch + topk-10": 0.97}
-GATE_COMMAND = ("--experiment methods-sneaker-vs-boot --methods doc,arcface-own-class,patch --scorers knn "
-                "--size 96 --epochs 2 --n-train 2000 --n-val 500 --reference-per-class 500 --seeds 0,1,2 "
-                "--no-normal-only")
+# mean over seeds 0,1,2 per method + scorer. Each bound = the recorded 3-seed mean minus two standard
+# deviations *of that mean* (one seed's std / sqrt(3)), rounded down to 0.001: the gate reruns the same
+# seeds, so even if another CPU's float noise moved each seed as far as a fresh seed does, the mean stays
+# above its bound ~97 % of the time; a real regression of 0.01 (ArcFace, shipped), 0.005 (patch) or 0.02
+# (DOC) trips it (the previous bounds, mean minus two single-seed stds, let a DOC drop of 0.02 pass).
+# Recorded (3 seeds): accuracy-methods-sneaker-vs-boot.json (2026-12-06) arcface-own-class + knn
+# 0.9595 +- 0.0044 -> 0.954, doc + knn 0.9052 +- 0.0093 -> 0.894; accuracy-methods-sneaker-vs-boot-patch.json
+# patch + topk-10 0.9764 +- 0.0025 -> 0.973 (the earlier 0.9791 +- 0.0010 was measured with the previous
+# patch defaults); accuracy-methods-sneaker-vs-boot-shipped.json (2026-12-07) shipped + knn, the shipped IR
+# file as `ovdoc fit` uses it with no MODEL, 0.8972 +- 0.0046 -> 0.891.
+GATES = {"arcface-own-class + knn": 0.954, "doc + knn": 0.894, "patch + topk-10": 0.973,
+         "shipped + knn": 0.891}
+GATE_COMMAND = ("--experiment methods-sneaker-vs-boot --methods doc,arcface-own-class,patch,shipped "
+                "--scorers knn --size 96 --epochs 2 --n-train 2000 --n-val 500 --reference-per-class 500 "
+                "--seeds 0,1,2 --no-normal-only")
+
+
+
+
+def gate_failures(result: dict, gates: dict[str, float] = GATES) -> list[str]:
+    """One line per gated method + scorer whose test mean is below its bound (or missing from the run)."""
+    means = result.get("test_auc_mean_std", {})
+    return [f"{key} {means[key][0]:.4f} < {bound}" if key in means else f"{key} missing from the run"
+            for key, bound in gates.items() if key not in means or means[key][0] < bound]
 
 
 say = get_logger("ovdoc.benchmarks.accuracy").info  # plain lines on stderr; stdout keeps --json
@@ -1186,8 +1199,7 @@ def main(experiment, no_record, as_json, gate, **opts) -> None:
     else:
         print(json.dumps(result, indent=2, sort_keys=True))
     if gate:
-        failed = [f"{key} {result['test_auc_mean_std'][key][0]:.4f} < {bound}" for key, bound in GATES.items()
-                  if result.get("test_auc_mean_std", {}).get(key, [0.0])[0] < bound]
+        failed = gate_failures(result)
         if failed:
             say("FAIL: " + "; ".join(failed))
             sys.exit(1)

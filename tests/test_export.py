@@ -81,7 +81,7 @@ def test_a_bundle_fitted_from_ovdoc_trains_ir_exports(arcface_run, tmp_path):
     assert (bundle / record["file"]).resolve() == (arcface_run / "model.keras").resolve()
     assert record["sha256"] == sha256_file(arcface_run / "model.keras")
     out = tmp_path / "phone"
-    proc = ovdoc_cli("export", str(bundle), "--to", "tflite", "--out", str(out), timeout=300)
+    proc = ovdoc_cli("export", str(bundle), "--to", "tflite", "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scoring = json.loads((out / "scoring.json").read_text(encoding="utf-8"))
     assert scoring["numeric_verified"] is True and scoring["scorer"]["kind"] == "mean-cosine"
