@@ -209,7 +209,13 @@ def test_every_runtime_verb_runs_with_host_packages_blocked(tile_folders, video_
     assert run["frames"] == 24
     metrics = json.loads(ok(run_blocked("eval", str(bundle), "--normal", str(tile_folders["held"]),
                                         "--anomalous", str(tile_folders["defects"]), "--json")).stdout)
-    assert 0.0 <= metrics["auc"] <= 1.0 and metrics["n_anomalous"] == 20
+    assert metrics["n_anomalous"] == 20 and metrics["n_normal"] == 20
+    # the demo model (a sneaker DOC network) cannot tell tile defects apart (measured 0.505), so the bound
+    # is on what any working detector separates: tiles vs street scenes (measured 1.0); random, constant
+    # or inverted scores give 0.5 or less
+    other = json.loads(ok(run_blocked("eval", str(bundle), "--normal", str(tile_folders["held"]),
+                                      "--anomalous", str(video_dir / "vtest.avi"), "--json")).stdout)
+    assert other["auc"] >= 0.95, other["auc"]
     bench = ok(run_blocked("bench", str(bundle), "--precisions", "FP32,INT8", "--batch", "8", "--hints",
                            "throughput", "--scorers", "flat", "--frames", "16", "--repeats", "1",
                            "--source", str(video_dir / "vtest.avi"), "--calib", str(tile_folders["fit"]),
@@ -219,6 +225,28 @@ def test_every_runtime_verb_runs_with_host_packages_blocked(tile_folders, video_
     int8 = [s for s in result.get("skipped", []) if "INT8" in json.dumps(s)]
     assert int8 and "nncf" in json.dumps(int8).lower(), result.get("skipped")
     assert "ModuleNotFoundError" not in bench.stdout + bench.stderr
+
+
+def test_patch_verbs_run_with_host_packages_blocked(tile_folders, video_dir, tmp_path):
+    """fit --mode patch (the shipped backbone), run with maps, eval, bench: the patch path a
+    board takes, with TensorFlow, Keras, NNCF and ovdoc.host unimportable."""
+    bundle = tmp_path / "patch.bundle"
+    fit = json.loads(ok(run_blocked("fit", "--mode", "patch", "--normal", str(tile_folders["fit"]),
+                                    "--out", str(bundle), "--json")).stdout)
+    assert fit["mode"] == "patch"
+    run = json.loads(ok(run_blocked("run", str(bundle), "--source", str(video_dir / "vtest.avi"), "--res",
+                                    "320x240", "--headless", "--json", "--max-frames", "8")).stdout)
+    assert run["frames"] == 8
+    metrics = json.loads(ok(run_blocked("eval", str(bundle), "--normal", str(tile_folders["held"]),
+                                        "--anomalous", str(tile_folders["defects"]), "--json")).stdout)
+    # 20 held-out good tiles vs 4 of each defect type: measured 0.81; random scores reach 0.7 about 1 time
+    # in 70, inverted ones never
+    assert metrics["auc"] >= 0.7 and metrics["n_anomalous"] == 20, metrics["auc"]
+    bench = json.loads(ok(run_blocked("bench", str(bundle), "--precisions", "FP32", "--batch", "1", "--hints",
+                                      "throughput", "--frames", "8", "--repeats", "1",
+                                      "--source", str(video_dir / "vtest.avi"), "--res", "320x240",
+                                      "--json")).stdout)
+    assert [r["mode"] for r in bench["results"]] == ["patch"]
 
 
 @pytest.mark.parametrize("verb", ["convert", "train", "export"])

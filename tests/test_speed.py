@@ -34,9 +34,17 @@ def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):
     assert loops["original"]["frames"] == 30 and runs["original"][0]["call"] == "predict_on_batch"
     # sanity that a broken timer would fail: nothing that decodes can beat decoding alone (50 % for noise),
     # and the 2019 loop's synchronous batch-1 inference is slower than the batched model alone
+    # compared in CPU time per frame where a loop reports it (a wall-clock FPS of one smoke pass on a busy
+    # machine can beat decode's if decode drew a bad moment; CPU time does not depend on the contention)
+    decode_cpu = loops["decode"]["cpu_ms_per_frame_median"]
     for name in ("decode_resize", "decode_prepare", "port_lof", "port_faiss", "ovdoc", "ovdoc_lof",
                  "ovdoc_exact", "ovdoc_patch", "original"):
-        assert loops[name]["fps_median"] < 1.5 * loops["decode"]["fps_median"], name
+        run = runs[name][0]
+        cpu = run.get("cpu_ms_per_frame") or (1000 * run["cpu_s"] / run["frames"] if "cpu_s" in run else None)
+        if cpu is not None:
+            assert cpu > 0.67 * decode_cpu, (name, cpu, decode_cpu)
+        else:
+            assert loops[name]["fps_median"] < 1.5 * loops["decode"]["fps_median"], name
     assert loops["port_lof"]["fps_median"] < loops["model"]["fps_median"]
     assert runs["port_faiss"][0].get("scorer") == "knn" and runs["port_lof"][0].get("scorer") == "lof"
     assert result["ratios"]["ovdoc_vs_decode_resize"]["median"] > 0
