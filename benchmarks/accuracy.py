@@ -1,7 +1,7 @@
 """Accuracy benchmarks through the real product path: train -> verified IR -> bundle -> score.
 
     python benchmarks/accuracy.py --gate              # CI's gate (GATES): exits 1 when a bound is missed
-    python benchmarks/accuracy.py --experiment sneaker-vs-boot [--json]      # one DOC run: exits 1 below 0.95
+    python benchmarks/accuracy.py --experiment sneaker-vs-boot [--json]      # one DOC run: exits 1 below 0.93
     python benchmarks/accuracy.py --experiment magnetic-tile [--json]        # needs ../shared data
     python benchmarks/accuracy.py --experiment methods-sneaker-vs-boot --seeds 0,1,2   # DOC vs ArcFace,
         # kNN vs mean-cosine, validation split from the training data (also methods-fmnist-one-class,
@@ -34,7 +34,12 @@ SHARED = Path(os.environ.get("OVDOC_SHARED", REPO.parent / "shared"))
 # tested on those same 9 classes as anomalies) was removed: its anomalies were in training, which the
 # protocol forbids; methods-fmnist-one-class measures the task with a disjoint reference set (CIFAR-10).
 # Its old results stay, marked, in results/accuracy-fmnist-one-class.* as the leaking baseline.
-REQUIRED_AUC = {"sneaker-vs-boot": 0.95}  # the old single-run figure; no longer CI's gate (see GATES)
+# `--experiment sneaker-vs-boot` is one DOC run, one seed: its bound is the recorded 0.9509 (2026-11-23,
+# accuracy-sneaker-vs-boot.json) minus two single-seed standard deviations of DOC on sneaker-vs-boot
+# (0.0093 at 96 px, accuracy-methods-sneaker-vs-boot.json: its only multi-seed record), so one seed's luck
+# does not fail it; the 0.95 it had was the record itself, 0.0009 of headroom. CI's gate (GATES, 3 seeds)
+# is the tight check.
+REQUIRED_AUC = {"sneaker-vs-boot": 0.93}
 # CI's accuracy gate (`--gate`): methods-sneaker-vs-boot at the recorded settings (GATE_COMMAND), test AUC
 # mean over seeds 0,1,2 per method + scorer. Each bound = the recorded 3-seed mean minus two standard
 # deviations *of that mean* (one seed's std / sqrt(3)), rounded down to 0.001: the gate reruns the same
