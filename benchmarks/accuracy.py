@@ -1,8 +1,8 @@
 """Accuracy benchmarks through the real product path: train -> verified IR -> bundle -> score.
 
-    python benchmarks/accuracy.py --experiment sneaker-vs-boot [--json]      # CI: exits 1 below AUC 0.95
+    python benchmarks/accuracy.py --gate              # CI's gate (GATES): exits 1 when a bound is missed
+    python benchmarks/accuracy.py --experiment sneaker-vs-boot [--json]      # one DOC run: exits 1 below 0.93
     python benchmarks/accuracy.py --experiment magnetic-tile [--json]        # needs ../shared data
-    python benchmarks/accuracy.py --experiment fmnist-one-class [--json]     # slow: outside CI
     python benchmarks/accuracy.py --experiment methods-sneaker-vs-boot --seeds 0,1,2   # DOC vs ArcFace,
         # kNN vs mean-cosine, validation split from the training data (also methods-fmnist-one-class,
         # methods-cifar10-one-class); --methods none,patch: no training, global vs patch mode
@@ -30,19 +30,41 @@ from ovdoc.log import get_logger
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("OVDOC_SHARED", REPO.parent / "shared"))
-REQUIRED_AUC = {"sneaker-vs-boot": 0.95}  # the old single-run figure; no longer CI's gate (see GATES)
+# The legacy `fmnist-one-class` experiment (DOC with the other 9 Fashion-MNIST classes as the reference set,
+# tested on those same 9 classes as anomalies) was removed: its anomalies were in training, which the
+# protocol forbids; methods-fmnist-one-class measures the task with a disjoint reference set (CIFAR-10).
+# Its old results stay, marked, in results/accuracy-fmnist-one-class.* as the leaking baseline.
+# `--experiment sneaker-vs-boot` is one DOC run, one seed: its bound is the recorded 0.9509 (2026-11-23,
+# accuracy-sneaker-vs-boot.json) minus two single-seed standard deviations of DOC on sneaker-vs-boot
+# (0.0093 at 96 px, accuracy-methods-sneaker-vs-boot.json: its only multi-seed record), so one seed's luck
+# does not fail it; the 0.95 it had was the record itself, 0.0009 of headroom. CI's gate (GATES, 3 seeds)
+# is the tight check.
+REQUIRED_AUC = {"sneaker-vs-boot": 0.93}
 # CI's accuracy gate (`--gate`): methods-sneaker-vs-boot at the recorded settings (GATE_COMMAND), test AUC
-# mean over seeds 0,1,2 per method + scorer. Each bound = the recorded mean minus about two standard
-# deviations of one seed (the 3-seed mean varies less than that): it fails on a real regression, not on
-# the float noise of another CPU. Re-based on benchmarks/results/accuracy-methods-sneaker-vs-boot.json
-# (2026-12-06): arcface-own-class + knn 0.9595 ± 0.0044 -> 0.95, doc + knn 0.9052 ± 0.0093 -> 0.885.
-# The patch-level detector (untrained backbone, product defaults; accuracy-methods-sneaker-vs-boot-patch.json)
-# measured 0.9764 ± 0.0025 with the current defaults (0.9791 ± 0.0010 with the previous ones): its bound is
-# the issue's 0.97 target (2.6 of its standard deviations below; a drop of 0.007 trips it).
-GATES = {"arcface-own-class + knn": 0.95, "doc + knn": 0.885, "patch + topk-10": 0.97}
-GATE_COMMAND = ("--experiment methods-sneaker-vs-boot --methods doc,arcface-own-class,patch --scorers knn "
-                "--size 96 --epochs 2 --n-train 2000 --n-val 500 --reference-per-class 500 --seeds 0,1,2 "
-                "--no-normal-only")
+# mean over seeds 0,1,2 per method + scorer. Each bound = the recorded 3-seed mean minus two standard
+# deviations *of that mean* (one seed's std / sqrt(3)), rounded down to 0.001: the gate reruns the same
+# seeds, so even if another CPU's float noise moved each seed as far as a fresh seed does, the mean stays
+# above its bound ~97 % of the time; a real regression of 0.01 (ArcFace, shipped), 0.005 (patch) or 0.02
+# (DOC) trips it (the previous bounds, mean minus two single-seed stds, let a DOC drop of 0.02 pass).
+# Recorded (3 seeds): accuracy-methods-sneaker-vs-boot.json (2026-12-06) arcface-own-class + knn
+# 0.9595 +- 0.0044 -> 0.954, doc + knn 0.9052 +- 0.0093 -> 0.894; accuracy-methods-sneaker-vs-boot-patch.json
+# patch + topk-10 0.9764 +- 0.0025 -> 0.973 (the earlier 0.9791 +- 0.0010 was measured with the previous
+# patch defaults); accuracy-methods-sneaker-vs-boot-shipped.json (2026-12-07) shipped + knn, the shipped IR
+# file as `ovdoc fit` uses it with no MODEL, 0.8972 +- 0.0046 -> 0.891.
+GATES = {"arcface-own-class + knn": 0.954, "doc + knn": 0.894, "patch + topk-10": 0.973,
+         "shipped + knn": 0.891}
+GATE_COMMAND = ("--experiment methods-sneaker-vs-boot --methods doc,arcface-own-class,patch,shipped "
+                "--scorers knn --size 96 --epochs 2 --n-train 2000 --n-val 500 --reference-per-class 500 "
+                "--seeds 0,1,2 --no-normal-only")
+
+
+
+
+def gate_failures(result: dict, gates: dict[str, float] = GATES) -> list[str]:
+    """One line per gated method + scorer whose test mean is below its bound (or missing from the run)."""
+    means = result.get("test_auc_mean_std", {})
+    return [f"{key} {means[key][0]:.4f} < {bound}" if key in means else f"{key} missing from the run"
+            for key, bound in gates.items() if key not in means or means[key][0] < bound]
 
 
 say = get_logger("ovdoc.benchmarks.accuracy").info  # plain lines on stderr; stdout keeps --json
@@ -157,6 +179,9 @@ def sneaker_vs_boot(opts: dict) -> dict:
             reference_data=reference,
             metric=opts["metric"],
             progress=opts["progress"],
+            # this experiment measures DOC training itself: `ovdoc train`'s default --select auto keeps the
+            # untrained backbone here (its normal-only probe prefers it), which scored 0.8807 against 0.95
+            select="trained",
         )
         timings["train_convert_fit_s"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
@@ -636,61 +661,6 @@ def magnetic_tile_patch_search(opts: dict) -> dict:
     }
 
 
-def fmnist_one_class(opts: dict) -> dict:
-    """Each Fashion-MNIST class normal in turn (reference: the other 9), mean AUC over the 10."""
-    from ovdoc.host.train.pipeline import train_to_bundle
-    from ovdoc.runtime.datasets import FASHION_MNIST_CLASSES, Images, load_fashion_mnist
-
-    started = time.perf_counter()
-    xtr, ytr = load_fashion_mnist("train")
-    xte, yte = load_fashion_mnist("test")
-    rng = np.random.default_rng(0)
-    n_train, n_test = opts["fmnist_train"], opts["fmnist_test"]
-    per_class = {}
-    for c, name in enumerate(FASHION_MNIST_CLASSES):
-        say(f"class {c} ({name}) normal")
-        tr = xtr[rng.permutation(np.flatnonzero(ytr == c))[:n_train]]
-        others = np.flatnonzero(ytr != c)
-        ref = Images(xtr[others], ytr[others], FASHION_MNIST_CLASSES)
-        te_n = xte[rng.permutation(np.flatnonzero(yte == c))[:n_test]]
-        te_a = xte[rng.permutation(np.flatnonzero(yte != c))[:n_test]]
-        config = doc_config(opts, augment=0)
-        with tempfile.TemporaryDirectory(prefix="ovdoc-fm-") as work:
-            work = Path(work)
-            train_to_bundle(
-                f"fashion-mnist:{name} (subsampled)",
-                f"fashion-mnist:-{name}",
-                work / "doc",
-                config,
-                target_data=Images(tr, None),
-                reference_data=ref,
-                metric=opts["metric"],
-                progress=opts["progress"],
-            )
-            res = bundle_auc(
-                work / "doc" / "ir" / "FP32" / "model.xml",
-                tr,
-                te_n,
-                {"other": te_a},
-                work / "b",
-                metric=opts["metric"],
-            )
-        per_class[name] = round(res["results"]["other"].metrics()["auc"], 4)
-        say(f"  AUC {per_class[name]}")
-    return {
-        "experiment": "fmnist-one-class",
-        "auc": round(float(np.mean(list(per_class.values()))), 4),
-        "auc_per_class": per_class,
-        "n_train_per_class": n_train,
-        "n_test_each": n_test,
-        "settings": {
-            k: opts[k]
-            for k in ("size", "epochs", "lam", "lr", "freeze_until", "reference_per_class", "metric", "ema")
-        },
-        "timings_s": {"total": round(time.perf_counter() - started, 1)},
-    }
-
-
 # --- training methods x scorers, under the validation protocol ------------------------------------------
 METHOD_VARIANTS = {
     "none": {},  # the untrained ImageNet backbone (what the shipped one computes), no training
@@ -699,8 +669,11 @@ METHOD_VARIANTS = {
     "arcface-vs-reference": {"method": "arcface", "arcface_target": "vs-reference"},
     # the patch-level detector (`ovdoc fit --mode patch`) on the untrained shipped backbone: its own scorer
     "patch": {},
+    # the shipped IR file itself (ovdoc/irmodels/imagenet, its own 224x224 input), global features: what
+    # `ovdoc fit --normal good/` builds with no MODEL, so the gate covers the artefact users get
+    "shipped": {},
 }
-UNTRAINED = ("none", "patch")
+UNTRAINED = ("none", "patch", "shipped")
 
 
 CIFAR10_NPZ = SHARED / "data" / "cifar10" / "cifar10-test.npz"
@@ -822,6 +795,10 @@ def methods_features(variant: str, task: dict, opts: dict, seed: int, work: Path
     info = {}
     if variant == "none":
         xml = untrained_ir(opts["size"], work / "ir")
+    elif variant == "shipped":
+        from ovdoc.irmodels import imagenet_backbone
+
+        xml = imagenet_backbone()
     else:
         xml, info = _trained_ir(variant, task["target"], task["reference"], opts, seed, work / "ir")
     ext = extractor(xml)
@@ -830,7 +807,7 @@ def methods_features(variant: str, task: dict, opts: dict, seed: int, work: Path
         feats[part] = tuple(ext.extract(list(x), progress=False) for x in task[part])
     if opts["normal_only"]:
         probe = ext
-        if variant != "none":
+        if variant not in UNTRAINED:
             probe_xml, _ = _trained_ir(variant, task["target"], task["reference_probe"], opts, seed,
                                        work / "probe")
             probe = extractor(probe_xml)
@@ -1034,7 +1011,7 @@ def train_or_not(runs: list[dict], seeds: list[int]) -> dict:
     cases = []
     for r in runs:
         b = base.get((r["seed"], r["task"], r["scorer"]))
-        if r["method"] == "none" or b is None or "val_ref_auc" not in r:
+        if r["method"] in UNTRAINED or b is None or "val_ref_auc" not in r:
             continue
         keep = r["val_ref_auc"] > b["val_ref_auc"]
         cases.append({"seed": r["seed"], "task": r["task"], "setting": f"{r['method']} + {r['scorer']}",
@@ -1139,7 +1116,7 @@ def patch_tables(result: dict) -> str:
 @click.command()
 @click.option(
     "--experiment",
-    type=click.Choice(["sneaker-vs-boot", "fmnist-one-class", "magnetic-tile", "methods-sneaker-vs-boot",
+    type=click.Choice(["sneaker-vs-boot", "magnetic-tile", "methods-sneaker-vs-boot",
                        "methods-fmnist-one-class", "methods-cifar10-one-class"]),
     default="sneaker-vs-boot",
     show_default=True,
@@ -1153,12 +1130,6 @@ def patch_tables(result: dict) -> str:
 @metric_option("cosine", "kNN distance of every bundle (cosine = L2-normalised features).")
 @click.option(
     "--reference", default="fashion-mnist:*", show_default=True, help="magnetic-tile only: the reference set."
-)
-@click.option(
-    "--fmnist-train", default=2000, show_default=True, type=int, help="fmnist-one-class: normals per class."
-)
-@click.option(
-    "--fmnist-test", default=1000, show_default=True, type=int, help="fmnist-one-class: test images each."
 )
 @click.option(
     "--ema", default=0.99, show_default=True, type=float, help="Weight averaging decay (0 = last weights)."
@@ -1217,7 +1188,6 @@ def main(experiment, no_record, as_json, gate, **opts) -> None:
     run = {
         "sneaker-vs-boot": sneaker_vs_boot,
         "magnetic-tile": magnetic_tile,
-        "fmnist-one-class": fmnist_one_class,
         "methods-sneaker-vs-boot": methods_compare,
         "methods-fmnist-one-class": methods_compare,
         "methods-cifar10-one-class": methods_compare,
@@ -1234,8 +1204,7 @@ def main(experiment, no_record, as_json, gate, **opts) -> None:
     else:
         print(json.dumps(result, indent=2, sort_keys=True))
     if gate:
-        failed = [f"{key} {result['test_auc_mean_std'][key][0]:.4f} < {bound}" for key, bound in GATES.items()
-                  if result.get("test_auc_mean_std", {}).get(key, [0.0])[0] < bound]
+        failed = gate_failures(result)
         if failed:
             say("FAIL: " + "; ".join(failed))
             sys.exit(1)

@@ -12,6 +12,7 @@
 # baseline. Runs ~10-30 minutes on a 2-core box (INT8's accuracy control dominates). Extra `ovdoc bench`
 # options can be passed in BENCH_ARGS, e.g. BENCH_ARGS="--devices CPU,GPU,NPU".
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 NAME="${1:-$(hostname -s 2>/dev/null || echo machine)}"
 SHARED="${OVDOC_SHARED:-$(cd .. && pwd)/shared}"

@@ -16,12 +16,21 @@ it checks:
   events   the events file parses line by line, one line per scored frame, frames numbered 0..N-1 with
            no gap, N = the run's own summary `frames`; incident lines (`source_looped`) counted apart
   video    the saved video opens and holds exactly N frames (counted by reading, not from the header)
+  pace     keeping up: every camera delivered >= 99 % of its schedule (run seconds x the clip's FPS) and
+           re-anchored its --realtime schedule at most once (the first frames wait for the model's first
+           inference); a run that passed the checks above while falling behind is no pass
+  mqtt     (--mqtt) nothing dropped, and a subscriber on the same broker got `online` and every camera's
+           score stream (`--mqtt auto` starts Debian's mosquitto on a free loopback port)
+
+`--modes global,patch` soaks each bundle kind in turn (global: the shipped backbone; patch: `ovdoc fit
+--mode patch`), each with its own verdict; the record names the commit it ran (git describe, dirty marked).
 
 Results: benchmarks/results/soak.json (every sample), soak.md (a short table), soak.png (RSS, threads
 and fds over time). The events file and the video (about 1 GB for 30 minutes) go to a temporary folder
 and are deleted after the checks unless --keep.
 
     nice -n 10 python benchmarks/soak.py                  # 30 minutes (the recorded run)
+    nice -n 10 python benchmarks/soak.py --minutes 30 --cameras 4 --serve --modes global,patch --mqtt auto
     nice -n 10 python benchmarks/soak.py --minutes 3 --out /tmp/soak   # a smoke run
 """
 
@@ -48,6 +57,9 @@ MIN_WARMUP_S = 120.0
 WARMUP_FRACTION = 0.10
 WINDOW_S = 60.0
 SHUTDOWN_S = 15.0  # --serve: the web server stops while videos are finished and the summary written
+MIN_DELIVERED = 0.99  # of the schedule: run seconds x the clip's FPS, per camera
+MAX_LATE_RESETS = 1  # --realtime re-anchors per camera: the first frames may wait for the first inference
+MOSQUITTO = Path("/usr/sbin/mosquitto")  # Debian installs it outside a user's PATH
 
 
 # --- sampling --------------------------------------------------------------------------------------
@@ -180,13 +192,52 @@ def check_video(path: Path, expected_frames: int) -> dict:
     }
 
 
+def check_pace(summary: dict, cameras: int, duration_s: float, fps: float) -> dict:
+    """Did every camera keep up? delivered / scheduled >= MIN_DELIVERED (scheduled = duration x the clip's
+    FPS) and late re-anchors <= MAX_LATE_RESETS (each one means the run fell behind its schedule)."""
+    per = summary.get("sources") or [summary]
+    scheduled = duration_s * fps
+    cams = []
+    for i in range(cameras):
+        lane = per[i] if i < len(per) else {}
+        frames, late = int(lane.get("frames", 0)), lane.get("late_resets")
+        delivered = frames / scheduled if scheduled > 0 else 0.0
+        cams.append({"frames": frames, "scheduled": round(scheduled), "delivered": round(delivered, 4),
+                     "late_resets": late,
+                     "ok": delivered >= MIN_DELIVERED and late is not None and late <= MAX_LATE_RESETS})
+    failures = [f"camera {i}: {c['delivered']:.1%} of its schedule, {c['late_resets']} late re-anchors "
+                f"(wanted >= {MIN_DELIVERED:.0%}, <= {MAX_LATE_RESETS})" for i, c in enumerate(cams)
+                if not c["ok"]]
+    return {"ok": not failures and bool(cams), "cameras": cams, "failures": failures,
+            "min_delivered": min((c["delivered"] for c in cams), default=0.0),
+            "late_resets": sum(c["late_resets"] or 0 for c in cams)}
+
+
+def commit() -> str:
+    """The commit the soak ran, `-dirty` when the checkout had uncommitted changes."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO,
+                              capture_output=True, text=True, timeout=30).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def clip_fps(video: Path) -> float:
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+    cap.release()
+    return float(fps) if fps and fps > 0 else 10.0
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
-def fit_bundle(video: Path, out: Path) -> Path:
+def fit_bundle(video: Path, out: Path, mode: str = "global") -> Path:
     """A bundle from the shipped ImageNet backbone on the clip's first frames (what a user would fit)."""
     frames = out / "normal"
-    frames.mkdir(parents=True)
+    frames.mkdir(parents=True, exist_ok=True)
     import cv2
 
     cap = cv2.VideoCapture(str(video))
@@ -197,12 +248,74 @@ def fit_bundle(video: Path, out: Path) -> Path:
         if i % 2 == 0:
             cv2.imwrite(str(frames / f"{i:04d}.png"), cv2.resize(image, (640, 480)))
     cap.release()
-    bundle = out / "vtest.bundle"
+    bundle = out / f"vtest-{mode}.bundle"
     subprocess.run(
-        [sys.executable, "-m", "ovdoc", "fit", "--normal", str(frames), "--out", str(bundle)],
+        [sys.executable, "-m", "ovdoc", "fit", "--normal", str(frames), "--out", str(bundle), "--mode", mode],
         check=True,
     )
     return bundle
+
+
+class Broker:
+    """`--mqtt auto`: Debian's mosquitto on a free loopback port for the run, and a subscriber on it that
+    counts what arrives per topic (the far side of ovdoc's MQTT output)."""
+
+    def __init__(self, work: Path, url: str) -> None:
+        import threading
+
+        from paho.mqtt import client as mqtt
+
+        self.proc = None
+        if url == "auto":
+            if not MOSQUITTO.exists():
+                raise SystemExit("--mqtt auto needs Debian's mosquitto (apt-get install mosquitto)")
+            port = free_port()
+            conf = work / "mosquitto.conf"
+            conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                            + ("user root\n" if os.geteuid() == 0 else ""))
+            self.proc = subprocess.Popen([str(MOSQUITTO), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            url = f"mqtt://127.0.0.1:{port}/soak"
+        self.url = url
+        host_port, _, self.prefix = url.removeprefix("mqtt://").partition("/")
+        host, _, port_text = host_port.partition(":")
+        self.counts: dict[str, int] = {}
+        self.status: list[str] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"soak-{os.getpid()}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{self.prefix}/#", qos=0)
+        self.client.on_message = self._on_message
+        deadline = time.monotonic() + 30
+        while True:  # the broker takes a moment to listen: retry until it does (bounded)
+            try:
+                self.client.connect(host, int(port_text or 1883))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"cannot reach the MQTT broker at {url}") from None
+                time.sleep(0.1)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self.lock:
+            self.counts[msg.topic] = self.counts.get(msg.topic, 0) + 1
+            if msg.topic.endswith("/status"):
+                self.status.append(msg.payload.decode(errors="replace"))
+
+    def report(self, cameras: int, summary: dict) -> dict:
+        self.client.loop_stop()
+        self.client.disconnect()
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        stats = (summary.get("outputs") or {}).get("mqtt", {})
+        scores = [self.counts.get(f"{self.prefix}/cam{i}/score", 0) for i in range(cameras)]
+        ok = (stats.get("dropped") == 0 and stats.get("connects", 0) >= 1 and "online" in self.status
+              and all(n > 0 for n in scores))
+        return {"ok": ok, "url": self.url, "published": stats.get("published"),
+                "dropped": stats.get("dropped"), "connects": stats.get("connects"),
+                "status_seen": self.status,
+                "score_messages_per_camera": scores, "topics": len(self.counts)}
 
 
 class Viewer:
@@ -274,8 +387,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_soak(args: argparse.Namespace, work: Path) -> dict:
-    bundle = Path(args.bundle) if args.bundle else fit_bundle(Path(args.source), work)
+def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 120.0) -> bool:
+    """Until the web view accepts connections (model loaded, server up), or the run ended; bounded."""
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def run_soak(args: argparse.Namespace, work: Path, mode: str = "global") -> dict:
+    bundle = Path(args.bundle) if args.bundle else fit_bundle(Path(args.source), work / mode, mode)
     events, video = work / "events.jsonl", work / "soak.avi"
     duration = args.minutes * 60.0
     cmd = [
@@ -287,13 +413,15 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
     port = free_port() if args.serve else None
     if port is not None:
         cmd += ["--serve", f"127.0.0.1:{port}"]
+    broker = Broker(work / mode, args.mqtt) if args.mqtt else None
+    if broker is not None:
+        cmd += ["--mqtt", broker.url]
     print(" ".join(cmd), flush=True)
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             encoding="utf-8", errors="replace")
     viewer = None
-    if port is not None:
-        time.sleep(8.0)  # model load and server start
+    if port is not None and wait_listening(port, proc):
         viewer = Viewer(port, args.cameras)
         viewer.start()
     samples: list[dict] = []
@@ -333,25 +461,48 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
         "events": check_events(events, frames) if events.exists() else {"ok": False, "reason": "missing"},
         "video": checked[0] | {"per_camera": checked, "ok": all(c["ok"] for c in checked)},
         "cameras": args.cameras,
+        "mode": mode,
+        "bundle": str(bundle),
         "web_view": viewer.report(started + wall) if viewer is not None else None,
+        "pace": check_pace(summary, args.cameras, duration, clip_fps(Path(args.source))),
+        "mqtt": broker.report(args.cameras, summary) if broker is not None else None,
     }
+    web_ok = not args.serve or (viewer is not None and result["web_view"]["http_errors"] == 0
+                                and result["web_view"]["polls"] > 0)
     result["ok"] = bool(
         proc.returncode == 0
         and summary.get("stopped") == "duration"
         and result["memory"].get("ok")
         and result["events"].get("ok")
         and result["video"].get("ok")
-        and (viewer is None or (result["web_view"]["http_errors"] == 0 and result["web_view"]["polls"] > 0))
+        and web_ok
+        and result["pace"]["ok"]
+        and (broker is None or result["mqtt"]["ok"])
     )
     return result
 
 
-def write_report(result: dict, out: Path, args: argparse.Namespace) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
+def verdict_line(result: dict) -> str:
+    if result["ok"]:
+        return "PASS"
+    why = list(result["memory"].get("failures", [])) + list(result["pace"].get("failures", []))
+    for key in ("events", "video", "mqtt"):
+        if result.get(key) is not None and not result[key].get("ok"):
+            why.append(f"{key} check failed")
+    if result["returncode"] != 0 or result["summary"].get("stopped") != "duration":
+        why.append(f"run ended {result['summary'].get('stopped', 'without a summary')} "
+                   f"(exit {result['returncode']})")
+    if result.get("web_view") is not None and result["web_view"]["http_errors"]:
+        why.append(f"{result['web_view']['http_errors']} web view errors")
+    return "FAIL " + "; ".join(why)
+
+
+def mode_rows(result: dict, args: argparse.Namespace) -> list[tuple[str, str]]:
     m, s, ev, vid = result["memory"], result["summary"], result["events"], result["video"]
+    pace = result["pace"]
     loads = [x["load1"] for x in result["samples"]] or [0.0]
     mib = 2**20
+    mq = result.get("mqtt")
 
     def trio(key: str, scale: float = 1.0, fmt: str = "{:.0f}") -> str:
         e = m.get(key, {})
@@ -359,11 +510,18 @@ def write_report(result: dict, out: Path, args: argparse.Namespace) -> None:
             return "n/a"
         return " / ".join(fmt.format(e[k] / scale) for k in ("start", "baseline", "end", "max"))
 
-    rows = [
+    return [
+        ("bundle", f"{result['mode']} mode ({Path(result['bundle']).name})"),
         ("minutes", f"{result['wall_s'] / 60:.1f} (asked {args.minutes:g})"),
         ("frames scored", f"{s.get('frames', 'n/a')} ({s.get('loops', 'n/a')} loop restarts, "
                           f"{s.get('dropped', 'n/a')} dropped)"),
-        ("FPS", f"{s.get('fps', 'n/a')} (clip: 10 FPS, --realtime)"),
+        ("FPS", f"{s.get('fps', 'n/a')} (clip: 10 FPS per camera, --realtime)"),
+        ("kept up: delivered of schedule, min over cameras",
+         f"{pace['min_delivered']:.1%} (wanted >= {MIN_DELIVERED:.0%}); per camera "
+         + ", ".join(f"{c['delivered']:.1%}" for c in pace["cameras"])),
+        ("late re-anchors of the --realtime schedule", f"{pace['late_resets']} in all; per camera "
+         + ", ".join(str(c["late_resets"]) for c in pace["cameras"])
+         + f" (wanted <= {MAX_LATE_RESETS} each)"),
         ("RSS MiB start / baseline / end / max", trio("rss", mib, "{:.1f}")),
         ("RSS growth after warm-up", f"{m.get('rss', {}).get('growth', float('nan')):+.2%} "
                                      f"(warm-up {m.get('warmup_s', 'n/a')} s; limit < {MAX_GROWTH:.0%})"),
@@ -378,30 +536,43 @@ def write_report(result: dict, out: Path, args: argparse.Namespace) -> None:
          f"open all along: MJPEG {result['web_view']['bytes']['stream'] / mib:.0f} MiB and "
          f"{result['web_view']['bytes']['events'] / 1024:.0f} KiB of events read, "
          f"{result['web_view']['polls']} status/metrics polls, {result['web_view']['http_errors']} errors"),
+        ("MQTT", "off" if not mq else
+         f"{mq['url']}: {mq['published']} published, {mq['dropped']} dropped, {mq['connects']} connects; "
+         f"subscriber saw status {mq['status_seen'][:2]} and score messages per camera "
+         f"{mq['score_messages_per_camera']}"),
         ("load average (1 min) min / median / max",
          f"{min(loads):.2f} / {statistics.median(loads):.2f} / {max(loads):.2f} (2 cores, shared)"),
         ("process CPU s", f"{result['samples'][-1]['cpu_s'] if result['samples'] else 'n/a'}"),
-        ("verdict", "PASS" if result["ok"] else "FAIL " + "; ".join(m.get("failures", []))),
+        ("verdict", verdict_line(result)),
     ]
+
+
+def write_report(record: dict, out: Path, args: argparse.Namespace) -> None:
+    """soak.json (every sample of every mode), soak.md (a table per mode), soak.png / soak-<mode>.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(record, indent=1) + "\n")
+    runs = record["runs"]
+    options = (f"--minutes {args.minutes:g} --cameras {args.cameras}{' --serve' if args.serve else ''}"
+               f" --modes {args.modes}{' --mqtt ' + args.mqtt if args.mqtt else ''}")
     lines = [
         "# Soak run",
         "",
-        f"`python benchmarks/soak.py --minutes {args.minutes:g} --cameras {args.cameras}"
-        f"{' --serve' if args.serve else ''}` on {result['date']}, "
-        f"{result['machine']}. `ovdoc run` on vtest.avi at 640x480, "
+        f"`python benchmarks/soak.py {options}` on {record['date']}, commit `{record['commit']}`, "
+        f"{record['machine']}. `ovdoc run` on vtest.avi at {args.res}, "
         f"`--loop --realtime --batch {args.batch}`, events and saved video on, sampled every "
         f"{args.interval:g} s from /proc. Warm-up = first max(2 min, 10 % of the run); baseline = "
-        "median of the minute after it, end = median of the last minute.",
+        "median of the minute after it, end = median of the last minute. Keeping up = every camera "
+        f"delivered >= {MIN_DELIVERED:.0%} of its schedule with <= {MAX_LATE_RESETS} late re-anchor.",
         "",
-        "| measure | value |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in rows],
-        "",
-        "![RSS, threads and fds over time](soak.png)",
-        "",
+        f"Overall: **{'PASS' if record['ok'] else 'FAIL'}**",
     ]
-    (out / "soak.md").write_text("\n".join(lines), encoding="utf-8")
-    plot(result, out / "soak.png")
+    for result in runs:
+        png = "soak.png" if len(runs) == 1 else f"soak-{result['mode']}.png"
+        lines += ["", f"## {result['mode']} mode", "", "| measure | value |", "|---|---|",
+                  *[f"| {k} | {v} |" for k, v in mode_rows(result, args)], "",
+                  f"![RSS, threads and fds over time]({png})"]
+        plot(result, out / png)
+    (out / "soak.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -450,27 +621,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default=None, help="default: fit one from the clip's first frames")
     ap.add_argument("--cameras", type=int, default=1, help="the clip as this many cameras in one process")
     ap.add_argument("--serve", action="store_true", help="web view on, kept open by a reader all along")
+    ap.add_argument("--modes", default="global", help="bundle kinds soaked in turn: global, patch or both")
+    ap.add_argument("--mqtt", default=None,
+                    help="MQTT output to a real broker: mqtt://host:port/prefix, or `auto` for a mosquitto "
+                    "started on loopback for the run")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--keep", action="store_true", help="keep the events file and the video")
     args = ap.parse_args(argv)
     if not Path(args.source).is_file():
         print(f"source not found: {args.source}", file=sys.stderr)
         return 2
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - {"global", "patch"} or (args.bundle and len(modes) > 1):
+        print("--modes must be global, patch or global,patch (one mode with --bundle)", file=sys.stderr)
+        return 2
+    if args.mqtt and args.mqtt != "auto" and not args.mqtt.startswith("mqtt://"):
+        print("--mqtt must be mqtt://host:port/prefix or auto", file=sys.stderr)
+        return 2
+    import platform
+
+    record = {"commit": commit()}  # before the run: what was checked out when it started
     work = Path(tempfile.mkdtemp(prefix="ovdoc-soak-"))
     try:
-        result = run_soak(args, work)
+        runs = [run_soak(args, work, mode) for mode in modes]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept {work}")
-    import platform
-
-    result["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    result["machine"] = f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})"
-    write_report(result, Path(args.out), args)
+    record |= {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})",
+        "ok": all(r["ok"] for r in runs),
+        "runs": runs,
+    }
+    write_report(record, Path(args.out), args)
     print((Path(args.out) / "soak.md").read_text(encoding="utf-8"))
-    return 0 if result["ok"] else 1
+    return 0 if record["ok"] else 1
 
 
 if __name__ == "__main__":

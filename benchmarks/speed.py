@@ -8,8 +8,11 @@ thread, one FAISS thread, as `ovdoc run` sets for itself). The loops alternate â
 then the next pass â€” so a busy moment of the machine hits them all alike; the 1-minute load average is
 recorded before each run. FPS is end to end including decoding; model loading is excluded everywhere.
 
-  ceiling       decode        `read` in a loop (nothing can beat this)
-                decode+resize `read` + the `--res` resize (bilinear, the runtime's own `fit_to`)
+  ceiling       decode        `read` in a loop (nothing can beat this): the headline's denominator
+                decode+resize `read` + the `--res` resize (bilinear, the runtime's own `fit_to`): context
+                              only, since headless global `ovdoc run` skips that resize
+  profile       decode+prepare `read` + the model-input resample headless `ovdoc run` does instead
+                              (`prepare_at`); minus `decode` in the same pass = preparation's CPU
                 cpu bound     cores / CPU time per frame of decode + model + scorer (from the `model`
                               and `scorer` loops: batched async inference alone, kNN search alone)
   original      the original app as it ran in 2018: one Keras call per frame on the seed Keras model
@@ -55,12 +58,17 @@ VIDEO = SHARED / "data" / "video" / "vtest.avi"
 CIFAR = SHARED / "data" / "cifar10" / "cifar10-test.npz"
 RES = (640, 480)
 N_INDEX = 6000
-HEADLINE = 0.9  # goal: `ovdoc run` >= 90 % of decode + resize, in the same run
+# goal: `ovdoc run` >= 80 % of decode alone, in the same run, on 2 cores. Decode is the one thing ovdoc
+# cannot skip: the goal is decode owning one core while preparation, inference and search hide on the other.
+# (Until 2026-12-07 the headline was decode + resize, but headless global mode skips that resize, so it
+# flattered ovdoc by about half the ceiling's time per frame.)
+HEADLINE = 0.8
 PATCH_GOAL_FPS = 100.0  # goal: patch mode, a map for every frame, >= 100 FPS on this 2-core machine
 
 LOOPS = {  # name -> (label in the report, group)
     "decode": ("decode alone (`read` in a loop)", "ceiling"),
-    "decode_resize": ("decode + resize to --res (bilinear, as the runtime does)", "ceiling"),
+    "decode_resize": ("decode + resize to --res (context: headless global mode skips it)", "ceiling"),
+    "decode_prepare": ("decode + model-input resample (`prepare_at`, as headless `ovdoc run`)", "part"),
     "model": ("model alone: batched async inference (for the CPU-time bound)", "part"),
     "scorer": ("scorer alone: FAISS kNN search (for the CPU-time bound)", "part"),
     "original": ("original app (2018): Keras predict_on_batch per frame + LOF", "baseline"),
@@ -90,10 +98,17 @@ def _timed(fn) -> dict:
     return {"frames": frames, "fps": frames / wall, "wall_s": wall, "cpu_ms_per_frame": 1000 * cpu / frames}
 
 
-def child_decode(work: Path, frames: int, resize: bool) -> dict:
+def child_decode(work: Path, frames: int, resize: bool, prepare: bool = False) -> dict:
+    """decode alone, decode + the --res resize, or decode + the fused model-input resample (`prepare`)."""
     import cv2
 
     from ovdoc.runtime.preprocess import fit_to
+
+    det = None
+    if prepare:
+        from ovdoc.runtime.stream.runtime import load_detector_for_run
+
+        det = load_detector_for_run(work / "bundle-hnsw", "CPU")
 
     def run() -> int:
         cap = cv2.VideoCapture(str(VIDEO))
@@ -104,6 +119,8 @@ def child_decode(work: Path, frames: int, resize: bool) -> dict:
                 break
             if resize:
                 image = fit_to(image, RES)
+            if det is not None:
+                det.prepare_at(image, RES)
             n += 1
         cap.release()
         return n
@@ -199,8 +216,8 @@ def run_child(name: str, work: Path, frames: int) -> dict:
     from ovdoc.runtime.stream.runtime import tune_threads
 
     tune_threads()  # the thread settings `ovdoc run` gives itself, for every loop
-    if name in ("decode", "decode_resize"):
-        return child_decode(work, frames, resize=name == "decode_resize")
+    if name in ("decode", "decode_resize", "decode_prepare"):
+        return child_decode(work, frames, resize=name == "decode_resize", prepare=name == "decode_prepare")
     if name == "model":
         return child_model(work, frames)
     if name == "scorer":
@@ -272,7 +289,9 @@ def run_cli(work: Path, bundle: str, frames: int | None) -> dict:
     cmd = [sys.executable, "-m", "ovdoc", "run", str(work / bundle), "--source", str(VIDEO)]
     cmd += ["--res", f"{RES[0]}x{RES[1]}", "--headless", "--json"]
     cmd += ["--max-frames", str(frames)] if frames else []
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=REPO)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"ovdoc run failed: {proc.stderr.strip()[-500:]}")
     summary = json.loads(proc.stdout)
@@ -281,6 +300,39 @@ def run_cli(work: Path, bundle: str, frames: int | None) -> dict:
         "fps": summary["fps"],
         "wall_s": summary["wall_s"],
         "batch": summary["batch"],
+        # the whole process: start-up (imports, compiling the model, loading the index) included; the
+        # profile subtracts a one-frame run's CPU to get the per-frame part
+        "cpu_s": round((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), 3),
+    }
+
+
+def profile(runs: dict, startup_cpu_s: float | None) -> dict | None:
+    """Where `ovdoc run`'s CPU per frame goes (medians over passes, ms of CPU per frame): decode,
+    preparation (decode + prepare minus decode, same pass), inference, search, and the rest (the loop
+    itself: threads, queues, events, Python), against the whole process's CPU per frame minus start-up."""
+    need = {"decode", "decode_prepare", "model", "scorer", "ovdoc"}
+    if not need <= set(runs) or startup_cpu_s is None:
+        return None
+
+    def med(values) -> float:
+        return float(statistics.median(values))
+
+    frames = runs["ovdoc"][0]["frames"]
+    total = med((r["cpu_s"] - startup_cpu_s) * 1000 / max(frames - 1, 1) for r in runs["ovdoc"])
+    parts = {
+        "decode": med(r["cpu_ms_per_frame"] for r in runs["decode"]),
+        "prepare (model-input resample)": med(
+            p["cpu_ms_per_frame"] - d["cpu_ms_per_frame"]
+            for p, d in zip(runs["decode_prepare"], runs["decode"], strict=True)),
+        "inference (batched async)": med(r["cpu_ms_per_frame"] for r in runs["model"]),
+        "search (kNN)": med(r["cpu_ms_per_frame"] for r in runs["scorer"]),
+    }
+    parts["rest: the loop itself (threads, queues, events, Python)"] = total - sum(parts.values())
+    return {
+        "ovdoc_cpu_ms_per_frame": round(total, 3),
+        "startup_cpu_s": round(startup_cpu_s, 3),
+        "parts_cpu_ms_per_frame": {k: round(v, 3) for k, v in parts.items()},
+        "share_of_ovdoc": {k: round(v / total, 3) if total > 0 else None for k, v in parts.items()},
     }
 
 
@@ -411,14 +463,32 @@ def markdown(result: dict) -> str:
             rows.append(
                 f"| {label} | {r[key]['min']:.2f} | **{r[key]['median']:.2f}** | {r[key]['max']:.2f} |"
             )
-    head = r.get("ovdoc_vs_decode_resize")
+    head = r.get("ovdoc_vs_decode")
     if head:
         verdict = "met" if head["median"] >= HEADLINE else "NOT met"
         rows += [
             "",
-            f"Goal: `ovdoc run` >= {HEADLINE:.0%} of decode + resize -> median {head['median']:.0%} "
-            f"({verdict}).",
+            f"Goal: `ovdoc run` >= {HEADLINE:.0%} of decode alone -> median {head['median']:.0%} "
+            f"({verdict}). The headline is `ovdoc run` / decode alone, both in the same pass: headless "
+            "global `ovdoc run` skips the --res resize (one resample straight to the model input), so "
+            "decode + resize is not the same work; the other ratios are context.",
         ]
+    prof = result.get("profile")
+    if prof:
+        rows += [
+            "",
+            "## Per-frame CPU profile of `ovdoc run` (medians over passes)",
+            "",
+            f"`ovdoc run` used {prof['ovdoc_cpu_ms_per_frame']:.2f} ms of CPU per frame (the whole process "
+            f"minus a one-frame run's start-up, {prof['startup_cpu_s']:.1f} s of CPU). Its parts, each "
+            "measured alone in the same passes:",
+            "",
+            "| part | CPU ms / frame | share |",
+            "|---|---:|---:|",
+        ]
+        for part, ms in prof["parts_cpu_ms_per_frame"].items():
+            share = prof["share_of_ovdoc"][part]
+            rows.append(f"| {part} | {ms:.2f} | {'' if share is None else format(share, '.0%')} |")
     patch = loops.get("ovdoc_patch")
     if patch:
         b = result.get("patch_bundle", {})
@@ -436,8 +506,8 @@ def markdown(result: dict) -> str:
 
 
 RATIO_LABELS = {
-    "ovdoc_vs_decode_resize": "`ovdoc run` / decode + resize (headline)",
-    "ovdoc_vs_decode": "`ovdoc run` / decode alone",
+    "ovdoc_vs_decode": "`ovdoc run` / decode alone (headline)",
+    "ovdoc_vs_decode_resize": "`ovdoc run` / decode + resize (context: includes a resize ovdoc skips)",
     "ovdoc_vs_cpu_bound": "`ovdoc run` / CPU-time bound",
     "ovdoc_vs_port_lof": "`ovdoc run` / 2019 port",
     "ovdoc_lof_vs_port_lof": "like with like (both LOF): `ovdoc run` LOF bundle / 2019 port",
@@ -525,6 +595,9 @@ def main() -> None:
         if "ovdoc_patch" in names:
             print("fitting the patch bundle on the video ...", flush=True)
             patch_bundle = build_patch(work, frames)
+        startup_cpu_s = None
+        if "ovdoc" in names:  # the profile's start-up share: the same CLI, one frame
+            startup_cpu_s = run_cli(work, "bundle-hnsw", 1)["cpu_s"]
         for p in range(args.repeats):
             for name in names:
                 load = round(os.getloadavg()[0], 2)
@@ -538,6 +611,7 @@ def main() -> None:
         runs["cpu_bound"] = cpu_bound(runs, info["cores"])
     ratios = {key: paired(runs, *key.split("_vs_")) for key in RATIO_LABELS}
     loops = {name: summarise(r) for name, r in runs.items()}
+    prof = profile(runs, startup_cpu_s)
     result = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
@@ -550,7 +624,9 @@ def main() -> None:
         "loops": loops,
         "runs": runs,
         "ratios": {k: v for k, v in ratios.items() if v},
+        "headline": "ovdoc_vs_decode",
         "headline_goal": HEADLINE,
+        **({"profile": prof} if prof else {}),
         "notes": [
             "every loop runs in a fresh child process under `tune_threads()` (1 OpenCV thread, 1 FAISS "
             "thread; OpenVINO its own default streams): the settings `ovdoc run` gives itself",
@@ -558,8 +634,8 @@ def main() -> None:
             f"original: the first {keras_frames} frames only (Keras per frame is slow); the others: "
             f"{'the first ' + str(frames) if frames else 'all'} frames",
             "`ovdoc run` with no window and no saved video takes the model's crop straight from the decoded "
-            "frame (one resample, PreprocessSpec.prepare_at) instead of resizing to --res first; the "
-            "decode + resize ceiling still includes that resize, as the issue defines it",
+            "frame (one resample, PreprocessSpec.prepare_at) instead of resizing to --res first: so the "
+            "headline is `ovdoc run` / decode alone; decode + resize includes a resize ovdoc skips (context)",
             "a ratio is the per-pass quotient of two loops that ran in the same pass, never a best over a "
             "median",
             *(["--quick: a smoke run, not a recorded result"] if args.quick else []),

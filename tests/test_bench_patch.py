@@ -47,7 +47,9 @@ def test_bench_measures_a_patch_bundle(patch_bundle, video_dir):
         assert row["mode"] == "patch" and row["scorer"] == "patch:knn"
         assert row["model_ips"] > 0 and row["scorer_us_per_frame"] > 0
         assert row["pipeline_frames"] == 12 and row["pipeline_fps"] > 0
-        assert 0.0 <= row["auc"] <= 1.0
+        # 12 held-out good tiles vs 12 Fray tiles, patch defaults: Fray is patch mode's easiest defect
+        # (test AUROC 0.96 on the full split); random scores reach 0.8 about 1 time in 100
+        assert row["auc"] >= 0.8, row["auc"]
         manifest = json.loads((patch_bundle["bundle"] / "manifest.json").read_text(encoding="utf-8"))
         assert row["index_vectors"] == manifest["scorer"]["n_vectors"]
     fp16 = [s for s in result["skipped"] if s.get("precision") == "FP16"]

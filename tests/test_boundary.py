@@ -33,14 +33,32 @@ def runtime_files() -> list[Path]:
     return files
 
 
+def package_of(path: Path) -> list[str]:
+    """The dotted package a module file belongs to (its own name for an __init__.py), as parts."""
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return parts[:-1]
+
+
+def absolute(path: Path, node: ast.ImportFrom) -> list[str]:
+    """What `from ... import ...` names, relative imports resolved (`from ..host import x` in
+    ovdoc/runtime/a.py is ovdoc.host, and also ovdoc.host.x when x is a module)."""
+    if node.level == 0:
+        base = node.module or ""
+    else:
+        package = package_of(path)
+        package = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+        base = ".".join(package + ([node.module] if node.module else []))
+    return [base] + [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+
+
 def imported_modules(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom):
+            found += [(node.lineno, module) for module in absolute(path, node)]
         elif (
             isinstance(node, ast.Call)
             and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
@@ -66,6 +84,24 @@ def test_runtime_side_has_no_host_imports_even_lazy_ones():
         if is_forbidden(module)
     ]
     assert not bad, "runtime modules import host-side packages:\n" + "\n".join(bad)
+
+
+def test_relative_imports_are_read_too(tmp_path):
+    """`from ..host import train` (or `from .. import host`) in a runtime module is caught like the
+    absolute form: the check resolves relative imports against the file's package."""
+    cases = {
+        "from ..host import train": ["ovdoc.host", "ovdoc.host.train"],
+        "from .. import host": ["ovdoc", "ovdoc.host"],
+        "from ..host.train.arcface import fit": ["ovdoc.host.train.arcface", "ovdoc.host.train.arcface.fit"],
+        "from .scoring import x": ["ovdoc.runtime.scoring", "ovdoc.runtime.scoring.x"],
+    }
+    for code, expected in cases.items():
+        node = ast.parse(code).body[0]
+        assert absolute(PACKAGE / "runtime" / "detector.py", node) == expected, code
+        assert any(is_forbidden(m) for m in expected) == ("host" in code), code
+    # an __init__.py is its own package: `from .stream import x` there is ovdoc.runtime.stream
+    node = ast.parse("from .stream import loop").body[0]
+    assert absolute(PACKAGE / "runtime" / "__init__.py", node)[0] == "ovdoc.runtime.stream"
 
 
 def test_the_one_door_to_the_host_side_names_only_host_modules():
@@ -173,7 +209,13 @@ def test_every_runtime_verb_runs_with_host_packages_blocked(tile_folders, video_
     assert run["frames"] == 24
     metrics = json.loads(ok(run_blocked("eval", str(bundle), "--normal", str(tile_folders["held"]),
                                         "--anomalous", str(tile_folders["defects"]), "--json")).stdout)
-    assert 0.0 <= metrics["auc"] <= 1.0 and metrics["n_anomalous"] == 20
+    assert metrics["n_anomalous"] == 20 and metrics["n_normal"] == 20
+    # the demo model (a sneaker DOC network) cannot tell tile defects apart (measured 0.505), so the bound
+    # is on what any working detector separates: tiles vs street scenes (measured 1.0); random, constant
+    # or inverted scores give 0.5 or less
+    other = json.loads(ok(run_blocked("eval", str(bundle), "--normal", str(tile_folders["held"]),
+                                      "--anomalous", str(video_dir / "vtest.avi"), "--json")).stdout)
+    assert other["auc"] >= 0.95, other["auc"]
     bench = ok(run_blocked("bench", str(bundle), "--precisions", "FP32,INT8", "--batch", "8", "--hints",
                            "throughput", "--scorers", "flat", "--frames", "16", "--repeats", "1",
                            "--source", str(video_dir / "vtest.avi"), "--calib", str(tile_folders["fit"]),
@@ -183,6 +225,28 @@ def test_every_runtime_verb_runs_with_host_packages_blocked(tile_folders, video_
     int8 = [s for s in result.get("skipped", []) if "INT8" in json.dumps(s)]
     assert int8 and "nncf" in json.dumps(int8).lower(), result.get("skipped")
     assert "ModuleNotFoundError" not in bench.stdout + bench.stderr
+
+
+def test_patch_verbs_run_with_host_packages_blocked(tile_folders, video_dir, tmp_path):
+    """fit --mode patch (the shipped backbone), run with maps, eval, bench: the patch path a
+    board takes, with TensorFlow, Keras, NNCF and ovdoc.host unimportable."""
+    bundle = tmp_path / "patch.bundle"
+    fit = json.loads(ok(run_blocked("fit", "--mode", "patch", "--normal", str(tile_folders["fit"]),
+                                    "--out", str(bundle), "--json")).stdout)
+    assert fit["mode"] == "patch"
+    run = json.loads(ok(run_blocked("run", str(bundle), "--source", str(video_dir / "vtest.avi"), "--res",
+                                    "320x240", "--headless", "--json", "--max-frames", "8")).stdout)
+    assert run["frames"] == 8
+    metrics = json.loads(ok(run_blocked("eval", str(bundle), "--normal", str(tile_folders["held"]),
+                                        "--anomalous", str(tile_folders["defects"]), "--json")).stdout)
+    # 20 held-out good tiles vs 4 of each defect type: measured 0.81; random scores reach 0.7 about 1 time
+    # in 70, inverted ones never
+    assert metrics["auc"] >= 0.7 and metrics["n_anomalous"] == 20, metrics["auc"]
+    bench = json.loads(ok(run_blocked("bench", str(bundle), "--precisions", "FP32", "--batch", "1", "--hints",
+                                      "throughput", "--frames", "8", "--repeats", "1",
+                                      "--source", str(video_dir / "vtest.avi"), "--res", "320x240",
+                                      "--json")).stdout)
+    assert [r["mode"] for r in bench["results"]] == ["patch"]
 
 
 @pytest.mark.parametrize("verb", ["convert", "train", "export"])

@@ -72,6 +72,36 @@ def test_tflite_export_is_verified_and_scores_like_the_bundle(arcface_run, tmp_p
     np.testing.assert_allclose(phone, det.score_samples(images), atol=2e-4)
 
 
+def test_a_bundle_fitted_from_ovdoc_trains_ir_exports(arcface_run, tmp_path):
+    """`ovdoc train --method arcface ... --out arc/`, then `ovdoc fit arc/ir/FP32/model.xml --scorer
+    mean-cosine --out mc/` somewhere else, then `ovdoc export mc/ --to tflite`: the IR names its
+    model.keras in its rt_info, so the bundle fitted from it alone records it and exports."""
+    from ovdoc.runtime.bundle import sha256_file
+    from ovdoc.runtime.detector import Detector
+
+    good = tmp_path / "good"
+    write_pngs(_images("fashion-mnist:sneaker", 40), good)
+    bundle = tmp_path / "elsewhere" / "mc"
+    proc = ovdoc_cli("fit", str(arcface_run / "ir" / "FP32" / "model.xml"), "--normal", str(good),
+                     "--scorer", "mean-cosine", "--out", str(bundle), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    record = manifest["export_source"]
+    assert record["format"] == "keras" and not record["file"].startswith("/")  # relative to the bundle
+    assert (bundle / record["file"]).resolve() == (arcface_run / "model.keras").resolve()
+    assert record["sha256"] == sha256_file(arcface_run / "model.keras")
+    out = tmp_path / "phone"
+    proc = ovdoc_cli("export", str(bundle), "--to", "tflite", "--out", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scoring = json.loads((out / "scoring.json").read_text(encoding="utf-8"))
+    assert scoring["numeric_verified"] is True and scoring["scorer"]["kind"] == "mean-cosine"
+    from ovdoc.host.export import tflite
+
+    images = _images("fashion-mnist-test:sneaker", 6) + _images("fashion-mnist-test:ankle_boot", 6)
+    phone = _phone_scores(scoring, out, images, lambda x: tflite.run(out / "model.tflite", x))
+    np.testing.assert_allclose(phone, Detector.load(bundle).score_samples(images), atol=2e-4)
+
+
 def test_onnx_export_of_the_shipped_backbone_with_knn(fashion_mnist_dir, tmp_path):
     """The shipped backbone (FP16 weights) rebuilt in Keras: held to an FP32 IR of the same source at
     0.9999, to the bundle's IR at the FP16 bound; kNN's normal vectors go beside scoring.json."""

@@ -89,3 +89,25 @@ def test_video_check_counts_frames_by_reading(tmp_path):
     assert soak.check_video(path, 12)["ok"]
     assert not soak.check_video(path, 13)["ok"]
     assert not soak.check_video(tmp_path / "missing.avi", 12)["ok"]
+
+
+def test_pace_verdict_wants_the_schedule_kept():
+    """A run that passes every other check while falling behind is no pass: >= 99 % of each camera's
+    schedule (seconds x clip FPS) and at most one late re-anchor each."""
+    def summary(*lanes):
+        return {"sources": [{"frames": f, "late_resets": late} for f, late in lanes]}
+
+    good = soak.check_pace(summary((17940, 0), (17910, 1)), 2, 1800.0, 10.0)
+    assert good["ok"] and good["min_delivered"] == pytest.approx(17910 / 18000, abs=1e-4)
+    # the 2026-11-23 record: ~94 % of the schedule with 80-90 re-anchors per camera
+    old = soak.check_pace(summary((16920, 85), (16900, 82)), 2, 1800.0, 10.0)
+    assert not old["ok"] and len(old["failures"]) == 2 and old["late_resets"] == 167
+    assert not soak.check_pace(summary((17990, 0), (17700, 0)), 2, 1800.0, 10.0)["ok"]  # 98.3 %: short
+    assert not soak.check_pace(summary((18000, 0), (18000, 2)), 2, 1800.0, 10.0)["ok"]  # fell behind twice
+    assert not soak.check_pace({"frames": 18000}, 1, 1800.0, 10.0)["ok"]  # re-anchors not reported
+    assert soak.check_pace({"frames": 18000, "late_resets": 0}, 1, 1800.0, 10.0)["ok"]  # one camera
+
+
+def test_soak_names_its_commit():
+    name = soak.commit()
+    assert name != "unknown" and len(name.removesuffix("-dirty")) >= 7

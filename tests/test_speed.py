@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, need_package
 
 
@@ -20,8 +21,8 @@ def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "speed.json").read_text(encoding="utf-8"))
     loops, runs = result["loops"], result["runs"]
-    expected = {"decode", "decode_resize", "model", "scorer", "original", "port_lof", "port_faiss", "ovdoc",
-                "ovdoc_lof", "ovdoc_exact", "ovdoc_patch", "cpu_bound"}
+    expected = {"decode", "decode_resize", "decode_prepare", "model", "scorer", "original", "port_lof",
+                "port_faiss", "ovdoc", "ovdoc_lof", "ovdoc_exact", "ovdoc_patch", "cpu_bound"}
     assert set(loops) == expected
     for name, summary in loops.items():
         assert summary["runs"] == 1 and summary["fps_min"] <= summary["fps_median"] <= summary["fps_max"]
@@ -33,14 +34,31 @@ def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):
     assert loops["original"]["frames"] == 30 and runs["original"][0]["call"] == "predict_on_batch"
     # sanity that a broken timer would fail: nothing that decodes can beat decoding alone (50 % for noise),
     # and the 2019 loop's synchronous batch-1 inference is slower than the batched model alone
-    for name in ("decode_resize", "port_lof", "port_faiss", "ovdoc", "ovdoc_lof", "ovdoc_exact",
-                 "ovdoc_patch", "original"):
-        assert loops[name]["fps_median"] < 1.5 * loops["decode"]["fps_median"], name
+    # compared in CPU time per frame where a loop reports it (a wall-clock FPS of one smoke pass on a busy
+    # machine can beat decode's if decode drew a bad moment; CPU time does not depend on the contention)
+    decode_cpu = loops["decode"]["cpu_ms_per_frame_median"]
+    for name in ("decode_resize", "decode_prepare", "port_lof", "port_faiss", "ovdoc", "ovdoc_lof",
+                 "ovdoc_exact", "ovdoc_patch", "original"):
+        run = runs[name][0]
+        cpu = run.get("cpu_ms_per_frame") or (1000 * run["cpu_s"] / run["frames"] if "cpu_s" in run else None)
+        if cpu is not None:
+            assert cpu > 0.67 * decode_cpu, (name, cpu, decode_cpu)
+        else:
+            assert loops[name]["fps_median"] < 1.5 * loops["decode"]["fps_median"], name
     assert loops["port_lof"]["fps_median"] < loops["model"]["fps_median"]
     assert runs["port_faiss"][0].get("scorer") == "knn" and runs["port_lof"][0].get("scorer") == "lof"
     assert result["ratios"]["ovdoc_vs_decode_resize"]["median"] > 0
+    # the headline: `ovdoc run` / decode alone, same pass; the per-frame CPU profile beside it
+    assert result["headline"] == "ovdoc_vs_decode" and result["headline_goal"] == 0.8
+    assert result["ratios"]["ovdoc_vs_decode"]["median"] > 0
+    prof = result["profile"]
+    parts = prof["parts_cpu_ms_per_frame"]
+    assert prof["ovdoc_cpu_ms_per_frame"] > 0 and prof["startup_cpu_s"] > 0
+    assert parts["decode"] > 0 and parts["inference (batched async)"] > 0 and parts["search (kNN)"] > 0
+    assert sum(parts.values()) == pytest.approx(prof["ovdoc_cpu_ms_per_frame"], abs=0.01)
     md = (out / "speed.md").read_text(encoding="utf-8")
-    assert "Goal: `ovdoc run` >= 90% of decode + resize" in md and "quick" in md
+    assert "Goal: `ovdoc run` >= 80% of decode alone" in md and "quick" in md
+    assert "## Per-frame CPU profile of `ovdoc run`" in md and "rest: the loop itself" in md
     # patch mode: its own bundle (fitted on the clip's first 100 frames), its ratio, its goal line
     assert result["patch_bundle"]["n_images"] == 100 and result["patch_bundle"]["bank_mb"] <= 50
     assert result["ratios"]["ovdoc_patch_vs_decode_resize"]["median"] > 0

@@ -30,7 +30,7 @@ from ovdoc.errors import OvdocError
 from ovdoc.runtime.calibration import CALIBRATIONS, calibrate, threshold_at_fpr
 from ovdoc.runtime.datasets import UNREADABLE_NAMED
 from ovdoc.runtime.extract import Extract, LocalExtract
-from ovdoc.runtime.ir import RT_PREPROCESS, annotate, read_ir, save_ir
+from ovdoc.runtime.ir import RT_PREPROCESS, annotate, export_source_of, read_ir, save_ir
 from ovdoc.runtime.patch import MAP_SIGMA_CELLS, PatchConfig
 from ovdoc.runtime.preprocess import RESIZE_MODES, PreprocessSpec
 
@@ -272,6 +272,8 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
         "threshold": threshold,
         "built_with": _built_with(core, extractor, config.batch),
     }
+    # an IR from `ovdoc train` names its model.keras: a bundle fitted from it alone exports as well
+    export_source = export_source or export_source_of(model, xml, out_dir)
     if export_source:
         manifest["export_source"] = export_source
     # an IR whose size was changed is saved with its new preprocessing; else copied byte for byte

@@ -118,6 +118,27 @@ def annotate(model: ov.Model, spec: PreprocessSpec, source: dict | None = None) 
     return model
 
 
+def export_source_of(model: ov.Model, xml: str | Path, bundle_dir: str | Path) -> dict | None:
+    """The Keras model `ovdoc train` recorded in this IR's rt_info (`ovdoc/source` -> `export`, its path
+    relative to the IR's folder), re-pointed relative to `bundle_dir`: what a bundle fitted from the IR
+    alone writes as its manifest's `export_source`, so `ovdoc export` finds the model (and checks its
+    sha256) wherever the bundle was fitted. None when the IR records none, or the file is not there."""
+    import os
+
+    if not model.has_rt_info(RT_SOURCE):
+        return None
+    try:
+        record = json.loads(model.get_rt_info(RT_SOURCE).astype(str)).get("export")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != "keras" or not record.get("file"):
+        return None
+    path = (Path(xml).resolve().parent / record["file"]).resolve()
+    if not path.is_file():
+        return None
+    return record | {"file": os.path.relpath(path, Path(bundle_dir).resolve())}
+
+
 def save_ir(model: ov.Model, xml_path: str | Path, *, compress_to_fp16: bool) -> Path:
     """Save with the weight precision asked for (`save_model` compresses to FP16 unless told not to).
 

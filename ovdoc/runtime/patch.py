@@ -31,7 +31,7 @@ from ovdoc.errors import OvdocError, first_line
 DEFAULT_LAYERS = ("block_6_expand_relu", "block_10_expand_relu")  # stride 8 + stride 16
 AGGREGATES = ("max", "topk", "smooth_max")
 # Gaussian smoothing of patch-score maps, in grid cells (8 px of model input at stride 8): the same for
-# the smooth_max image score and for anomaly maps, so an image's score is the maximum of its map. 3 cells
+# the smooth_max image score and for anomaly maps, so an image's score is the maximum of its map. 4 cells
 # (32 px at the default 128x160 input) chosen on the magnetic-tile validation split (seeds 0-2, the
 # current bank; benchmarks/magnetic_tile_patch_sweep.py): pooled pixel AUROC 0.903 at 3, 0.908 at 4,
 # 0.910 at 6; heavier smoothing blurs small defects (blowholes) away, so 6's +0.002 was not taken.
@@ -55,7 +55,9 @@ class PatchConfig:
     """How patch features are built, banked and aggregated; recorded in the bundle's manifest."""
 
     layers: tuple[str, ...] = DEFAULT_LAYERS
-    neighbourhood: int = 3  # AvgPool kernel (odd); 1 = no aggregation
+    # AvgPool kernel (odd); 1 = no aggregation. Inherited from PatchCore's 3x3, never varied here: not
+    # chosen on the magnetic-tile protocol (docs/patch-defaults.md)
+    neighbourhood: int = 3
     dim: int = 64  # reduced feature size; PCA-64 scored as all 576 channels on validation (0.956 both)
     reduce: str = "pca"  # pca (fitted on normal patches), project (seeded random matrix) or none
     pca_images: int = 64  # normal (bank) images whose patches fit the PCA
@@ -68,7 +70,10 @@ class PatchConfig:
     max_candidates: int = 200_000  # patches the coreset chooses from (random per-image subsample above)
     projection_dim: int = 32  # random projection used for the coreset's distance computations only
     aggregate: str = "topk"
-    topk: int = 10  # patches averaged by aggregate="topk" (10 of 320 at 128x160; chosen on validation)
+    # patches averaged by aggregate="topk" (10 of 320 at 128x160). Inherited from the first, superseded ad
+    # hoc sweep (192x224 input, 4,096-patch bank: accuracy-magnetic-tile-patch-sweep.md), not re-chosen on
+    # the rerunnable protocol (magnetic_tile_patch_sweep.py) that chose the other defaults
+    topk: int = 10
     calib_fraction: float = 0.2  # normal images held out of the bank to calibrate the threshold
     normalise: str = "ratio"  # per-position normalisation (NORMALISATIONS), from half the held-out images
     index: str = "auto"  # FAISS index: flat (exact), ivf, auto (ivf from IVF_MIN_BANK patches)

@@ -121,8 +121,12 @@ def convert_keras_model(
     keep_frozen: bool = False,
     name: str | None = None,
     int8: Int8Options | None = None,
+    source: dict | None = None,
 ) -> dict:
-    """Convert an in-memory Keras model (e.g. fresh from `ovdoc train`) the same verified way."""
+    """Convert an in-memory Keras model (e.g. fresh from `ovdoc train`) the same verified way.
+
+    `source`: more fields for the IR's rt_info source record (`ovdoc train` names its saved model.keras
+    there, so a bundle later fitted from the IR alone can still be exported)."""
     require_tensorflow("converting a Keras model")
     from ovdoc.host.convert.keras_route import convert_keras
 
@@ -131,7 +135,8 @@ def convert_keras_model(
     log.info(f"ovdoc convert: in-memory Keras model {getattr(keras_model, 'name', '')}")
     return _convert(
         lambda work: convert_keras(keras_model, work, size=size), out_dir, label="the Keras model",
-        fmt="keras-model", source_info={"format": "keras-model", "name": getattr(keras_model, "name", None)},
+        fmt="keras-model",
+        source_info={"format": "keras-model", "name": getattr(keras_model, "name", None), **(source or {})},
         precisions=wanted, name=name or getattr(keras_model, "name", None) or "model", probe=probe,
         keep_frozen=keep_frozen, spec=spec, size=size, int8=int8,
     )

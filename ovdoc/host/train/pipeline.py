@@ -95,9 +95,6 @@ def train_to_bundle(
             model, spec = selection_lib.untrained_model(config)
         else:
             model, spec = result.model, result.spec
-        log.info("converting to OpenVINO IR (verified against Keras)")
-        conversion = convert_keras_model(model, tmp / "ir", spec=spec,
-                                         name=config.method if kept == "trained" else "untrained")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.save(tmp / "model.keras")
@@ -107,6 +104,12 @@ def train_to_bundle(
         keras_record = {"format": "keras", "file": "../model.keras",
                         "method": config.method if kept == "trained" else "untrained",
                         "sha256": sha256_file(tmp / "model.keras")}
+        log.info("converting to OpenVINO IR (verified against Keras)")
+        # the IR names its Keras source (relative to the IR's folder, OUT/ir/<precision>/) in its rt_info:
+        # `ovdoc fit OUT/ir/FP32/model.xml` anywhere else then records it, and that bundle exports too
+        conversion = convert_keras_model(model, tmp / "ir", spec=spec,
+                                         name=config.method if kept == "trained" else "untrained",
+                                         source={"export": keras_record | {"file": "../../model.keras"}})
         log.info(f"fitting the detector bundle on the target images ({bundle_precision} IR)")
         # the images already in memory: no PNG round trip through a scratch folder
         manifest = fit_bundle_images(
