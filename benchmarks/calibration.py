@@ -233,8 +233,8 @@ def markdown(summary: list[dict], command: str) -> str:
             return f"{e[key][0]:.4f} ± {e[key][1]:.4f}" if key in e else "-"
 
         lines.append(f"| {e['cell']} | {e['mode']} | {e['near_duplicates']} | {e['target']} "
-                     f"| {e['groups']:.0f} | {f('bootstrap')} | {f('conformal')} | {f('pooled')} | {f('loo')} "
-                     f"| {f('heldout_fpr')} "
+                     f"| {e['groups']:.0f} | {f('bootstrap')} | {f('conformal')} | {f('pooled')} "
+                     f"| {f('loo')} | {f('heldout_fpr')} "
                      f"| {f('fpr_upper_95')} | {e['under_bound']:.0%} |")
     return "\n".join(lines) + "\n"
 
