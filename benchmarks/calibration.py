@@ -155,7 +155,8 @@ def run_global(cell: str, seeds: list[int], extractor) -> list[dict]:
             tr = extractor.extract(_bgr(xtr[train_idx]), progress=False)
             te = extractor.extract(_bgr(xte[test_idx]), progress=False)
             keys = [("frame", f"array:{cell}")] * len(tr)
-            rows += global_cell(cell, tr, te, keys, None, seed)
+            thumbs = [thumbnail(im) for im in _bgr(xtr[train_idx])]
+            rows += global_cell(cell, tr, te, keys, thumbs, seed)
     return rows
 
 

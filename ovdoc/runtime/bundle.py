@@ -299,11 +299,14 @@ def _thumbnailed(images: Iterable[np.ndarray], thumbs: list[np.ndarray]) -> Iter
 
 
 def _near_groups(keys: list | None, thumbs: list[np.ndarray]) -> np.ndarray | None:
-    """Near-duplicate groups when every image is a file of one folder (several folders: the folders are
-    the groups; frames: blocks of the sequence), else None."""
-    if not keys or len(keys) != len(thumbs) or any(kind != "file" for kind, _ in keys):
+    """Near-duplicate groups when every image is a file of one folder, or all come from in-memory image
+    sets (data sets, .npz); else None (several folders: the folders are the groups; video frames:
+    blocks of the sequence, each scored against its past)."""
+    if not keys or len(keys) != len(thumbs):
         return None
-    if len({group for _, group in keys}) != 1:
+    files = all(kind == "file" for kind, _ in keys)
+    arrays = all(kind == "frame" and group.startswith("array:") for kind, group in keys)
+    if not (files and len({group for _, group in keys}) == 1) and not arrays:
         return None
     from ovdoc.runtime.near_duplicates import near_duplicate_groups
 
@@ -424,9 +427,13 @@ def _patch_groups(images: list[np.ndarray], keys: list | None, config: FitConfig
 
         near = _near_groups(keys, [thumbnail(im) for im in images])
         if near is not None:
-            return near, "parts"
-    files = all(kind == "file" for kind, _ in keys)
-    return sequence_groups(keys), ("folders" if files else "video blocks")
+            return near, ("parts" if keys[0][0] == "file" else "images")
+    if all(kind == "file" for kind, _ in keys):
+        if len({group for _, group in keys}) == 1:  # one folder, near-duplicates off: each image alone
+            return np.arange(len(images)), "images"
+        return sequence_groups(keys), "folders"
+    arrays = all(group.startswith("array:") for _, group in keys)
+    return sequence_groups(keys), "blocks of images" if arrays else "stretches of video"
 
 
 def _group_threshold(scores: np.ndarray, labels: np.ndarray, config: FitConfig, method: str, unit: str, *,

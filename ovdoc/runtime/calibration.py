@@ -284,8 +284,9 @@ def make_grouping(keys: list[tuple[str, str]], *, k: int, max_folds: int = MAX_F
     on: a block with frames on both sides in the index measures interpolation, which is easier (on the
     two halves of vtest.avi it gave a threshold flagging 33 % of the second half at --fpr 0.05;
     past-only, 16 %; leave-one-out, 98 %).
-    `near` (image files in one folder): near-duplicate group per image (near_duplicates.py); each
-    group is held out whole, like a folder.
+    `near` (image files in one folder, or an in-memory image set): near-duplicate group per image
+    (near_duplicates.py); each group is held out whole, like a folder, and the index keeps the rest
+    (an in-memory set is a sample of independent images, not a sequence in time).
     None when there is too little to hold out (the caller falls back to leave-one-out).
     """
     n = len(keys)
@@ -296,10 +297,11 @@ def make_grouping(keys: list[tuple[str, str]], *, k: int, max_folds: int = MAX_F
         labels = np.array([index[g] for _, g in keys])
         return _whole_groups(labels, k, max_folds, "folders",
                              f"{len(distinct)} folders held out whole", "folders")
-    if len(folders) == n and near is not None and len(near) == n and len(np.unique(near)) >= 2:
-        labels = np.unique(np.asarray(near), return_inverse=True)[1]
+    if near is not None and len(near) == n and len(np.unique(near)) >= 2:
+        labels = np.unique(np.asarray(near), return_inverse=True)[1].ravel()
+        unit = "parts" if len(folders) == n else "images"
         return _whole_groups(labels, k, max_folds, "near-duplicates",
-                             f"{labels.max() + 1} groups of near-duplicate images held out whole", "parts")
+                             f"{labels.max() + 1} groups of near-duplicate images held out whole", unit)
     # sequences: runs of the same group, in order
     runs: list[np.ndarray] = []
     start = 0
@@ -331,7 +333,12 @@ def make_grouping(keys: list[tuple[str, str]], *, k: int, max_folds: int = MAX_F
     for i, fold in enumerate(folds):
         labels[fold.held] = i
     return Grouping("blocks", folds, f"{blocks_total} blocks of consecutive images, each scored against the "
-                    "images before it less the half block just before it", labels, "video blocks")
+                    "images before it less the half block just before it", labels, _block_unit(keys))
+
+
+def _block_unit(keys: list[tuple[str, str]]) -> str:
+    """What one block is, in words: a stretch of a video, or a block of an in-memory image set."""
+    return "blocks of images" if all(g.startswith("array:") for _, g in keys) else "stretches of video"
 
 
 def _whole_groups(labels: np.ndarray, k: int, max_folds: int, kind: str, description: str,
