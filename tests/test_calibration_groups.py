@@ -87,22 +87,24 @@ def tiles_folder(magnetic_tile_dir, tmp_path_factory) -> tuple[Path, list[Path]]
 
 
 def test_near_duplicates_in_one_folder_are_caught(tiles_folder, tmp_path):
-    """Held out one image at a time (near-duplicates off: blocks in file-name order, where an exposure
-    still has its siblings in the index) the held-out tiles look easier than they are; with the
-    near-duplicate groups the threshold is higher and the new tiles' FPR closer to the target."""
+    """One folder of tiles, 5-6 exposures each: leave-one-out (each exposure scored with its siblings in
+    the index) is optimistic. The fit finds the near-duplicate groups, sets the threshold on whole groups
+    (higher than leave-one-out's) and says how optimistic leave-one-out would have been."""
     good, _ = tiles_folder
     results = {}
-    for near in ("auto", "off"):
-        out = tmp_path / f"{near}.bundle"
+    for calibration in ("auto", "loo"):
+        out = tmp_path / f"{calibration}.bundle"
         proc = ovdoc_cli("fit", "--normal", str(good), "--out", str(out), "--fpr", "0.05",
-                         "--near-duplicates", near, "--json", timeout=400)
+                         "--calibration", calibration, "--json", timeout=400)
         assert proc.returncode == 0, proc.stderr
-        results[near] = json.loads(proc.stdout)
-    auto, off = results["auto"]["calibration"], results["off"]["calibration"]
-    assert auto["grouping"] == "near-duplicates" and off["grouping"] != "near-duplicates"
-    assert auto["groups"] < 200 and auto["estimator"] == "group-bootstrap"
-    assert results["auto"]["threshold"] > results["off"]["threshold"]
-    # the record is in the manifest too, and fit printed the bound on the way
+        results[calibration] = json.loads(proc.stdout)
+    auto, loo = results["auto"]["calibration"], results["loo"]["calibration"]
+    assert auto["grouping"] == "near-duplicates" and auto["estimator"] == "group-bootstrap"
+    assert 30 <= auto["groups"] < 150  # 300 images of about 50 tiles
+    assert auto["loo_fpr_on_heldout"] > 0.15 and "near-duplicates" in auto["optimism"]
+    assert results["auto"]["threshold"] > results["loo"]["threshold"]
+    assert loo["estimator"] == "leave-one-out" and "optimistic" in loo["bound_note"]
+    # the record is in the manifest too
     manifest = json.loads((tmp_path / "auto.bundle" / "manifest.json").read_text(encoding="utf-8"))
     for key in ("method", "groups", "target_fpr", "heldout_fpr", "fpr_upper_95"):
         assert manifest["calibration"][key] == auto[key]

@@ -267,7 +267,8 @@ def fit(
         click.echo(f"calibration: {c.get('estimator', '')} over {c['groups']} independent groups "
                    f"(effective {c['n_effective']:g}); target FPR {c['target_fpr']:.2%}, {measured}"
                    f"at most {c['fpr_upper_95']:.2%} on new groups (95 % bound)")
-    if "message" in c:
-        click.echo(c["message"])
+    for key in ("optimism", "message"):
+        if key in c:
+            click.echo(c[key])
     if result["unreadable_images"]:
         click.echo(f"skipped {result['unreadable_images']} unreadable image file(s)")

@@ -396,6 +396,12 @@ def threshold_held_out(
         record["loo_fpr_on_heldout"] = round(float(np.mean(scores > loo)), 5)
     measured = record["heldout_fpr"]
     sigma = float(np.sqrt(fpr * (1 - fpr) / len(scores)))  # what independent images would allow
+    if record.get("loo_fpr_on_heldout", 0.0) > 2 * fpr + 3 * sigma:
+        record["optimism"] = (
+            f"leave-one-out would have flagged {record['loo_fpr_on_heldout']:.1%} of the held-out {unit} "
+            f"at a target of {fpr:.1%}: the normal images hold near-duplicates, so the threshold is set on "
+            f"whole {unit} instead"
+        )
     if measured > 2 * fpr + 3 * sigma or measured < 0.5 * fpr - 3 * sigma:
         record["warning"] = (
             f"normal images held out by group were flagged at {measured:.1%} against the target "
@@ -504,7 +510,8 @@ def sequence_groups(keys: list[tuple[str, str]], *, blocks: int = 2 * MAX_FOLDS)
 
 
 RECORD_KEYS = ("method", "estimator", "grouping", "groups", "n_effective", "target_fpr", "heldout_fpr",
-               "fpr_upper_95", "group_fpr_spread", "message", "groups_more_needed", "bound_note", "warning")
+               "fpr_upper_95", "group_fpr_spread", "message", "groups_more_needed", "bound_note", "warning",
+               "optimism", "loo_fpr_on_heldout")
 
 
 def calibration_record(threshold: dict) -> dict:
