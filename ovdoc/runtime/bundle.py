@@ -335,12 +335,12 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     size = config.size or default_patch_size([im.shape[1] / im.shape[0] for im in images])
     spec = _sized(dataclasses.replace(spec, width=size[0], height=size[1]), config, "stretch")
     labels, unit = _patch_groups(images, (report or {}).get("keys"), config)
-    rng, order, _ = bank_split(len(images), pc)
-    n_cal = min(len(images) - 1, max(1, int(round(pc.calib_fraction * len(images)))))
-    cal, bank_order = split_groups(labels, order, n_cal)  # every shot of a part on one side
-    if len(bank_order) == 0:
-        raise OvdocError("patch mode needs normal images of at least 2 parts (groups): one to build the bank "
-                         "from, one to calibrate on")
+    rng, first, rest = bank_split(len(images), pc)
+    order = np.concatenate([first, rest])  # seeded order; with one image per group, the same split
+    cal, bank_order = split_groups(labels, order, len(first))  # every shot of a part on one side
+    if len(bank_order) == 0 or len(np.unique(labels[cal])) < 2:  # too few groups: each image alone
+        labels, unit = np.arange(len(images)), "images"
+        cal, bank_order = first, rest
     n_cal, bank_imgs = len(cal), np.sort(bank_order)
     matrix = None
     if pc.reduce == "pca":

@@ -338,7 +338,8 @@ def make_grouping(keys: list[tuple[str, str]], *, k: int, max_folds: int = MAX_F
 
 def _block_unit(keys: list[tuple[str, str]]) -> str:
     """What one block is, in words: a stretch of a video, or a block of an in-memory image set."""
-    return "blocks of images" if all(g.startswith("array:") for _, g in keys) else "stretches of video"
+    video = all(kind == "frame" and not g.startswith("array:") for kind, g in keys)
+    return "stretches of video" if video else "blocks of images"
 
 
 def _whole_groups(labels: np.ndarray, k: int, max_folds: int, kind: str, description: str,

@@ -37,13 +37,14 @@ def thumbnail(image: np.ndarray, size: int = THUMB) -> np.ndarray:
 
 def near_duplicate_groups(thumbs: np.ndarray, *, neighbours: int = NEIGHBOURS,
                           ratio: float = LINK_RATIO) -> np.ndarray:
-    """Group label per image (0..G-1) from its thumbnail; every image alone when there are too few."""
+    """Group label per image (0..G-1) from its thumbnail; every image alone when there are fewer than 9."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     x = np.asarray(thumbs, np.float32)
     n = len(x)
-    if n <= neighbours + 1:
+    neighbours = min(neighbours, n // 3)  # a small set: the reference neighbour must still be "the rest"
+    if neighbours < 3:
         return np.arange(n)
     rows, cols = [], []
     sq = (x * x).sum(1)

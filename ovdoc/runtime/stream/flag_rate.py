@@ -16,11 +16,11 @@ WINDOW_FLAGS = 30  # the window holds about this many flagged frames at the targ
 MIN_WINDOW, MAX_WINDOW = 300, 20000
 
 
-def bundle_rates(manifest: dict) -> tuple[float, float]:
-    """(target, upper bound) of a bundle; bundles from before the calibration record: 2x the target."""
-    cal = manifest.get("calibration") or {}
-    threshold = manifest.get("threshold") or {}
-    target = float(cal.get("target_fpr") or threshold.get("fpr") or 0.01)
+def bundle_rates(calibration: dict | None) -> tuple[float, float]:
+    """(target, upper bound) from a bundle's calibration record (Detector.calibration_); bundles from
+    before the record: 2x the target; no record at all (a fake detector): 1 % and 2 %."""
+    cal = calibration or {}
+    target = float(cal.get("target_fpr") or 0.01)
     upper = cal.get("fpr_upper_95")
     return target, float(upper) if upper is not None else min(1.0, 2 * target)
 

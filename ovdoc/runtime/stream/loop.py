@@ -157,7 +157,7 @@ class LiveLoop:
                 getattr(sink, "wants_snapshots", False) for sink in lane.sinks
             )
             lane.episodes = EpisodeTracker(lane.source.name, keep_snapshot=keep)
-            target, upper = bundle_rates(getattr(self.models[lane.model].det, "manifest_", {}))
+            target, upper = bundle_rates(getattr(self.models[lane.model].det, "calibration_", None))
             lane.flag_rate = FlagRateTracker(lane.source.name, target, upper, window=options.flag_window)
 
     @property
