@@ -145,3 +145,27 @@ def test_flag_rate_event_fires_when_the_normal_look_changes(bundle, streams, tmp
     high = [r for r in records if r.get("event") == "flag_rate_high"]
     assert len(high) == 1 and high[0]["flag_rate"] > high[0]["flag_rate_upper"], summary["anomalies"]
     assert sum(r["anomalous"] for r in frames) == summary["anomalies"] > 30  # decisions as they were
+
+
+def test_flag_rate_is_in_the_metrics_and_fires_once_per_excursion():
+    """The tracker's window against the bound, as /metrics and /api/status show it (the real WebState)."""
+    from ovdoc.runtime.stream.flag_rate import FlagRateTracker
+    from ovdoc.runtime.stream.web import WebState
+
+    tracker = FlagRateTracker("cam", 0.01, 0.03, window=100)
+    rng = np.random.default_rng(0)
+    events = [tracker.update(rng.random() < 0.01, t / 10.0) for t in range(1000)]  # steady, 10 fps
+    assert not [e for e in events if e] and not tracker.high
+    events = [tracker.update(rng.random() < 0.2, 100 + t / 10.0) for t in range(300)]  # drifted
+    fired = [e for e in events if e]
+    assert [e["event"] for e in fired] == ["flag_rate_high"] and fired[0]["flag_rate"] > 0.03
+    events = [tracker.update(False, 130 + t / 10.0) for t in range(300)]  # back to normal
+    assert [e["event"] for e in events if e] == ["flag_rate_normal"]
+    state = WebState(["cam"], 1.0, post=lambda command: None, counters=lambda i: tracker.status(),
+                     scoring=lambda: True)
+    metrics = state.metrics()
+    for name in ("ovdoc_flag_rate", "ovdoc_flag_rate_target", "ovdoc_flag_rate_upper",
+                 "ovdoc_flagged_frames_per_hour", "ovdoc_episodes_per_hour", "ovdoc_flag_rate_high"):
+        assert f'{name}{{camera="0",source="cam"}}' in metrics, name
+    assert 'ovdoc_flag_rate_upper{camera="0",source="cam"} 0.03' in metrics
+    assert state.status()["cameras"][0]["flagged_frames_per_hour"] == 0.0
