@@ -101,6 +101,7 @@ def test_threshold_from_one_half_of_a_video_holds_on_the_other(halves, tmp_path)
     for fit in (fit_fwd, fit_bwd):
         cal = fit["calibration"]
         assert cal["method"].startswith("held-out blocks") and cal["target_fpr"] == fpr
+        assert cal["estimator"] == "group-bootstrap" and cal["groups"] >= 9 and cal["fpr_upper_95"] > fpr
         assert 0 < cal["heldout_fpr"] < 3 * fpr  # the estimate the fit reports for unseen frames
         assert cal["loo_fpr_on_heldout"] > 0.5  # what leave-one-out would have done
     assert max(flagged) <= 4 * fpr, flagged

@@ -483,7 +483,7 @@ class PublicOnly:
     ALLOWED = {
         "mode_", "preprocess", "prepare", "prepare_at", "batch", "set_callback", "submit", "wait",
         "score_outputs", "map_to_frame", "peak_point", "smooth_map", "map_threshold_", "threshold_",
-        "bundle_", "device_",
+        "bundle_", "device_", "calibration_",
     }  # fmt: skip
 
     def __init__(self, det) -> None:

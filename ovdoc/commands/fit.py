@@ -119,6 +119,10 @@ from ovdoc.errors import OvdocError
               "a pool of actors, one per cluster CPU; index, threshold and bundle are built here as "
               "without it. Image files are read by the workers (same paths on every node). Needs `pip "
               "install 'ovdoc[cluster]'`.")
+@click.option("--near-duplicates", "near_duplicates", type=click.Choice(["auto", "off"]), default="auto",
+              show_default=True,
+              help="Image files in one folder: auto groups near-duplicate shots of one part (look-alike "
+              "thumbnails) and holds each group out whole, so the threshold holds on new parts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def fit(
     model: str | None,
@@ -146,6 +150,7 @@ def fit(
     seed: int,
     calibration: str,
     ray_address: str | None,
+    near_duplicates: str,
     as_json: bool,
 ) -> None:
     """Build a detector bundle from MODEL (an IR .xml or an `ovdoc convert` folder) and normal images.
@@ -199,6 +204,7 @@ def fit(
     config = FitConfig(
         mode=mode, k=k, index=index, fpr=fpr, scorer=scorer, metric=metric, batch=batch, device=device,
         size=parse_size(size) if size else None, resize=resize, calibration=calibration,
+        near_duplicates=near_duplicates,
         patch=PatchConfig(coreset=parse_coreset(coreset), seed=seed,
                           **{key: v for key, v in patch_opts.items() if v is not None}),
     )
@@ -229,7 +235,7 @@ def fit(
         "calibration": {
             key: t[key] for key in ("method", "fpr", "n", "score_median", "score_max", "target_fpr",
                                     "heldout_fpr", "n_heldout", "loo_fpr_on_heldout", "warning") if key in t
-        },
+        } | manifest.get("calibration", {}),
         "unreadable_images": manifest.get("normal_input", {}).get("unreadable", 0),
         "device": b["device"],
         "inference_precision": b["inference_precision"],
@@ -265,9 +271,18 @@ def fit(
         f"threshold {t['value']:.4g} at FPR {t['fpr']} ({t['method']}; median normal score "
         f"{t['score_median']:.4g}); built on {b['device']} {b['inference_precision']} in {wall:.1f} s"
     )
-    if "heldout_fpr" in t:
+    if "heldout_fpr" in t and "loo_fpr_on_heldout" in t:
         click.echo(f"held out by group: target FPR {t['target_fpr']}, measured {t['heldout_fpr']:.4f} on "
                    f"{t['n_heldout']} held-out images (the leave-one-out threshold would flag "
                    f"{t['loo_fpr_on_heldout']:.4f})")
+    c = result["calibration"]
+    if "fpr_upper_95" in c:
+        measured = f"measured {c['heldout_fpr']:.2%} on groups left out, " if "heldout_fpr" in c else ""
+        click.echo(f"calibration: {c.get('estimator', '')} over {c['groups']} independent groups "
+                   f"(effective {c['n_effective']:g}); target FPR {c['target_fpr']:.2%}, {measured}"
+                   f"at most {c['fpr_upper_95']:.2%} on new groups (95 % bound)")
+    for key in ("optimism", "message"):
+        if key in c:
+            click.echo(c[key])
     if result["unreadable_images"]:
         click.echo(f"skipped {result['unreadable_images']} unreadable image file(s)")

@@ -27,7 +27,14 @@ import openvino as ov
 from ovdoc import __version__
 from ovdoc.atomic import atomic_dir
 from ovdoc.errors import OvdocError
-from ovdoc.runtime.calibration import CALIBRATIONS, calibrate, threshold_at_fpr
+from ovdoc.runtime.calibration import (
+    CALIBRATIONS,
+    ESTIMATORS,
+    NEAR_DUPLICATES,
+    calibrate,
+    calibration_record,
+    split_groups,
+)
 from ovdoc.runtime.datasets import UNREADABLE_NAMED
 from ovdoc.runtime.extract import Extract, LocalExtract
 from ovdoc.runtime.ir import RT_PREPROCESS, annotate, export_source_of, read_ir, save_ir
@@ -118,6 +125,8 @@ class FitConfig:
     resize: str | None = None
     patch: PatchConfig = dataclasses.field(default_factory=PatchConfig)
     calibration: str = "auto"  # global mode: held-out groups where known (auto), or leave-one-out (loo)
+    near_duplicates: str = "auto"  # one folder of image files: group near-duplicate shots (auto) or not
+    estimator: str = "bootstrap"  # the group quantile: bootstrap (aims at the target) or conformal
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -132,6 +141,11 @@ class FitConfig:
             raise OvdocError(f"unknown resize mode {self.resize!r}: use {', '.join(RESIZE_MODES)}")
         if self.calibration not in CALIBRATIONS:
             raise OvdocError(f"unknown calibration {self.calibration!r}: use {', '.join(CALIBRATIONS)}")
+        if self.near_duplicates not in NEAR_DUPLICATES:
+            raise OvdocError(f"unknown --near-duplicates {self.near_duplicates!r}: use "
+                             f"{', '.join(NEAR_DUPLICATES)}")
+        if self.estimator not in ESTIMATORS:
+            raise OvdocError(f"unknown threshold estimator {self.estimator!r}: use {', '.join(ESTIMATORS)}")
         if self.mode == "patch" and self.scorer != "knn":
             raise OvdocError(f"patch mode scores patches by nearest-neighbour distance: no --scorer "
                              f"{self.scorer}")
@@ -230,7 +244,7 @@ def fit_bundle_images(
     extract = extract or LocalExtract(core=core, cache_dir=cache_dir)
     if config.mode == "patch":
         return _fit_patch(model, spec, xml, images, out_dir, config, core=core, progress=progress,
-                          extract=extract, sources=sources, report=input_report)
+                          extract=extract, total=total, sources=sources, report=input_report)
     return _fit_global(model, spec, xml, images, out_dir, config, core=core, progress=progress,
                        extract=extract, total=total, sources=sources, report=input_report,
                        export_source=export_source)
@@ -250,6 +264,9 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
 
     scorer_obj = make_scorer(config.scorer, k=config.k, index=config.index, metric=config.metric)
     spec = _sized(spec, config, spec.resize)
+    thumbs: list[np.ndarray] = []
+    if config.near_duplicates == "auto" and config.calibration == "auto":
+        images = _thumbnailed(images, thumbs)
     extractor = extract(model, spec, images, device=config.device, batch=config.batch, progress=progress,
                         total=total, desc="normal features")
     if extractor.skipped and report is not None:  # files the workers could not decode: as if skipped here
@@ -259,10 +276,12 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
         raise OvdocError("no images could be read from the normal sources")
     scorer_obj.fit(feats)
     method = LOO_METHODS[scorer_obj.kind]
+    keys = (report or {}).get("keys")
     threshold = calibrate(
-        scorer_obj.loo_scores(), feats, config.fpr, keys=(report or {}).get("keys"), k=config.k,
+        scorer_obj.loo_scores(), feats, config.fpr, keys=keys, k=config.k,
         build=lambda x: make_scorer(config.scorer, k=config.k, index="flat", metric=config.metric).fit(x),
-        loo_method=method, mode=config.calibration,
+        loo_method=method, mode=config.calibration, near=_near_groups(keys, thumbs),
+        estimator=config.estimator,
     )
     manifest = _manifest_head(model, spec, xml, "global", sources, report) | {
         "feature_dim": int(feats.shape[1]),
@@ -270,6 +289,7 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
         "scorer": scorer_obj.describe(),
         "k": config.k,
         "threshold": threshold,
+        "calibration": calibration_record(threshold),
         "built_with": _built_with(core, extractor, config.batch),
     }
     # an IR from `ovdoc train` names its model.keras: a bundle fitted from it alone exports as well
@@ -281,8 +301,34 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
     return _write_bundle(out_dir, manifest, scorer_obj, model, spec, xml, copy=not resized)
 
 
+def _thumbnailed(images: Iterable[np.ndarray], thumbs: list[np.ndarray]) -> Iterable[np.ndarray]:
+    """The images unchanged, each one's near-duplicate thumbnail appended to `thumbs` on the way."""
+    from ovdoc.runtime.images import read_image
+    from ovdoc.runtime.near_duplicates import thumbnail
+
+    for image in images:
+        # a Ray extraction streams file paths (its workers decode them): the thumbnail reads the file here
+        thumbs.append(thumbnail(read_image(image) if isinstance(image, (str, Path)) else image))
+        yield image
+
+
+def _near_groups(keys: list | None, thumbs: list[np.ndarray]) -> np.ndarray | None:
+    """Near-duplicate groups when every image is a file of one folder, or all come from in-memory image
+    sets (data sets, .npz); else None (several folders: the folders are the groups; video frames:
+    blocks of the sequence, each scored against its past)."""
+    if not keys or len(keys) != len(thumbs):
+        return None
+    files = all(kind == "file" for kind, _ in keys)
+    arrays = all(kind == "frame" and group.startswith("array:") for kind, group in keys)
+    if not (files and len({group for _, group in keys}) == 1) and not arrays:
+        return None
+    from ovdoc.runtime.near_duplicates import near_duplicate_groups
+
+    return near_duplicate_groups(np.stack(thumbs))
+
+
 def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, extract: Extract,
-               sources, report=None) -> dict:
+               total, sources, report=None) -> dict:
     """Patch mode: patch-feature IR, greedy coreset bank from most normals, threshold on held-out normals."""
     import time
 
@@ -303,7 +349,13 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         raise OvdocError(f"patch mode needs at least 2 normal images (bank + calibration), got {len(images)}")
     size = config.size or default_patch_size([im.shape[1] / im.shape[0] for im in images])
     spec = _sized(dataclasses.replace(spec, width=size[0], height=size[1]), config, "stretch")
-    rng, cal, bank_order = bank_split(len(images), pc)
+    labels, unit = _patch_groups(images, (report or {}).get("keys"), config)
+    rng, first, rest = bank_split(len(images), pc)
+    order = np.concatenate([first, rest])  # seeded order; with one image per group, the same split
+    cal, bank_order = split_groups(labels, order, len(first))  # every shot of a part on one side
+    if len(bank_order) == 0 or len(np.unique(labels[cal])) < 2:  # too few groups: each image alone
+        labels, unit = np.arange(len(images)), "images"
+        cal, bank_order = first, rest
     n_cal, bank_imgs = len(cal), np.sort(bank_order)
     matrix = None
     if pc.reduce == "pca":
@@ -333,20 +385,26 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     scorer = PatchScorer((h, w), dim, aggregate=pc.aggregate, topk=pc.topk, normalise=pc.normalise,
                          index=pc.index, nprobe=pc.nprobe)
     scorer.fit(candidates[picks])
-    method = f"held-out split: {n_cal} normal images kept out of the bank (seed {pc.seed})"
-    if pc.normalise != "none" and n_cal >= 2:
-        # half of the held-out images give the per-position statistics, the other half the threshold
-        stats, cal = cal[: n_cal // 2], cal[n_cal // 2 :]
+    n_groups = len(np.unique(labels[cal]))
+    method = (f"held-out split: {n_cal} normal images ({n_groups} {unit}) kept out of the bank "
+              f"(seed {pc.seed})")
+    if pc.normalise != "none" and n_groups >= 2:
+        # half of the held-out groups give the per-position statistics, the other half the threshold
+        stats, cal = split_groups(labels, cal, n_cal // 2)
+        if len(cal) == 0:
+            stats, cal = stats[:-1], stats[-1:]
         scorer.fit_position(scorer.raw_maps(feats[stats]))
         method += f"; {len(stats)} of them set the per-position normalisation, {len(cal)} the threshold"
     elif pc.normalise != "none":
         scorer.normalise = "none"
     cal_maps = scorer.patch_maps(feats[cal])
-    threshold = threshold_at_fpr(scorer.image_scores(cal_maps), config.fpr, method=method)
+    threshold = _group_threshold(scorer.image_scores(cal_maps), labels[cal], config, method, unit)
     from ovdoc.runtime.patch import gaussian_smooth
 
     smoothed_max = gaussian_smooth(cal_maps, MAP_SIGMA_CELLS).reshape(len(cal_maps), -1).max(axis=1)
-    threshold["map_value"] = float(np.quantile(smoothed_max, 1.0 - config.fpr))
+    threshold["map"] = _group_threshold(smoothed_max, labels[cal], config, "the smoothed map's maximum",
+                                        unit, full=False)
+    threshold["map_value"] = threshold["map"]["value"]
     patch = record | {
         "projection_seed": pc.seed,
         **({"pca_images": int(min(pc.pca_images, len(bank_imgs)))} if matrix is not None else {}),
@@ -365,10 +423,52 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         "scorer": scorer.describe(),
         "k": 1,
         "threshold": threshold,
+        "calibration": calibration_record(threshold),
         "patch": patch,
         "built_with": _built_with(core, extractor, config.batch),
     }
     return _write_bundle(out_dir, manifest, scorer, patch_model, spec, xml, copy=False)
+
+
+def _patch_groups(images: list[np.ndarray], keys: list | None, config: FitConfig) -> tuple[np.ndarray, str]:
+    """(group per image, what a group is): folders, near-duplicate shots in one folder, blocks of
+    consecutive frames; images in memory with no record of their origin are one group each."""
+    from ovdoc.runtime.calibration import sequence_groups
+
+    if not keys or len(keys) != len(images):
+        return np.arange(len(images)), "images"
+    if config.near_duplicates == "auto":
+        from ovdoc.runtime.near_duplicates import thumbnail
+
+        near = _near_groups(keys, [thumbnail(im) for im in images])
+        if near is not None:
+            return near, ("parts" if keys[0][0] == "file" else "images")
+    if all(kind == "file" for kind, _ in keys):
+        if len({group for _, group in keys}) == 1:  # one folder, near-duplicates off: each image alone
+            return np.arange(len(images)), "images"
+        return sequence_groups(keys), "folders"
+    arrays = all(group.startswith("array:") for _, group in keys)
+    return sequence_groups(keys), "blocks of images" if arrays else "stretches of video"
+
+
+def _group_threshold(scores: np.ndarray, labels: np.ndarray, config: FitConfig, method: str, unit: str, *,
+                     full: bool = True) -> dict:
+    """A patch bundle's threshold record: summary of the held-out scores, the group quantile and bound."""
+    from ovdoc.runtime.calibration import group_calibration, threshold_at_fpr
+
+    record = threshold_at_fpr(scores, config.fpr, method=method) if full else {}
+    pooled = float(np.quantile(scores, 1.0 - config.fpr))
+    cal = group_calibration(scores, labels, config.fpr, estimator=config.estimator, seed=config.patch.seed,
+                            unit=unit)
+    record.update(cal, pooled_value=pooled)
+    if full:
+        record["method"] = f"{method}; {cal['estimator']} quantile over {cal['groups']} {unit}"
+        record["calibration_fpr"] = float(np.mean(scores > cal["value"]))
+        from ovdoc.log import get_logger
+
+        if "message" in cal:
+            get_logger(__name__).warning("warning: " + cal["message"])
+    return record
 
 
 def _manifest_head(model, spec, xml, mode: str, sources, report: dict | None = None) -> dict:
@@ -471,6 +571,7 @@ def append_bundle(bundle: str | Path, normal_sources: list[str], out_dir: str | 
         "threshold": threshold,
         "normal_sources": list(manifest.get("normal_sources", [])) + stream.names,
         "appended": appended,
+        "calibration": calibration_record(threshold),
     }
     target = Path(out_dir) if out_dir is not None else folder
     with atomic_dir(target) as tmp:

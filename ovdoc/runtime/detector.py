@@ -100,13 +100,19 @@ class Detector:
     # --- live-loop API (used by ovdoc.runtime.stream) ---------------------------------------------------
     # The live loop talks to a Detector only through these — mode_, preprocess, prepare, prepare_at, batch,
     # set_callback, submit, wait, score_outputs, map_to_frame, smooth_map, peak_point, threshold_,
-    # map_threshold_ — so
+    # map_threshold_, calibration_ — so
     # it never depends on how features are extracted or scored (global kNN, patch maps) and a fake
     # detector can test it (tests/test_stages.py; tests/test_stream.py's PublicOnly holds a real one to it).
     @property
     def mode_(self) -> str:  # read-only: derived from the manifest, not assigned in __init__
         """'global' (one score per image) or 'patch' (a score per patch, and a map); manifest['mode']."""
         return str(self.manifest_.get("mode", "global"))
+
+    @property
+    def calibration_(self) -> dict:
+        """The bundle's calibration record (target_fpr, fpr_upper_95, ...): what the live flag-rate watch
+        compares each camera with; bundles from before it: the target alone."""
+        return self.manifest_.get("calibration") or {"target_fpr": self.manifest_["threshold"].get("fpr")}
 
     @property
     def preprocess(self) -> PreprocessSpec:

@@ -26,6 +26,7 @@ from pathlib import Path
 from ovdoc.errors import OvdocError, first_line
 from ovdoc.runtime.stream.decider import Decider
 from ovdoc.runtime.stream.episodes import EpisodeTracker, snapshot_jpeg
+from ovdoc.runtime.stream.flag_rate import FlagRateTracker, bundle_rates
 from ovdoc.runtime.stream.messages import Command, Control, Result
 from ovdoc.runtime.stream.reader import End, Preparer, Reader
 from ovdoc.runtime.stream.regions import hottest_region
@@ -52,6 +53,7 @@ class RunOptions:
     duration_s: float | None = None  # stop after this many seconds (readers end, in-flight frames count)
     episodes_dir: Path | None = None  # write each episode's peak frame here as JPEG (named in anomaly_end)
     watch_bundle: bool = False  # reload the bundle when its manifest changes on disk
+    flag_window: int | None = None  # frames in the flag-rate window (None: from the bundle's target)
 
 
 class SinkError(Exception):
@@ -74,6 +76,7 @@ class Lane:
     smooth: int | None = None
     decider: Decider | None = None
     episodes: EpisodeTracker | None = None
+    flag_rate: FlagRateTracker | None = None
     reader: Reader | None = None
     preparer: Preparer | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -154,6 +157,8 @@ class LiveLoop:
                 getattr(sink, "wants_snapshots", False) for sink in lane.sinks
             )
             lane.episodes = EpisodeTracker(lane.source.name, keep_snapshot=keep)
+            target, upper = bundle_rates(getattr(self.models[lane.model].det, "calibration_", None))
+            lane.flag_rate = FlagRateTracker(lane.source.name, target, upper, window=options.flag_window)
 
     @property
     def det(self):
@@ -387,6 +392,9 @@ class LiveLoop:
             )
             for sink in lane.sinks:
                 self._call(sink, sink.handle, result)
+            drift = lane.flag_rate.update(anomalous, frame.timestamp)  # watched, never decides
+            if drift is not None:
+                self._event_to([lane], drift)
             episode = lane.episodes.update(result)
             if episode is not None:
                 self._publish_episode(lane, episode)

@@ -137,7 +137,8 @@ class Pipeline:
                 [self._threshold_of(camera) for camera in self.cameras],
                 post=lambda command: self.loop.post(command),
                 counters=lambda i: {"dropped": self.lanes[i].dropped,
-                                    "source_incidents": self.lanes[i].incidents},
+                                    "source_incidents": self.lanes[i].incidents,
+                                    **self.lanes[i].flag_rate.status()},
                 scoring=lambda: self.loop.scoring,
             )
             self.web = WebServer(web_state, host, port, outputs.serve_token)

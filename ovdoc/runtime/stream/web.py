@@ -233,6 +233,14 @@ class WebState:
             ("ovdoc_latency_p50_ms", "gauge", "Read-to-decision latency, median (ms)", "latency_ms_p50"),
             ("ovdoc_latency_p99_ms", "gauge", "Read-to-decision latency, p99 (ms)", "latency_ms_p99"),
             ("ovdoc_threshold", "gauge", "Current threshold", "threshold"),
+            ("ovdoc_flag_rate", "gauge", "Share of flagged frames in the recent window", "flag_rate"),
+            ("ovdoc_flag_rate_target", "gauge", "The bundle's target FPR", "flag_rate_target"),
+            ("ovdoc_flag_rate_upper", "gauge", "The bundle's 95 % bound on the FPR", "flag_rate_upper"),
+            ("ovdoc_flagged_frames_per_hour", "gauge", "Flagged frames per hour (window)",
+             "flagged_frames_per_hour"),
+            ("ovdoc_episodes_per_hour", "gauge", "Episodes started per hour (window)", "episodes_per_hour"),
+            ("ovdoc_flag_rate_high", "gauge", "1 while the flagged share stays over the bound",
+             "flag_rate_high"),
         ]
         for name, kind, help_text, key in series:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]

@@ -42,7 +42,8 @@ function build(cam) {
     <canvas id="chart${cam.id}" width="400" height="140"></canvas>
     <div class="row">threshold <input type="range" id="slider${cam.id}" min="0" max="${max}"
       step="${max / 500}" value="${cam.threshold}"><span id="thr${cam.id}">${cam.threshold.toFixed(3)}</span>
-      <button id="save${cam.id}">save to bundle</button></div>`;
+      <button id="save${cam.id}">save to bundle</button></div>
+    <div class="row" id="flags${cam.id}"></div>`;
   document.getElementById("cams").appendChild(el);
   const slider = el.querySelector("#slider" + cam.id);
   slider.addEventListener("input", () => { el.querySelector("#thr" + cam.id).textContent = (+slider.value).toFixed(3); });
@@ -51,9 +52,20 @@ function build(cam) {
     () => post("/api/threshold", {camera: cam.id, value: +slider.value, save: true}));
   cams[cam.id] = {el, points: cam.history.map(h => [h[0], h[2], h[3]]), threshold: cam.threshold};
   draw(cam.id);
+  flags(cam);
 }
 
 const WINDOW_S = 60;  // the chart's longest time scale: the last minute, "now" at the right edge
+function flags(cam) {  // flagged share (recent window) against the bundle's target and 95 % bound
+  const pct = v => v == null ? "-" : (100 * v).toFixed(2) + "%";
+  document.getElementById("flags" + cam.id).textContent = `flagged ${pct(cam.flag_rate)} (target ` +
+    `${pct(cam.flag_rate_target)}, bound ${pct(cam.flag_rate_upper)}) · ${cam.episodes_per_hour ?? "-"} ` +
+    `episodes/h` + (cam.flag_rate_high ? " · FLAG RATE HIGH" : "");
+}
+setInterval(async () => {
+  const status = await (await fetch("/api/status" + q)).json();
+  status.cameras.forEach(flags);
+}, 5000);
 
 function draw(id) {
   // axes: smoothed score (y, with the threshold marked) against seconds before now (x)
