@@ -18,7 +18,7 @@ def test_every_option_has_one_owner_and_a_default():
     assert len(flags) == len(set(flags))
     names = [output.name for output in output_registry.OUTPUTS]
     assert names[:3] == ["events", "window", "video"]  # sink order: the events line before any message
-    assert {"mqtt", "webhook", "web"} <= set(names)
+    assert {"mqtt", "webhook", "web", "opcua"} <= set(names)
     values = output_registry.resolve()
     assert values["mqtt_interval"] == 1.0 and values["webhook_timeout"] == 5.0 and values["mqtt"] is None
     assert output_registry.active(values) == []

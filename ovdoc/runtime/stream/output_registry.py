@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ovdoc.errors import OvdocError
-from ovdoc.runtime.stream import mqtt, sinks, web, webhook
+from ovdoc.runtime.stream import mqtt, opcua, sinks, web, webhook
 from ovdoc.runtime.stream.output_spec import LaneContext, Output, OutputOption, OutputRun, RunContext
 
 OUTPUTS: tuple[Output, ...] = (
@@ -23,6 +23,7 @@ OUTPUTS: tuple[Output, ...] = (
     mqtt.OUTPUT,
     webhook.OUTPUT,
     web.OUTPUT,
+    opcua.OUTPUT,
 )
 
 __all__ = ["OUTPUTS", "LaneContext", "RunContext", "active", "build", "check", "from_config", "options",
