@@ -36,7 +36,8 @@ def test_arcface_logits_match_the_formula_and_guard_past_pi():
 def test_arcface_training_learns_a_unit_embedding(mode, fashion_mnist_dir, mobilenet_pth):
     from test_train import _fmnist
 
-    from ovdoc.host.train.doc import TrainConfig, train_model
+    from ovdoc.host.train.doc import TrainConfig
+    from ovdoc.host.train.methods import train_model
 
     target = _fmnist("fashion-mnist:sneaker", 96)
     reference = _fmnist("fashion-mnist:trouser,bag,sandal", 96, labelled=True)
