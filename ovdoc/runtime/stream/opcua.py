@@ -68,6 +68,9 @@ def parse_opcua(values) -> tuple[str, int]:
     for path in filter(None, cert_files):
         if not Path(path).exists():
             raise OvdocError(f"--opcua: no such file or folder: {path}")
+    trust = values.get("opcua_trust")
+    if trust and not any(p.suffix.lower() in (".der", ".pem") for p in Path(trust).glob("*.*")):
+        raise OvdocError(f"--opcua-trust {trust} holds no client certificate (.der or .pem)")
     if not is_loopback(host) and not user and not all(cert_files):
         raise OvdocError(
             f"--opcua-server {host} is reachable from other machines: give --opcua-user and --opcua-password "
