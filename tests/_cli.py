@@ -37,7 +37,7 @@ def ovdoc_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = Non
     """The real `ovdoc` entry point in a subprocess: exit code and the exact stderr a user sees."""
     return subprocess.run(
         [sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True, encoding="utf-8",
-        errors="replace", timeout=timeout, env=env or cli_env(), cwd=cwd or REPO,
+        errors="replace", timeout=timeout, env=env or cli_env(), cwd=cwd,
     )
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import _cli
 import numpy as np
 import pytest
 from conftest import missing
@@ -73,8 +74,7 @@ DEFECT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 
 
 def ovdoc_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True,
-            encoding="utf-8", errors="replace", timeout=600)
+    return _cli.ovdoc_cli(*args, timeout=600)
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _cli import invoke
 from _mjpeg import MJPEGServer
 from _runtime_helpers import (
     error_line,
@@ -17,10 +18,7 @@ from _runtime_helpers import (
     read_all,
     write_video,
 )
-from click.testing import CliRunner
 from conftest import ANOMALY_AT, ANOMALY_LEN
-
-from ovdoc.cli import cli
 
 SUMMARY_KEYS = {
     "source",
@@ -41,7 +39,7 @@ SUMMARY_KEYS = {
 
 
 def run_json(*args: str) -> dict:
-    result = CliRunner().invoke(cli, ["run", *args, "--headless", "--json"])
+    result = invoke("run", *args, "--headless", "--json")
     assert result.exit_code == 0, (result.output, result.exception)
     return json.loads(result.stdout)
 
