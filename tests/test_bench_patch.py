@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from _cli import ovdoc_cli
 
+pytestmark = pytest.mark.slow  # ovdoc bench on a fitted patch bundle
+
 
 def ovdoc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     proc = ovdoc_cli(*args, cwd=cwd, timeout=600)

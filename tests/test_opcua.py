@@ -116,6 +116,7 @@ async def _changed(node, before: float) -> bool:
     return await node.read_value() != before
 
 
+@pytest.mark.slow
 def test_a_client_reads_the_demo_cameras_values_and_pauses_scoring(asyncua, tmp_path):
     port = free_port()
     events = tmp_path / "events.jsonl"
@@ -131,6 +132,7 @@ def test_a_client_reads_the_demo_cameras_values_and_pauses_scoring(asyncua, tmp_
     assert summary["episodes"] >= 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_user_and_password_are_enforced(asyncua, tmp_path):
     port = free_port()
     url = f"opc.tcp://127.0.0.1:{port}/ovdoc"
@@ -171,6 +173,7 @@ async def make_certificate(folder, name: str, use) -> tuple:
     return cert, key
 
 
+@pytest.mark.slow
 def test_certificates_only_trusted_clients_connect(asyncua, tmp_path):
     from asyncua import ua
     from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -227,6 +230,7 @@ def test_certificates_only_trusted_clients_connect(asyncua, tmp_path):
     assert parse_opcua(values) == ("0.0.0.0", 4840)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "says"),
     [

@@ -49,6 +49,7 @@ def test_line_config_outputs_section(tmp_path):
                             "events": str(tmp_path.resolve() / "ev.jsonl")}  # relative to the config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("outputs", "says"),
     [
@@ -67,6 +68,7 @@ def test_line_config_outputs_mistakes_are_one_line(tmp_path, outputs, says):
     assert proc.returncode != 0 and says in error_line(proc)
 
 
+@pytest.mark.slow
 def test_a_line_configs_outputs_reach_the_run_and_the_web_view(tmp_path):
     """`outputs:` in the file turns on the events file and the web view; /api/status lists what is on;
     a command-line option wins over the file's."""

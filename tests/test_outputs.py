@@ -21,6 +21,8 @@ import pytest
 from _cli import free_port, ovdoc_cli
 from conftest import ANOMALY_AT, ANOMALY_LEN, REPO, missing, need_package
 
+pytestmark = pytest.mark.slow  # real MQTT broker and webhook against ovdoc run
+
 SBIN = Path("/usr/sbin/mosquitto")  # Debian installs it outside a user's PATH
 MOSQUITTO = shutil.which("mosquitto") or (str(SBIN) if SBIN.exists() else None)
 

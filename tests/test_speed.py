@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, need_package
+
+pytestmark = pytest.mark.slow  # runs the speed benchmark
 
 
 def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):

@@ -12,6 +12,8 @@ import pytest
 from _cli import invoke
 from _runtime_helpers import FRAME, read_all, write_video
 
+pytestmark = pytest.mark.slow  # fits a patch bundle and runs it live
+
 N_NORMAL, N_DEFECT = 8, 8
 
 

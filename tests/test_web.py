@@ -17,6 +17,8 @@ import pytest
 from _cli import free_port, start_ovdoc, stop_ovdoc
 from conftest import REPO, missing, need_package
 
+pytestmark = pytest.mark.slow  # a live run in a real headless Chromium
+
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
