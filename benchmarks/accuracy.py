@@ -770,7 +770,7 @@ def methods_tasks(opts: dict, seed: int) -> list[dict]:
 
 def _trained_ir(variant: str, target, reference, opts: dict, seed: int, out: Path) -> tuple[Path, dict]:
     from ovdoc.host.convert import convert_keras_model
-    from ovdoc.host.train.doc import train_model
+    from ovdoc.host.train.methods import train_model
 
     config = dataclasses.replace(doc_config(opts | {"seed": seed}, augment=0), **METHOD_VARIANTS[variant],
                                  arcface_s=opts["arcface_s"], arcface_m=opts["arcface_m"])

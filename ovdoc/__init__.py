@@ -6,7 +6,7 @@ without it. Heavy pieces are imported where they are used.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ovdoc._version import __version__
 
 __all__ = ["Detector", "__version__"]
 

@@ -6,13 +6,11 @@ stream with inserted photos must be flagged there and only there.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+from _cli import error_line, ovdoc_cli  # noqa: F401  (the shared CLI runner, re-exported)
 
 SEED_SPEC_ARGS = dict(height=96, width=96, color="RGB", mean=(0, 0, 0), std=(255, 255, 255))
 FRAME = 128  # side of the synthetic test videos
@@ -70,26 +68,6 @@ def read_all(path: Path) -> list[np.ndarray]:
         frames.append(frame)
     cap.release()
     return frames
-
-
-def ovdoc_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """The real `ovdoc` entry point in a subprocess: exit code and the exact stderr a user sees."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True, encoding="utf-8",
-        errors="replace", timeout=timeout, env=env,
-    )
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
-    """The single `Error: ...` line; fails on a traceback or several lines."""
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [ln for ln in lines if ln.startswith("Error: ")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
 
 
 def sample_images(spec: str, n: int, *, labelled: bool = False, seed: int = 0):

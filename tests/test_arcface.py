@@ -10,9 +10,14 @@ import pytest
 from _runtime_helpers import error_line, ovdoc_cli
 from conftest import need_package
 
-need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_tensorflow():
+    """Asked when a test runs, not when the file is collected: `pytest -m "not slow"` never imports TF."""
+    need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
 
 
+@pytest.mark.slow
 def test_arcface_logits_match_the_formula_and_guard_past_pi():
     from ovdoc.host.train.arcface import arcface_logits, arcface_logits_numpy
 
@@ -32,11 +37,13 @@ def test_arcface_logits_match_the_formula_and_guard_past_pi():
     assert got[0, 0] < 16.0 * (-1.0 + 0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["own-class", "vs-reference"])
 def test_arcface_training_learns_a_unit_embedding(mode, fashion_mnist_dir, mobilenet_pth):
     from test_train import _fmnist
 
-    from ovdoc.host.train.doc import TrainConfig, train_model
+    from ovdoc.host.train.doc import TrainConfig
+    from ovdoc.host.train.methods import train_model
 
     target = _fmnist("fashion-mnist:sneaker", 96)
     reference = _fmnist("fashion-mnist:trouser,bag,sandal", 96, labelled=True)
@@ -56,6 +63,7 @@ def test_arcface_training_learns_a_unit_embedding(mode, fashion_mnist_dir, mobil
         assert again.loss_d == result.loss_d
 
 
+@pytest.mark.slow
 def test_train_arcface_to_a_verified_mean_cosine_bundle(arcface_run):
     from ovdoc.runtime.bundle import load_manifest, sha256_file
     from ovdoc.runtime.datasets import load_unlabelled
@@ -77,6 +85,7 @@ def test_train_arcface_to_a_verified_mean_cosine_bundle(arcface_run):
     assert auc(det.scorer_.score_samples(feats), boots) > 0.6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "expected"), [
     (["--arcface-m", "2"], "--arcface-m must be in"),
     (["--arcface-s", "0"], "--arcface-s must be positive"),

@@ -66,6 +66,7 @@ def bench_run(bench_data, video_dir):
     return json.loads(proc.stdout), out, proc.stderr
 
 
+@pytest.mark.slow
 def test_every_combination_measured(bench_run):
     result, _, _ = bench_run
     rows = result["results"]
@@ -101,6 +102,7 @@ def test_every_combination_measured(bench_run):
     assert by[("FP16", 1, "knn:flat")] == pytest.approx(by[("FP32", 1, "knn:flat")], abs=0.05)
 
 
+@pytest.mark.slow
 def test_absent_devices_are_listed_with_reasons(bench_run):
     result, _, stderr = bench_run
     skipped = {s["device"]: s["reason"] for s in result["skipped"] if "device" in s}
@@ -111,6 +113,7 @@ def test_absent_devices_are_listed_with_reasons(bench_run):
         assert f"skipped {device}" in stderr  # the terminal table says so too
 
 
+@pytest.mark.slow
 def test_json_schema_ceiling_and_baselines(bench_run):
     result, _, _ = bench_run
     m = result["machine"]
@@ -134,6 +137,7 @@ def test_json_schema_ceiling_and_baselines(bench_run):
     assert b["original_app_fps"] is None and "Keras" in b["original_app_skipped"]
 
 
+@pytest.mark.slow
 def test_output_files(bench_run):
     result, out, _ = bench_run
     saved = json.loads((out / "bench.json").read_text(encoding="utf-8"))
@@ -144,6 +148,7 @@ def test_output_files(bench_run):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_without_normal_images_fp32_uses_bundle_index_and_no_tensorflow(bench_data, video_dir, tmp_path):
     """A bundle fitted from images in memory: FP16/INT8 cannot be re-indexed, so they are skipped with
     the reason; FP32 scores with the stored index. TensorFlow is never imported by bench."""
@@ -170,6 +175,7 @@ def test_without_normal_images_fp32_uses_bundle_index_and_no_tensorflow(bench_da
     assert row["auc"] is None
 
 
+@pytest.mark.slow
 def test_an_ascii_only_terminal_gets_the_report_not_a_crash(bench_data, video_dir):
     """CI and many boards run with `LC_ALL=C` and no UTF-8 mode: the table's `µs` must not crash the
     run after the measurement (the characters the stream cannot encode become `?`)."""
@@ -186,6 +192,7 @@ def test_an_ascii_only_terminal_gets_the_report_not_a_crash(bench_data, video_di
     assert b"pipeline FPS" in proc.stdout and (bench_data["bundle"].parent / "ascii" / "bench.md").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -217,6 +224,7 @@ def test_read_cpuinfo_parses_flags(tmp_path):
     assert read_cpuinfo(tmp_path / "missing") == {}
 
 
+@pytest.mark.slow
 def test_int8_on_a_runtime_only_install_is_one_skip_line(bench_data, video_dir):
     """Without NNCF (a board's runtime-only install) INT8 is skipped with what to install, not a traceback."""
     code = (
@@ -249,6 +257,7 @@ def test_split_for_int8_never_reports_on_the_images_that_accepted_int8():
         split_for_int8(normal, ["a0"])
 
 
+@pytest.mark.slow
 def test_int8_is_accepted_on_other_eval_images_than_the_reported_aucs(bench_data, video_dir):
     """INT8 chosen and reported on the same images would flatter it (#10): bench accepts it on one half
     of --eval-* and reports every row's AUC on the other half."""
@@ -268,6 +277,7 @@ def test_int8_is_accepted_on_other_eval_images_than_the_reported_aucs(bench_data
     assert "accepted on 6+6 eval images" in proc.stderr and "on the other 6+6" in proc.stderr
 
 
+@pytest.mark.slow
 def test_stream_density(video_dir, tmp_path):
     """`ovdoc bench --density`: copies of a real clip as 30 FPS cameras on one shared model, each count
     judged by frame rate kept up, no schedule slips and p99 latency; files written."""

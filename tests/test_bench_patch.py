@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _cli import ovdoc_cli
+
+pytestmark = pytest.mark.slow  # ovdoc bench on a fitted patch bundle
 
 
 def ovdoc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True,
-            encoding="utf-8", errors="replace", cwd=cwd,
-                          timeout=600)
+    proc = ovdoc_cli(*args, cwd=cwd, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

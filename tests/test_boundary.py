@@ -190,6 +190,7 @@ def tile_folders(magnetic_tile_dir: Path, tmp_path_factory) -> dict[str, Path]:
     return folders
 
 
+@pytest.mark.slow
 def test_every_runtime_verb_runs_with_host_packages_blocked(tile_folders, video_dir, tmp_path):
     """devices, run (demo), fit, run BUNDLE --source VIDEO, eval, bench — none touches the host side."""
     devices = json.loads(ok(run_blocked("devices", "--json")).stdout)
@@ -227,6 +228,7 @@ def test_every_runtime_verb_runs_with_host_packages_blocked(tile_folders, video_
     assert "ModuleNotFoundError" not in bench.stdout + bench.stderr
 
 
+@pytest.mark.slow
 def test_patch_verbs_run_with_host_packages_blocked(tile_folders, video_dir, tmp_path):
     """fit --mode patch (the shipped backbone), run with maps, eval, bench: the patch path a
     board takes, with TensorFlow, Keras, NNCF and ovdoc.host unimportable."""
@@ -249,6 +251,7 @@ def test_patch_verbs_run_with_host_packages_blocked(tile_folders, video_dir, tmp
     assert [r["mode"] for r in bench["results"]] == ["patch"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verb", ["convert", "train", "export"])
 def test_host_verbs_say_what_to_install_in_one_line(verb, tmp_path):
     args = {"convert": ["convert", "model.keras", "--out", str(tmp_path / "ir")],
@@ -281,6 +284,7 @@ def check_demo_module():
     return module
 
 
+@pytest.mark.slow
 def test_demo_run_flags_every_inserted_stretch_and_no_sneaker_stretch(tmp_path):
     """The README's first command, checked the way CI checks it on the board: not sent to /dev/null."""
     from ovdoc.irmodels import demo_dir
@@ -316,6 +320,7 @@ def test_demo_checker_catches_a_missed_stretch_and_a_false_alarm():
     assert checker.problems(perfect[:-1], summary | {"frames": total - 1}, demo)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_run_refuses_a_threshold_that_is_not_finite(value, tmp_path):
     proc = run_blocked("run", "--threshold", value, "--headless", "--max-frames", "3", cwd=tmp_path)

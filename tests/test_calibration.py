@@ -83,6 +83,7 @@ def _fit_and_run(fit_on: Path, run_on: Path, out: Path, fpr: float) -> tuple[dic
     return json.loads(fit.stdout), json.loads(run.stdout)
 
 
+@pytest.mark.slow
 def test_threshold_from_one_half_of_a_video_holds_on_the_other(halves, tmp_path):
     """Fit on one half of a normal scene, score the other half frame by frame (--smooth 1).
 
@@ -126,6 +127,7 @@ def _tile_folders(magnetic_tile_dir: Path, root: Path, per_folder: int = 20, fol
     return root
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_skipped_named_and_counted(seed_ir, magnetic_tile_dir, tmp_path):
     normal = _tile_folders(magnetic_tile_dir, tmp_path / "good")
     (normal / "part0" / "zz-broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
@@ -143,6 +145,7 @@ def test_unreadable_images_are_skipped_named_and_counted(seed_ir, magnetic_tile_
     assert "\r" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_too_many_or_all_unreadable_is_one_error_line(seed_ir, magnetic_tile_dir, tmp_path):
     normal = _tile_folders(magnetic_tile_dir, tmp_path / "good", per_folder=6)  # 18 readable
     for i in range(3):  # 3 of 21 = 14 % > the 10 % allowed

@@ -25,6 +25,8 @@ from ovdoc.errors import OvdocError, VerificationError
 from ovdoc.host.convert import convert_source
 from ovdoc.runtime.ir import read_ir
 
+pytestmark = pytest.mark.slow  # converts Keras/TF/ONNX/TFLite models (TensorFlow)
+
 SIZE = 32
 REPO = Path(__file__).resolve().parents[1]
 

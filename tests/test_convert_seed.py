@@ -14,6 +14,8 @@ from ovdoc.errors import OvdocError, VerificationError
 from ovdoc.host.convert import convert_source, load_keras_source
 from ovdoc.runtime.ir import read_ir
 
+pytestmark = pytest.mark.slow  # converts the seed model in every format (TensorFlow)
+
 
 @pytest.mark.parametrize(
     ("src", "weights", "fmt"),

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import _cli
 import numpy as np
 import pytest
 from conftest import missing
@@ -55,6 +56,7 @@ def test_eval_errors_are_one_line(tmp_path, capsys, fashion_mnist_dir):
         assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_eval_imports_no_tensorflow():
 
     code = (
@@ -73,8 +75,7 @@ DEFECT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 
 
 def ovdoc_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True,
-            encoding="utf-8", errors="replace", timeout=600)
+    return _cli.ovdoc_cli(*args, timeout=600)
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -120,6 +121,7 @@ def patch_bundle(tiles):
     return out
 
 
+@pytest.mark.slow
 def test_eval_masks_pixel_metrics_on_a_patch_bundle(tiles, patch_bundle, tmp_path):
     import cv2
 
@@ -145,6 +147,7 @@ def test_eval_masks_pixel_metrics_on_a_patch_bundle(tiles, patch_bundle, tmp_pat
     assert image is not None and image.shape[0] == 3 * (128 + 18)  # anomalies, missed ones, false alarms
 
 
+@pytest.mark.slow
 def test_eval_maps_are_the_detectors_anomaly_maps(tiles, patch_bundle):
     """The one-pass maps eval scores are exactly `Detector.anomaly_map`, and its scores `score_samples`."""
     from ovdoc.runtime.detector import Detector
@@ -160,6 +163,7 @@ def test_eval_maps_are_the_detectors_anomaly_maps(tiles, patch_bundle):
     np.testing.assert_allclose(scores, det.score_samples(images), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_eval_masks_from_a_folder(tiles, patch_bundle, tmp_path):
     """--masks DIR finds masks by stem in DIR; the same pixel metrics as --masks auto."""
     images, masks = tmp_path / "images", tmp_path / "masks"
@@ -175,6 +179,7 @@ def test_eval_masks_from_a_folder(tiles, patch_bundle, tmp_path):
     assert by_dir["pro"] == pytest.approx(auto["pro"])
 
 
+@pytest.mark.slow
 def test_eval_masks_errors_are_one_line(tiles, patch_bundle, tmp_path):
 
     global_bundle = tmp_path / "global.bundle"

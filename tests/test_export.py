@@ -10,7 +10,11 @@ import pytest
 from _runtime_helpers import error_line, ovdoc_cli, write_pngs
 from conftest import need_package
 
-need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_tensorflow():
+    """Asked when a test runs, not when the file is collected: `pytest -m "not slow"` never imports TF."""
+    need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
 
 
 def _phone_scores(scoring: dict, folder, images: list[np.ndarray], run) -> np.ndarray:
@@ -46,6 +50,7 @@ def assert_only_ovdoc_lines(stderr: str, out) -> None:
     assert ".tmp" not in stderr and "cuda" not in stderr.lower(), stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_tflite_export_is_verified_and_scores_like_the_bundle(arcface_run, tmp_path):
     from ovdoc.host.export import tflite
     from ovdoc.runtime.detector import Detector
@@ -72,6 +77,7 @@ def test_tflite_export_is_verified_and_scores_like_the_bundle(arcface_run, tmp_p
     np.testing.assert_allclose(phone, det.score_samples(images), atol=2e-4)
 
 
+@pytest.mark.slow
 def test_a_bundle_fitted_from_ovdoc_trains_ir_exports(arcface_run, tmp_path):
     """`ovdoc train --method arcface ... --out arc/`, then `ovdoc fit arc/ir/FP32/model.xml --scorer
     mean-cosine --out mc/` somewhere else, then `ovdoc export mc/ --to tflite`: the IR names its
@@ -102,6 +108,7 @@ def test_a_bundle_fitted_from_ovdoc_trains_ir_exports(arcface_run, tmp_path):
     np.testing.assert_allclose(phone, Detector.load(bundle).score_samples(images), atol=2e-4)
 
 
+@pytest.mark.slow
 def test_onnx_export_of_the_shipped_backbone_with_knn(fashion_mnist_dir, tmp_path):
     """The shipped backbone (FP16 weights) rebuilt in Keras: held to an FP32 IR of the same source at
     0.9999, to the bundle's IR at the FP16 bound; kNN's normal vectors go beside scoring.json."""
@@ -129,6 +136,7 @@ def test_onnx_export_of_the_shipped_backbone_with_knn(fashion_mnist_dir, tmp_pat
     np.testing.assert_allclose(phone, Detector.load(bundle).score_samples(images), rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_coreml_export_says_it_is_not_numerically_verified(arcface_run, tmp_path):
     need_package("coremltools", "CoreML export (pip install 'ovdoc[export]')")
     out = tmp_path / "ios"
@@ -143,6 +151,7 @@ def test_coreml_export_says_it_is_not_numerically_verified(arcface_run, tmp_path
     assert (out / "model.mlpackage" / "Manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_export_refuses_bad_inputs_in_one_line(arcface_run, tmp_path, fashion_mnist_dir):
     import shutil
 
@@ -172,6 +181,7 @@ def test_export_refuses_bad_inputs_in_one_line(arcface_run, tmp_path, fashion_mn
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_export_without_its_extra_says_what_to_install(tmp_path):
     from test_boundary import run_blocked
 
@@ -182,6 +192,7 @@ def test_export_without_its_extra_says_what_to_install(tmp_path):
     assert len(lines) == 1 and "coremltools" in lines[0] and "ovdoc[export]" in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_phone_preprocessing_matches_the_runtime(fashion_mnist_dir):
     """scoring.json's preprocessing, done by hand with OpenCV on a non-square image, equals the runtime's."""
     from ovdoc.runtime.preprocess import PreprocessSpec

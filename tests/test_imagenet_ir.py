@@ -49,6 +49,7 @@ def test_shipped_ir_loads_and_records_its_preprocessing():
     assert all(c["cosine_min"] >= 0.999 for c in info["verification"]["shipped_ir_vs_keras"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("height,width", [(224, 224), (160, 320), (320, 160)])
 def test_shipped_ir_reshapes_and_taps_layers_by_keras_name(height, width):
     """Non-square inputs work (model.reshape), and the tapped maps have the strides patch mode expects."""
@@ -85,6 +86,7 @@ def _need_tensorflow() -> None:
     need_package("tensorflow", "TensorFlow (host side): cannot compare the shipped IR with Keras")
 
 
+@pytest.mark.slow
 def test_shipped_ir_matches_the_keras_port(mobilenet_pth, foolbox_data_dir):
     """The shipped FP16 IR against the Keras port of torchvision's weights, on real ImageNet photos,
     at a non-square size (160x320) the IR was not converted at."""
@@ -129,6 +131,7 @@ def _copy(files: list[Path], folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_fit_without_model_and_without_tensorflow(magnetic_tile_dir, tmp_path):
     """`ovdoc fit --normal good/` with MODEL omitted on a board without TensorFlow, then `ovdoc eval`.
 
@@ -165,6 +168,7 @@ def test_fit_without_model_and_without_tensorflow(magnetic_tile_dir, tmp_path):
     assert named.returncode == 0, named.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_converted_keras_models_keep_layer_names(tmp_path):
     """Any MobileNetV2-layout Keras model (e.g. a DOC-trained one) converts to an IR whose ReLU/Add nodes
     carry the Keras layer names, and each named node computes that layer's output (NCHW)."""

@@ -31,6 +31,8 @@ from _runtime_helpers import build_seed_ir, tile_files
 
 from ovdoc.atomic import atomic_dir, atomic_path, leftovers, sweep_leftovers
 
+pytestmark = pytest.mark.slow  # kills real fit/convert/run subprocesses
+
 SEED = 12
 
 

@@ -80,6 +80,7 @@ def test_mistakes_are_one_line_naming_the_camera_and_key(tmp_path, text, message
         load_line_config(config)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bad_config_in_one_line_before_loading_a_model(tmp_path):
     config = write(tmp_path / "line.yaml", "cameras: [{source: 0, bundle: b, threshold: 'x'}]")
     proc = ovdoc_cli("run", "--config", str(config), "--headless")
@@ -102,6 +103,7 @@ def frame_scores(events: Path) -> dict[str, list[tuple[int, float, bool]]]:
     return out
 
 
+@pytest.mark.slow
 def test_two_bundles_in_one_process_each_camera_scored_by_its_own(tmp_path, bundle, streams):
     """Tiles camera on the tiles bundle with its own low threshold, the demo clip on the demo bundle:
     the scores equal a run of each camera alone with its bundle, and the decisions follow each

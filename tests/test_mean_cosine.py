@@ -10,6 +10,8 @@ from _runtime_helpers import error_line, ovdoc_cli, write_pngs
 
 from ovdoc.errors import OvdocError
 
+pytestmark = pytest.mark.slow  # fits and runs mean-cosine bundles
+
 
 def _brute_loo(x: np.ndarray) -> np.ndarray:
     """Each row against the mean of the OTHER rows' unit vectors, computed the long way."""

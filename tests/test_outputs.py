@@ -18,16 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _cli import free_port, ovdoc_cli
 from conftest import ANOMALY_AT, ANOMALY_LEN, REPO, missing, need_package
+
+pytestmark = pytest.mark.slow  # real MQTT broker and webhook against ovdoc run
 
 SBIN = Path("/usr/sbin/mosquitto")  # Debian installs it outside a user's PATH
 MOSQUITTO = shutil.which("mosquitto") or (str(SBIN) if SBIN.exists() else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Broker:
@@ -133,9 +130,7 @@ class Hook(http.server.ThreadingHTTPServer):
 
 
 def run_cli(*args: str, timeout: float = 180) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "ovdoc", "run", *args, "--headless", "--json"],
-                          capture_output=True, text=True,
-                                  encoding="utf-8", errors="replace", timeout=timeout, cwd=REPO)
+    proc = ovdoc_cli("run", *args, "--headless", "--json", timeout=timeout, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     return json.loads(proc.stdout)
@@ -326,9 +321,7 @@ def test_several_sources_share_one_model(bundle, streams, tmp_path):
     (["--webhook", "ftp://x/hook"], "--webhook must be an http:// or https:// URL"),
 ])  # fmt: skip
 def test_bad_output_urls_are_one_line(bundle, streams, args, needle):
-    cmd = [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(streams["normal"])]
-    proc = subprocess.run([*cmd, "--headless", *args], capture_output=True, text=True,
-            encoding="utf-8", errors="replace", timeout=120, cwd=REPO)
+    proc = ovdoc_cli("run", str(bundle), "--source", str(streams["normal"]), "--headless", *args, cwd=REPO)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [f"Error: {proc.stderr.strip().split('Error: ', 1)[1]}"]
     assert needle in proc.stderr

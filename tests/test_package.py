@@ -9,6 +9,8 @@ import sys
 import pytest
 from conftest import missing
 
+pytestmark = pytest.mark.slow  # every test here runs the CLI or needs a fitted bundle
+
 # Runs a snippet in a fresh interpreter where `import tensorflow`/`import keras` fail, as on a board
 # that installed only the runtime.
 NO_TF = (

@@ -138,6 +138,7 @@ def test_coreset_size_and_parse():
         PatchConfig(coreset=1.5)
 
 
+@pytest.mark.slow
 def test_inverted_file_bank_finds_the_same_nearest_patches_as_exact_search(tmp_path: Path):
     from ovdoc.runtime.patch import IVF_MIN_BANK, PatchScorer
 
@@ -159,6 +160,7 @@ def test_inverted_file_bank_finds_the_same_nearest_patches_as_exact_search(tmp_p
 
 
 # --- the patch IR ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_patch_ir_is_built_in_graph_from_layer_names(backbone: Path):
     import openvino as ov
 
@@ -220,6 +222,7 @@ def test_default_size_follows_the_aspect_ratio():
 
 
 # --- maps on real tiles ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_defect_hottest_region_lies_inside_the_mask(det, tiles: dict):
     """Each defect tile's hottest point (Detector.hottest_points) lies on its mask (one patch of
     tolerance), far above chance.
@@ -246,6 +249,7 @@ def test_defect_hottest_region_lies_inside_the_mask(det, tiles: dict):
     assert rate >= 0.6 and rate > 3 * chance, f"hottest point on the defect for {sum(hits)}/{len(hits)} tiles"
 
 
+@pytest.mark.slow
 def test_normal_held_out_map_stays_below_threshold(det, tiles: dict):
     images = [cv2.imread(str(p)) for p in tiles["held_out"]]
     maps = det.anomaly_map(images)
@@ -257,6 +261,7 @@ def test_normal_held_out_map_stays_below_threshold(det, tiles: dict):
     assert np.median(breaks) > np.median(scores)
 
 
+@pytest.mark.slow
 def test_live_loop_api_gives_maps(det, tiles: dict):
     """submit -> callback(outputs) -> score_outputs: the same scores as score_samples, plus the maps."""
     images = [cv2.imread(str(p)) for p in tiles["held_out"][:3]]
@@ -273,6 +278,7 @@ def test_live_loop_api_gives_maps(det, tiles: dict):
 
 
 # --- bundles -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_patch_bundle_round_trips(patch_bundle: Path, det, tiles: dict):
     from ovdoc.runtime.detector import Detector
 
@@ -308,6 +314,7 @@ def _one_line_refusal(folder: Path, match: str) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_corrupt_or_mismatched_patch_bundles_are_refused(patch_bundle: Path, tmp_path: Path):
     import faiss
 
@@ -366,6 +373,7 @@ def test_version_1_global_bundle_still_loads():
         det.anomaly_map([np.zeros((96, 96, 3), np.uint8)])
 
 
+@pytest.mark.slow
 def test_fit_cli_patch_mode(tmp_path: Path, tiles: dict):
     from click.testing import CliRunner
 

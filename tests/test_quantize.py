@@ -10,6 +10,8 @@ from _runtime_helpers import build_seed_ir, cifar_images, tile_files
 
 from ovdoc.errors import OvdocError, VerificationError
 
+pytestmark = pytest.mark.slow  # INT8 quantization with NNCF
+
 
 def cpu_has_vnni() -> bool:
     """OpenVINO's CPU INT8 kernels are exact only with VNNI (AVX512-VNNI, AVX-VNNI or AMX); on plain AVX2

@@ -20,6 +20,8 @@ from test_quantize import cpu_has_vnni
 
 from ovdoc.errors import OvdocError, VerificationError
 
+pytestmark = pytest.mark.slow  # NNCF accuracy-control quantization
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, seed_dir, magnetic_tile_dir, cifar10_npz):

@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 
 import cv2
+import pytest
 from _runtime_helpers import ovdoc_cli, tile_files, write_pngs
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # reloads a bundle under a live ovdoc run
 
 
 def records(path: Path) -> list[dict]:

@@ -249,6 +249,7 @@ def _clip(video_dir: Path, path: Path, frames: int, fps: float) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_real_video_is_paced_at_its_frame_rate_and_restarts(video_dir, tmp_path):
     fps, n, total = 20.0, 12, 40
     clip = _clip(video_dir, tmp_path / "clip.avi", n, fps)
@@ -285,6 +286,7 @@ def test_real_video_is_paced_at_its_frame_rate_and_restarts(video_dir, tmp_path)
 # --- CLI -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_refuses_realtime_without_a_frame_rate(video_dir, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -300,6 +302,7 @@ def test_cli_refuses_realtime_without_a_frame_rate(video_dir, tmp_path):
     assert proc.returncode == 2 and "--duration" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_loop_realtime_duration_on_a_real_clip(video_dir, tmp_path):
     clip = _clip(video_dir, tmp_path / "clip.avi", 10, 20.0)
     events, video = tmp_path / "e.jsonl", tmp_path / "out.avi"

@@ -72,6 +72,7 @@ def detector(fit_result):
     return Detector.load(fit_result[1], device="CPU")
 
 
+@pytest.mark.slow
 def test_fit_json_schema(fit_result):
     report, out = fit_result
     assert set(report) >= {
@@ -98,6 +99,7 @@ def test_fit_json_schema(fit_result):
     assert report["threshold"] > 1.0
 
 
+@pytest.mark.slow
 def test_manifest_records_everything_and_no_pickle(fit_result):
     import faiss
 
@@ -130,6 +132,7 @@ def test_manifest_records_everything_and_no_pickle(fit_result):
     assert index.ntotal == N_TRAIN and index.d == 1280
 
 
+@pytest.mark.slow
 def test_threshold_is_held_out_folders_and_records_leave_one_out(detector, normal_dir, fit_result):
     """Independent check: brute-force numpy kNN. The threshold: 99th percentile of each folder's images
     scored against the other folder only (folders held out whole); the recorded leave-one-out threshold:
@@ -151,6 +154,7 @@ def test_threshold_is_held_out_folders_and_records_leave_one_out(detector, norma
     assert np.quantile(with_self, 0.99) < 0.9 * detector.threshold_
 
 
+@pytest.mark.slow
 def test_detector_api_consistency(detector, held_out, photos):
     images = held_out + photos
     scores = detector.score_samples(images)
@@ -163,6 +167,7 @@ def test_detector_api_consistency(detector, held_out, photos):
     assert detector.spec_.height == 96 and detector.k_ == 5
 
 
+@pytest.mark.slow
 def test_detector_preprocessing_matches_reference(detector, seed_ir, held_out):
     """The uint8 in-graph path equals host-side reference arithmetic on the float model."""
     import openvino as ov
@@ -180,6 +185,7 @@ def test_detector_preprocessing_matches_reference(detector, seed_ir, held_out):
     assert isinstance(compiled, ov.CompiledModel)
 
 
+@pytest.mark.slow
 def test_hnsw_index_agrees_with_flat(seed_ir, normal_dir, detector, held_out, photos, tmp_path):
     from ovdoc.runtime.bundle import fit_bundle
     from ovdoc.runtime.detector import Detector
@@ -192,6 +198,7 @@ def test_hnsw_index_agrees_with_flat(seed_ir, normal_dir, detector, held_out, ph
     assert hnsw.threshold_ == pytest.approx(detector.threshold_, rel=0.05)
 
 
+@pytest.mark.slow
 def test_lof_baseline_bundle(seed_ir, normal_dir, held_out, photos, tmp_path):
     result = CliRunner().invoke(
         cli,
@@ -252,6 +259,7 @@ def _cosine_knn(train: np.ndarray, query: np.ndarray, k: int, *, leave_one_out: 
     return np.sort(d, axis=1)[:, :k].mean(axis=1)
 
 
+@pytest.mark.slow
 def test_cosine_bundle_round_trip(seed_ir, normal_dir, held_out, photos, detector, tmp_path):
     """`ovdoc fit --metric cosine`: manifest says so, scores and threshold equal a brute-force cosine kNN."""
     from ovdoc.runtime.detector import Detector
@@ -302,6 +310,7 @@ def test_cosine_scorer_flat_and_hnsw_agree_with_numpy():
         make_scorer("lof", metric="cosine")
 
 
+@pytest.mark.slow
 def test_manifest_without_metric_loads_as_euclidean(fit_result, detector, held_out, tmp_path):
     """Bundles written before --metric existed have no scorer.metric: they must load as euclidean."""
     import hashlib
@@ -334,6 +343,7 @@ def test_demo_bundle_still_loads():
     )
 
 
+@pytest.mark.slow
 def test_tampered_bundles_are_refused(fit_result, tmp_path):
     from ovdoc.runtime.bundle import FORMAT_VERSION
     from ovdoc.runtime.detector import Detector
@@ -373,6 +383,7 @@ def test_tampered_bundles_are_refused(fit_result, tmp_path):
     assert f"format version {FORMAT_VERSION + 1}" in error_line(proc)
 
 
+@pytest.mark.slow
 def test_fit_bad_inputs_are_one_line(seed_ir, normal_dir, tmp_path):
     from ovdoc.runtime.bundle import fit_bundle
 
@@ -397,6 +408,7 @@ def test_fit_bad_inputs_are_one_line(seed_ir, normal_dir, tmp_path):
     assert proc.returncode != 0 and "no images in folder" in error_line(proc)
 
 
+@pytest.mark.slow
 def test_failed_fit_keeps_the_previous_bundle(fit_result, seed_ir, tmp_path):
     from ovdoc.runtime.bundle import fit_bundle
 
@@ -411,6 +423,7 @@ def test_failed_fit_keeps_the_previous_bundle(fit_result, seed_ir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.slow
 def test_runtime_does_not_import_tensorflow():
     import subprocess
     import sys
@@ -426,6 +439,7 @@ def test_runtime_does_not_import_tensorflow():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_single_frames_use_a_batch1_copy_with_the_same_features(seed_ir, held_out):
     """A live camera's single frames go to a batch-1 copy of the model (compiled in the background the
     first time one is seen) instead of being padded to the full batch; the features are the same."""
@@ -471,6 +485,7 @@ def test_single_frames_use_a_batch1_copy_with_the_same_features(seed_ir, held_ou
     np.testing.assert_allclose(got[11], padded[3:5], rtol=1e-4, atol=1e-5)  # in their order
 
 
+@pytest.mark.slow
 def test_fit_append_adds_normal_images_and_recalibrates(fit_result, tiles, held_out, photos, tmp_path):
     """`ovdoc fit --append`: new normal images join the index (same model), the threshold is recalibrated
     with the previous images and the new folder held out as groups, the bundle is written atomically."""
@@ -504,6 +519,7 @@ def test_fit_append_adds_normal_images_and_recalibrates(fit_result, tiles, held_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["appended.bundle", "inplace.bundle", "new"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "needle"), [
     (["MODEL"], "--append keeps the bundle's own model: give no MODEL"),
     ([], "no images in folder"),

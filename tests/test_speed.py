@@ -9,6 +9,8 @@ import sys
 import pytest
 from conftest import REPO, need_package
 
+pytestmark = pytest.mark.slow  # runs the speed benchmark
+
 
 def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):
     need_package("tensorflow", "the original-app loop of the speed benchmark")

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _cli import invoke
 from _mjpeg import MJPEGServer
 from _runtime_helpers import (
     error_line,
@@ -17,10 +18,7 @@ from _runtime_helpers import (
     read_all,
     write_video,
 )
-from click.testing import CliRunner
 from conftest import ANOMALY_AT, ANOMALY_LEN
-
-from ovdoc.cli import cli
 
 SUMMARY_KEYS = {
     "source",
@@ -41,7 +39,7 @@ SUMMARY_KEYS = {
 
 
 def run_json(*args: str) -> dict:
-    result = CliRunner().invoke(cli, ["run", *args, "--headless", "--json"])
+    result = invoke("run", *args, "--headless", "--json")
     assert result.exit_code == 0, (result.output, result.exception)
     return json.loads(result.stdout)
 
@@ -55,6 +53,7 @@ def frame_records(path: Path) -> list[dict]:
     return [r for r in read_events(path) if "event" not in r]
 
 
+@pytest.mark.slow
 def test_anomalies_flagged_where_inserted(bundle, streams, tmp_path):
     events = tmp_path / "events.jsonl"
     summary = run_json(str(bundle), "--source", str(streams["anomalous"]), "--events", str(events))
@@ -93,6 +92,7 @@ def test_anomalies_flagged_where_inserted(bundle, streams, tmp_path):
     assert records[position[id(end)] - 1].get("frame") == end["frame"]
 
 
+@pytest.mark.slow
 def test_normal_stream_not_flagged(bundle, streams, tmp_path):
     events = tmp_path / "events.jsonl"
     summary = run_json(str(bundle), "--source", str(streams["normal"]), "--events", str(events))
@@ -101,6 +101,7 @@ def test_normal_stream_not_flagged(bundle, streams, tmp_path):
     assert summary["stopped"] == "end" and summary["dropped"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vtest.avi", "bikes.mp4"])
 def test_real_videos_at_640x480(bundle, video_dir, tmp_path, name):
     events, video = tmp_path / "events.jsonl", tmp_path / "annotated.avi"
@@ -131,6 +132,7 @@ def test_real_videos_at_640x480(bundle, video_dir, tmp_path, name):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi", "events.jsonl"]  # no temp left
 
 
+@pytest.mark.slow
 def test_image_folder_source_and_threshold_override(bundle, streams, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -140,6 +142,7 @@ def test_image_folder_source_and_threshold_override(bundle, streams, tmp_path):
     assert summary["frames"] == 12 and summary["anomalies"] == 12 and summary["threshold"] == 0.001
 
 
+@pytest.mark.slow
 def test_bad_device(bundle, streams):
     proc = ovdoc_cli(
         "run", str(bundle), "--source", str(streams["normal"]), "--device", "MYRIAD", "--headless"
@@ -149,6 +152,7 @@ def test_bad_device(bundle, streams):
     assert proc.returncode != 0 and "devices present: CPU" in error_line(proc)
 
 
+@pytest.mark.slow
 def test_bad_sources(bundle, tmp_path):
     proc = ovdoc_cli("run", str(bundle), "--source", str(tmp_path / "nope.avi"), "--headless")
     assert proc.returncode != 0 and "source not found" in error_line(proc)
@@ -175,6 +179,7 @@ def _live(opener_paths: list[Path], name: str = "camera-sim"):
     return source
 
 
+@pytest.mark.slow
 def test_live_source_dropout_gives_up_with_events(bundle, streams, tmp_path):
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
@@ -197,6 +202,7 @@ def test_live_source_dropout_gives_up_with_events(bundle, streams, tmp_path):
     assert summary["source_incidents"] == 4
 
 
+@pytest.mark.slow
 def test_live_source_recovers(bundle, streams, tmp_path):
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.stream.pipeline import Pipeline, RunOptions
@@ -229,6 +235,7 @@ def _close_after(server: MJPEGServer, frames: int, timeout: float = 120.0) -> th
     return thread
 
 
+@pytest.mark.slow
 def test_lost_live_source_cli_exit(bundle, streams, tmp_path):
     """The real console script: the summary on stdout, then exactly one `Error:` line on stderr and exit 2
     (no traceback, no OpenCV/FFmpeg lines) when a live stream dies and --retries 0 gives up."""
@@ -244,6 +251,7 @@ def test_lost_live_source_cli_exit(bundle, streams, tmp_path):
     assert "gave up after 0 retries" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["http", "rtsp", "corrupt-file"])
 def test_bad_source_is_exactly_one_stderr_line(bundle, tmp_path, kind):
     """OpenCV's `[ERROR:0@0.7] ...` and FFmpeg's `[tcp @ 0x...] Connection refused` stay out of stderr
@@ -265,6 +273,7 @@ def test_bad_source_is_exactly_one_stderr_line(bundle, tmp_path, kind):
         assert loud.returncode == 2 and "Connection refused" in loud.stderr, loud.stderr
 
 
+@pytest.mark.slow
 def test_stalled_stream_is_noticed_within_stall_timeout_and_recovers(bundle, streams, tmp_path):
     """A real MJPEG stream that stays connected but stops sending: with --stall-timeout 0.5 the reader
     reports it lost about 0.5 s later (not after OpenCV's ~30 s), reconnects, and scoring resumes."""
@@ -309,6 +318,7 @@ def test_stalled_stream_is_noticed_within_stall_timeout_and_recovers(bundle, str
     assert after and summary["frames"] == 60 and server.connections >= 2
 
 
+@pytest.mark.slow
 def test_live_source_drops_oldest_behind_a_slow_scorer(bundle, streams, tmp_path):
     """A real live stream (MJPEG over HTTP, 60 FPS) scored by the real model slowed to ~12 FPS: the reader
     drops frames instead of falling behind, and what is scored stays close to the newest frame."""
@@ -362,6 +372,7 @@ def test_default_demo_path(tmp_path):
     assert resolve_defaults(str(tmp_path), None) == (str(tmp_path), "0")
 
 
+@pytest.mark.slow
 def test_model_cache_dir_is_used(bundle, streams, tmp_path, monkeypatch):
     cache = tmp_path / "ov-cache"
     monkeypatch.setenv("OVDOC_CACHE_DIR", str(cache))
@@ -404,6 +415,7 @@ def test_sources_deliver_frames_at_res(video_dir, tmp_path):
     assert images.read().image.shape == (240, 320, 3) and images.read() is None
 
 
+@pytest.mark.slow
 def test_events_stream_live_and_ctrl_c_prints_summary(bundle, streams, tmp_path):
     """Events are readable while the run goes on (flushed per frame); SIGINT to the real `ovdoc run` on a
     live stream that never ends takes the interrupt path: stopped == "interrupted", exit 0, the summary,
@@ -455,6 +467,7 @@ def test_annotation_colours():
     assert frame.max() == 0  # the source frame is not drawn on
 
 
+@pytest.mark.slow
 def test_live_queue_drops_oldest_files_never_drop(bundle, streams, tmp_path):
     """Behind a live source the OLDEST queued frame goes (show what happens now); a file blocks instead.
     (The loop-level version with a fake, slow detector is in test_stages.py.)"""
@@ -495,6 +508,7 @@ class PublicOnly:
         return getattr(self._det, name)
 
 
+@pytest.mark.slow
 def test_loop_uses_only_the_public_detector_api(bundle, streams, tmp_path):
     """Real OpenVINO + FAISS through the public API only; scores equal score_samples on the same frames."""
     from ovdoc.runtime.detector import Detector
@@ -514,6 +528,7 @@ def test_loop_uses_only_the_public_detector_api(bundle, streams, tmp_path):
     assert scored.maps is None and scored.scores.dtype == np.float32 and scored.scores.shape == (3,)
 
 
+@pytest.mark.slow
 def test_headless_run_crops_from_the_decoded_frame_and_scores_alike(bundle, streams, tmp_path):
     """With no output that draws or saves the frame, the preparer takes the model's crop straight from the
     decoded frame (one resample) instead of resizing it to --res first; the scores barely move and every

@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _cli import invoke
 from _runtime_helpers import FRAME, read_all, write_video
-from click.testing import CliRunner
 
-from ovdoc.cli import cli
+pytestmark = pytest.mark.slow  # fits a patch bundle and runs it live
 
 N_NORMAL, N_DEFECT = 8, 8
 
@@ -41,11 +41,8 @@ def patch_run(magnetic_tile_dir: Path, tmp_path_factory) -> dict:
     frames = [cv2.imread(str(p)) for p in normal + defects]
     video = write_video(frames, root / "tiles.avi")
     events, saved = root / "events.jsonl", root / "annotated.avi"
-    result = CliRunner().invoke(
-        cli,
-        ["run", str(bundle), "--source", str(video), "--smooth", "1", "--events", str(events),
-         "--save-video", str(saved), "--headless", "--json"],
-    )  # fmt: skip
+    result = invoke("run", str(bundle), "--source", str(video), "--smooth", "1", "--events", str(events),
+                    "--save-video", str(saved), "--headless", "--json")
     assert result.exit_code == 0, (result.output, result.exception)
     return {
         "summary": json.loads(result.stdout),

@@ -23,6 +23,7 @@ def sources(tmp_path, cifar10_npz):
     return {"folder": folder, "glob": str(globbed / "*.png"), "npz": npz, "video": video, "images": images}
 
 
+@pytest.mark.slow
 def test_one_grammar_streams_every_kind_of_source(sources, fashion_mnist_dir):
     from ovdoc.runtime.datasets import load_unlabelled, open_unlabelled
 
@@ -39,6 +40,7 @@ def test_one_grammar_streams_every_kind_of_source(sources, fashion_mnist_dir):
     assert isinstance(one.images, np.ndarray) and one.images.shape == (1000, 28, 28)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "bad, needle",
     [
@@ -57,6 +59,7 @@ def test_bad_sources_are_one_line_before_any_decoding(tmp_path, bad, needle, fas
         open_unlabelled(["fashion-mnist-test:bag", bad.format(tmp=tmp_path)])
 
 
+@pytest.mark.slow
 def test_fit_takes_the_same_grammar(seed_dir, magnetic_tile_dir, tmp_path):
     """`ovdoc fit --normal` accepts a folder, a glob and a .npz together; the manifest records them."""
     from ovdoc.runtime.bundle import fit_bundle
@@ -106,6 +109,7 @@ def test_array_helpers():
     assert spread(list(range(10)), 4) == [0, 3, 6, 9] and spread([1, 2], 4) == [1, 2]
 
 
+@pytest.mark.slow
 def test_save_ir_is_atomic_and_leaves_nothing_behind(seed_dir, tmp_path):
     import openvino as ov
 

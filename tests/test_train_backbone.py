@@ -13,8 +13,13 @@ from conftest import need_package
 
 from ovdoc.errors import OvdocError
 
+pytestmark = pytest.mark.slow  # builds training backbones (TensorFlow)
+
 # CI (OVDOC_REQUIRE_DATA=1): a failure, not a skip
-need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
+@pytest.fixture(autouse=True, scope="module")
+def _needs_tensorflow():
+    """Asked when a test runs, not when the file is collected: `pytest -m "not slow"` never imports TF."""
+    need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
 
 
 def _resize_center_crop(image: np.ndarray, resize: int = 256, crop: int = 224) -> np.ndarray:

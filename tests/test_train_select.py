@@ -9,7 +9,12 @@ import pytest
 from _runtime_helpers import sample_images
 from conftest import need_package
 
-need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
+pytestmark = pytest.mark.slow  # trains and selects models (TensorFlow)
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_tensorflow():
+    """Asked when a test runs, not when the file is collected: `pytest -m "not slow"` never imports TF."""
+    need_package("tensorflow", "TensorFlow (host side: pip install -e '.[train]')")
 
 
 def _images(spec: str, n: int, *, labelled: bool = False):

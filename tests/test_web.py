@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,8 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _cli import free_port, start_ovdoc, stop_ovdoc
 from conftest import REPO, missing, need_package
-from test_outputs import free_port
+
+pytestmark = pytest.mark.slow  # a live run in a real headless Chromium
 
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -57,21 +58,16 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
 
 
 def start_run(bundle: Path, source: Path, port: int, events: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(source), "--loop",
-           "--realtime", "--duration", "90", "--headless", "--json", "--events", str(events),
-           "--serve", f"127.0.0.1:{port}", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            encoding="utf-8", errors="replace", cwd=REPO)
+    proc = start_ovdoc("run", str(bundle), "--source", str(source), "--loop", "--realtime", "--duration",
+                       "90", "--headless", "--json", "--events", str(events), "--serve", f"127.0.0.1:{port}",
+                       *extra)
     wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/status")["cameras"][0]["frames"] > 5,
              what="the web view to serve scored frames")
     return proc
 
 
 def stop_run(proc: subprocess.Popen) -> tuple[dict, str]:
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-2000:]
-    return json.loads(out), err
+    return stop_ovdoc(proc)
 
 
 @pytest.fixture()
@@ -196,11 +192,9 @@ def test_non_loopback_bind_needs_a_token(bundle, streams, tmp_path):
             encoding="utf-8", errors="replace", timeout=120, cwd=REPO, env=env)
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and "token" in proc.stderr
     port = free_port()
-    with_token = [sys.executable, "-m", "ovdoc", "run", str(bundle), "--source", str(streams["normal"]),
-                  "--loop", "--realtime", "--duration", "60", "--headless", "--json",
-                  "--serve", f"0.0.0.0:{port}", "--serve-token", "s3cret"]
-    proc = subprocess.Popen(with_token, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            encoding="utf-8", errors="replace", cwd=REPO)
+    proc = start_ovdoc("run", str(bundle), "--source", str(streams["normal"]), "--loop", "--realtime",
+                       "--duration", "60", "--headless", "--json", "--serve", f"0.0.0.0:{port}",
+                       "--serve-token", "s3cret")
     try:
         wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/status", "s3cret"), what="the server")
         with pytest.raises(urllib.error.HTTPError) as info:

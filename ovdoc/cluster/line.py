@@ -288,49 +288,49 @@ def _bundle_threshold(bundle: str) -> float:
         return 0.0
 
 
-def start_web(cluster: ClusterLine, line: LineConfig, options: dict, outputs):
-    """`--serve`: the one-box web view for the whole line; /api/status adds the node of each camera."""
-    from ovdoc.runtime.stream.web import WebServer, WebState, parse_serve
+def open_outputs(line: LineConfig, cluster: ClusterLine, options: dict, outputs=None
+                 ) -> tuple[list[list[Sink]], list]:
+    """The driver's outputs for the whole line, from the one-box output registry (events file, MQTT,
+    webhook, web view, OPC UA): a sink per camera and output, and each output's run (servers) to start and
+    stop (both before any sink opens: see `open_sinks`). No window or saved video: no frames come back
+    here. /api/status adds the node of each camera."""
+    from ovdoc.runtime.stream import output_registry
+    from ovdoc.runtime.stream.output_spec import LaneContext, RunContext
+    from ovdoc.runtime.stream.pipeline import RunOptions
+    from ovdoc.runtime.stream.sinks import Renderer
 
-    host, port = parse_serve(outputs.serve, outputs.serve_token)
+    values = output_registry.resolve(outputs, {"events": options.get("events")})
+    values.update(show=False, save_video=None)
     where = {"node_id", "host", "label", "moves", "state"}
-    state = WebState(
-        [cam.name for cam in cluster.cameras],
-        [cam.spec.threshold if cam.spec.threshold is not None else _bundle_threshold(cam.spec.bundle)
-         for cam in cluster.cameras],
+    thresholds = [cam.spec.threshold if cam.spec.threshold is not None else _bundle_threshold(cam.spec.bundle)
+                  for cam in cluster.cameras]
+    run = RunContext(
+        names=[cam.name for cam in cluster.cameras],
+        options=RunOptions(events=options.get("events")),
+        threshold=lambda i: thresholds[i],
         post=cluster.post,
         counters=lambda i: {k: v for k, v in cluster.status()[i].items() if k in where},
         scoring=lambda: cluster.scoring,
     )
-    server = WebServer(state, host, port, outputs.serve_token)
-    server.start()
-    cluster.web = server
-    return state
+    built = output_registry.build(values, run)
+    sinks: list[list[Sink]] = []
+    for i, _camera in enumerate(line.cameras):
+        lane = LaneContext(i, Renderer())
+        own = [sink for sink in (out_run.sink(lane) for _, out_run in built) if sink is not None]
+        sinks.append(own)
+    runs = [out_run for _, out_run in built]
+    cluster.web = next((getattr(r, "server", None) for r in runs if hasattr(r, "server")), None)
+    return sinks, runs
 
 
-def open_sinks(line: LineConfig, cluster: ClusterLine, options: dict, outputs, web_state=None
-               ) -> list[list[Sink]]:
-    """The driver's outputs for each camera: events file (one, shared), MQTT, webhook, web view - the
-    one-box run's `default_sinks`, without the window and saved video (no frames come back here)."""
-    from ovdoc.runtime.stream.pipeline import RunOptions, default_sinks
-    from ovdoc.runtime.stream.sinks import SharedEventWriter
-
+def open_sinks(line: LineConfig, cluster: ClusterLine, sinks: list[list[Sink]]) -> None:
+    """Open each camera's sinks once the outputs' servers and connections have started."""
     several = len(line.cameras) > 1
-    shared = SharedEventWriter(options["events"]) if several and options.get("events") else None
-    publisher = None
-    if outputs is not None and outputs.mqtt:
-        from ovdoc.runtime.stream.mqtt import MqttPublisher, parse_mqtt_url
-
-        publisher = MqttPublisher(parse_mqtt_url(outputs.mqtt))
-    run = RunOptions(events=options.get("events"))
-    sinks = [default_sinks(run, source_id=i, several=several, shared_events=shared, outputs=outputs,
-                           publisher=publisher, web_state=web_state) for i in range(len(line.cameras))]
     for i, (camera, own) in enumerate(zip(line.cameras, sinks, strict=True)):
         ctx = SinkContext(source_name=camera.name or camera.source, source_id=i, tag_source=several,
                           post=lambda command, i=i: cluster.post(command, i))
         for sink in own:
             sink.open(ctx)
-    return sinks
 
 
 def run_line(address: str, line: LineConfig, options: dict, outputs=None, *, cpus: float = 1.0,
@@ -343,12 +343,16 @@ def run_line(address: str, line: LineConfig, options: dict, outputs=None, *, cpu
     ray = connect(address)
     t0 = time.perf_counter()
     cluster = ClusterLine(ray, line, options, [[] for _ in line.cameras], cpus=cpus)
-    web_state = start_web(cluster, line, options, outputs) if outputs is not None and outputs.serve else None
-    sinks = open_sinks(line, cluster, options, outputs, web_state)
+    sinks, runs = open_outputs(line, cluster, options, outputs)
     for cam, own in zip(cluster.cameras, sinks, strict=True):
         cam.sinks = own
     ok = False
+    started_runs = []
     try:
+        for out_run in runs:
+            out_run.start()
+            started_runs.append(out_run)
+        open_sinks(line, cluster, sinks)
         cluster.start()
         started_s = time.perf_counter() - t0
         if on_start is not None:
@@ -363,8 +367,8 @@ def run_line(address: str, line: LineConfig, options: dict, outputs=None, *, cpu
         for own in sinks:
             for sink in own:
                 sink.close(ok)
-        if cluster.web is not None:
-            cluster.web.stop()
+        for out_run in reversed(started_runs):
+            out_run.stop()
     cams = cluster.status()
     return {"cameras": cams, "frames": sum(c["frames"] for c in cams),
             "anomalies": sum(c["anomalies"] for c in cams), "episodes": sum(c["episodes"] for c in cams),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ovdoc.commands.options import given_outputs, output_options
 from ovdoc.errors import OvdocError
 
 
@@ -41,22 +42,6 @@ def interrupt_on_sigterm() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-
-
-def check_outputs(outputs) -> None:
-    """Bad --mqtt/--webhook/--serve values are refused before the model loads (one line)."""
-    if outputs.serve:
-        from ovdoc.runtime.stream.web import parse_serve
-
-        parse_serve(outputs.serve, outputs.serve_token)
-    if outputs.mqtt:
-        from ovdoc.runtime.stream.mqtt import parse_mqtt_url
-
-        parse_mqtt_url(outputs.mqtt)
-    if outputs.webhook:
-        from ovdoc.runtime.stream.webhook import check_webhook_url
-
-        check_webhook_url(outputs.webhook)
 
 
 def demo_smoothing() -> int:
@@ -132,18 +117,6 @@ def resolve_sources(bundle: str | None, sources: list[str]) -> tuple[str, list[s
     "the demo uses the 3 frames its clip holds each product, so one product is judged at a time.",
 )
 @click.option("--headless", is_flag=True, help="No window (automatic when there is no display).")
-@click.option(
-    "--events",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write one JSON line per processed frame (and per source incident) to FILE, as it happens.",
-)
-@click.option(
-    "--save-video",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Save the annotated stream (.avi or .mp4); appears only once complete.",
-)
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after N processed frames.")
 @click.option(
     "--loop",
@@ -195,50 +168,7 @@ def resolve_sources(bundle: str | None, sources: list[str]) -> tuple[str, list[s
     help="Save each anomaly episode's worst frame here as JPEG (with its heatmap in patch mode); the "
     "anomaly_end event names the file.",
 )
-@click.option(
-    "--mqtt",
-    default=None,
-    metavar="URL",
-    help="Publish episodes, their snapshots and a score stream to mqtt://host:1883/prefix (QoS 1, "
-    "reconnecting; topics prefix/cam<N>/episode|snapshot|score, prefix/status).",
-)
-@click.option(
-    "--mqtt-interval",
-    type=click.FloatRange(0.01, 3600),
-    default=1.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="At most one score message per camera per SECONDS.",
-)
-@click.option(
-    "--webhook",
-    default=None,
-    metavar="URL",
-    help="POST each episode (anomaly_start, anomaly_end with its snapshot) as JSON to URL, from a "
-    "thread of its own, with retries: a slow endpoint never slows scoring.",
-)
-@click.option(
-    "--webhook-timeout",
-    type=click.FloatRange(0.1, 600),
-    default=5.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Timeout of one webhook POST.",
-)
-@click.option(
-    "--serve",
-    default=None,
-    metavar="HOST:PORT",
-    help="Live web view of every camera (stream, score chart, threshold sliders, episodes, pause), with "
-    "/api/status, /api/events and /metrics, e.g. 127.0.0.1:8080. Another host than loopback needs a token.",
-)
-@click.option(
-    "--serve-token",
-    envvar="OVDOC_SERVE_TOKEN",
-    default=None,
-    metavar="TOKEN",
-    help="Token the web view asks for (?token= or Authorization: Bearer); required off loopback.",
-)
+@output_options()
 @click.option(
     "--ray",
     "ray_address",
@@ -261,8 +191,6 @@ def run(
     threshold: float | None,
     smooth: int,
     headless: bool,
-    events: str | None,
-    save_video: str | None,
     max_frames: int | None,
     loop_source: bool,
     realtime: bool,
@@ -271,16 +199,11 @@ def run(
     retries: int,
     stall_timeout: float,
     episodes_dir: str | None,
-    mqtt: str | None,
-    mqtt_interval: float,
-    webhook: str | None,
-    webhook_timeout: float,
-    serve: str | None,
-    serve_token: str | None,
     ray_address: str | None,
     ray_cpus: float,
     verbose: bool,
     as_json: bool,
+    **outputs,
 ) -> int:
     """Score a live source with BUNDLE (made by `ovdoc fit`); with no arguments, run the built-in demo.
 
@@ -302,8 +225,9 @@ def run(
     from ovdoc.log import native_logs
 
     native_logs(verbose)
+    from ovdoc.runtime.stream import output_registry
     from ovdoc.runtime.stream.display import display_available
-    from ovdoc.runtime.stream.pipeline import CameraSettings, OutputOptions, Pipeline, RunOptions
+    from ovdoc.runtime.stream.pipeline import CameraSettings, Pipeline, RunOptions
     from ovdoc.runtime.stream.runtime import load_detector_for_run
     from ovdoc.runtime.stream.sources import open_source, parse_res
 
@@ -328,22 +252,16 @@ def run(
         cameras = []  # one bundle, the run's own settings: nothing per camera
     smooth = smooth if smooth is not None else DEFAULT_SMOOTH
     show = not headless and display_available()
-    outputs = OutputOptions(
-        mqtt=mqtt,
-        mqtt_interval_s=mqtt_interval,
-        webhook=webhook,
-        webhook_timeout_s=webhook_timeout,
-        serve=serve,
-        serve_token=serve_token,
-    )
-    check_outputs(outputs)
+    values = output_registry.resolve(line.outputs, given_outputs(outputs))  # the command line wins
+    output_registry.check(values)
     if ray_address:  # the cameras run on a Ray cluster; this process keeps the outputs
         from ovdoc.cluster.run import run_on_cluster
 
-        return run_on_cluster(ray_address, config, line, outputs, cpus=ray_cpus, as_json=as_json, show=show,
-                              save_video=save_video, episodes_dir=episodes_dir, smooth=smooth,
+        return run_on_cluster(ray_address, config, line, values, cpus=ray_cpus, as_json=as_json, show=show,
+                              save_video=values.get("save_video"), episodes_dir=episodes_dir, smooth=smooth,
                               threshold=threshold, max_frames=max_frames, loop=loop_source, realtime=realtime,
-                              duration_s=duration, events=events, device=device, batch=batch)
+                              duration_s=duration, events=values.get("events"), device=device,
+                              batch=batch)
     detectors = [load_detector_for_run(path, device, batch=batch) for path in line.bundles]
     settings = [
         CameraSettings(line.model_of(camera), camera.threshold, camera.smooth) for camera in cameras
@@ -370,8 +288,8 @@ def run(
             max_frames=max_frames,
             retries=retries,
             show=show,
-            events=events,
-            save_video=save_video,
+            events=values["events"],
+            save_video=values["save_video"],
             loop=loop_source,
             realtime=realtime,
             duration_s=duration,
@@ -380,7 +298,7 @@ def run(
         )
         if not headless and not show:  # said once everything else checked out, not before an error
             click.echo("no display found: running headless", err=True)
-        pipeline = Pipeline(detectors, opened, options, outputs=outputs, cameras=settings)
+        pipeline = Pipeline(detectors, opened, options, outputs=values, cameras=settings)
         reload_on_sighup(pipeline)
         interrupt_on_sigterm()
         summary = pipeline.run()
@@ -408,7 +326,7 @@ def run(
         click.echo(summary_line(mqtt_stats), err=True)
     if "error" in summary:
         raise OvdocError(summary["error"])
-    if mqtt_stats and (problem := nothing_delivered(mqtt_stats, mqtt or "")):
+    if mqtt_stats and (problem := nothing_delivered(mqtt_stats, values.get("mqtt") or "")):
         raise OvdocError(problem)
     sys.stdout.flush()
     return 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from ovdoc.errors import OvdocError
 from ovdoc.host import require_tensorflow
-from ovdoc.runtime.bench.baselines import Clip, _loop, fit_lof
+from ovdoc.runtime.bench.clip_loop import Clip, fit_lof, timed_loop
 from ovdoc.runtime.preprocess import PreprocessSpec
 
 
@@ -59,4 +59,4 @@ def original_app_loop(
         )
     lof = fit_lof(reference)
     features_of(np.zeros((spec.height, spec.width, 3), np.uint8))  # warm-up: the first predict builds it
-    return _loop(clip, features_of, lof) | {"call": "predict_on_batch"}
+    return timed_loop(clip, features_of, lof) | {"call": "predict_on_batch"}

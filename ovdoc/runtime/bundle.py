@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from ovdoc import __version__
+from ovdoc._version import __version__
 from ovdoc.atomic import atomic_dir
 from ovdoc.errors import OvdocError
 from ovdoc.runtime.calibration import (

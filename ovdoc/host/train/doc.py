@@ -320,19 +320,6 @@ def train_doc(
     return fit_head(prep, head, [classifier], losses, config, started=started, progress=progress)
 
 
-def train_model(
-    target: Images, reference: Images, config: TrainConfig, *, progress: bool = True
-) -> TrainResult:
-    """`ovdoc train --method doc|arcface`."""
-    if config.method == "arcface":
-        from ovdoc.host.train.arcface import train_arcface
-
-        return train_arcface(target, reference, config, progress=progress)
-    if config.method != "doc":
-        raise OvdocError(f"unknown training method {config.method!r}: use {', '.join(METHODS)}")
-    return train_doc(target, reference, config, progress=progress)
-
-
 def plot_losses(result: TrainResult, path) -> None:
     """Loss-curve PNG (both losses per step, and their moving average)."""
     import matplotlib

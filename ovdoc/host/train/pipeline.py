@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ovdoc.atomic import atomic_dir
 from ovdoc.errors import OvdocError
-from ovdoc.host.train.doc import TrainConfig, plot_losses, train_model
+from ovdoc.host.train.doc import TrainConfig, plot_losses
+from ovdoc.host.train.methods import train_model
 from ovdoc.log import get_logger
 from ovdoc.runtime.datasets import Images, load_labelled, load_unlabelled
 

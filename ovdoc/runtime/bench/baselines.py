@@ -8,72 +8,22 @@
   prepared in numpy, batch 1, no async queue, no in-graph preprocessing) and the same LOF.
 
 The Keras loop needs TensorFlow, so it lives host side (`ovdoc.host.baselines`) and is reached through
-`ovdoc.runtime.host_extras`: on a runtime-only install it is skipped with one line.
+`ovdoc.runtime.host_extras`: on a runtime-only install it is skipped with one line. The timed loop both
+share is in clip_loop.py, which imports neither.
 """
 
 from __future__ import annotations
 
-import collections
 import json
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
 from ovdoc.errors import OvdocError, first_line
+from ovdoc.runtime.bench.clip_loop import Clip, fit_lof, timed_loop
 from ovdoc.runtime.host_extras import host_module
 from ovdoc.runtime.ir import RT_SOURCE
 from ovdoc.runtime.preprocess import PreprocessSpec
-
-SMOOTH = 10  # the original app averaged the last 10 scores
-
-
-@dataclass(frozen=True)
-class Clip:
-    """What every loop runs on: the first `frames` frames of `source`, resized to `res` (None = native)."""
-
-    source: str | Path
-    res: tuple[int, int] | None
-    frames: int
-
-
-def _frames(clip: Clip):
-    from ovdoc.runtime.stream.sources import open_source
-
-    src = open_source(str(clip.source), res=clip.res)
-    try:
-        for _ in range(clip.frames):
-            frame = src.read()
-            if frame is None:
-                return
-            yield frame.image
-    finally:
-        src.close()
-
-
-def _loop(clip: Clip, features_of, lof, knn=None) -> dict:
-    """Read -> features (one frame) -> LOF (or `knn`, an ovdoc scorer) -> smoothing, timed end to end
-    like the original's FPS."""
-    recent: collections.deque = collections.deque(maxlen=SMOOTH)
-    count = 0
-    start = time.perf_counter()
-    for image in _frames(clip):
-        feat = features_of(image).reshape(1, -1)
-        recent.append(float(knn.score_samples(feat)[0] if knn is not None else -lof.score_samples(feat)[0]))
-        _ = float(np.mean(recent))
-        count += 1
-    wall = time.perf_counter() - start
-    if count == 0:
-        raise OvdocError(f"{clip.source} has no readable frames")
-    return {"fps": round(count / wall, 2), "frames": count}
-
-
-def fit_lof(reference: np.ndarray, k: int = 5):
-    from sklearn.neighbors import LocalOutlierFactor
-
-    return LocalOutlierFactor(n_neighbors=min(k, len(reference) - 1), novelty=True).fit(reference)
 
 
 def openvino_2019_loop(
@@ -95,7 +45,8 @@ def openvino_2019_loop(
         x = spec.to_float(spec.prepare(image)[None])
         return np.array(request.infer({0: x})[0], np.float32).reshape(-1)
 
-    return _loop(clip, features_of, lof, knn) | {"device": device, "scorer": "lof" if knn is None else "knn"}
+    scorer = "lof" if knn is None else "knn"
+    return timed_loop(clip, features_of, lof, knn) | {"device": device, "scorer": scorer}
 
 
 def keras_source_of(model: ov.Model) -> tuple[str, str | None] | None:

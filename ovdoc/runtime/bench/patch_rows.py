@@ -36,7 +36,7 @@ def scorer_us_per_frame(detector, outputs: np.ndarray, *, repeats: int = 3) -> f
 
 def patch_rows(cfg, inputs, device: str) -> list[dict]:
     """Every batch x hint of `cfg` for the patch bundle in `inputs`, on `device`."""
-    from ovdoc.runtime.bench.suite import failed_row
+    from ovdoc.runtime.bench.rows import failed_row
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.evaluation import auc
 

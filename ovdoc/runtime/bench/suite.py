@@ -23,6 +23,7 @@ from ovdoc.errors import OvdocError, VerificationError, first_line
 from ovdoc.log import get_logger, quiet
 from ovdoc.runtime.arrays import spread
 from ovdoc.runtime.bench import measure
+from ovdoc.runtime.bench.rows import failed_row
 from ovdoc.runtime.bundle import bundle_vectors
 from ovdoc.runtime.preprocess import PreprocessSpec
 from ovdoc.runtime.scoring import ScorerSpec
@@ -105,21 +106,6 @@ def split_for_int8(normal: list, anomalous: list, seed: int = 0) -> tuple[Halves
         halves.append(([images[i] for i in order[0::2]], [images[i] for i in order[1::2]]))
     (sel_n, rep_n), (sel_a, rep_a) = halves
     return (sel_n, sel_a), (rep_n, rep_a)
-
-
-def failed_row(device: str, precision: str, batch, hint, error: str) -> dict:
-    """A configuration that failed keeps every schema key (None), plus the error line."""
-    return {
-        "device": device,
-        "precision": precision,
-        "batch": batch,
-        "hint": hint,
-        "scorer": None,
-        "model_ips": None,
-        "pipeline_fps": None,
-        "auc": None,
-        "error": error,
-    }
 
 
 def validate(cfg: BenchConfig) -> None:

@@ -12,6 +12,9 @@
         bundle: caps.bundle       # another product: its own model, shared by its cameras
         res: 1280x720
         smooth: 5
+    outputs:                      # any `ovdoc run` output option, without "--" (the command line wins)
+      mqtt: mqtt://broker:1883/line1
+      opcua-server: 127.0.0.1:4840
 
 Relative paths (bundles, files, folders) are read relative to the config file, so a line folder can be
 moved as a whole. Cameras of one bundle share one compiled model; each bundle is loaded once.
@@ -22,13 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovdoc.errors import OvdocError
 from ovdoc.runtime.stream.sources import parse_res
 
-TOP_KEYS = {"bundle", "res", "threshold", "smooth", "cameras"}
+TOP_KEYS = {"bundle", "res", "threshold", "smooth", "cameras", "outputs"}
 CAMERA_KEYS = {"source", "name", "bundle", "res", "threshold", "smooth", "node"}
 
 
@@ -48,6 +51,7 @@ class CameraSpec:
 @dataclass(frozen=True)
 class LineConfig:
     cameras: list[CameraSpec]
+    outputs: dict = field(default_factory=dict)  # output option values (output_registry), e.g. {"mqtt": ...}
 
     @property
     def bundles(self) -> list[str]:
@@ -190,4 +194,17 @@ def load_line_config(
     if len(names) != len(set(names)):
         twice = next(n for n in names if names.count(n) > 1)
         raise OvdocError(f"{path}: two cameras are named {twice!r}: names tell cameras apart in events")
-    return LineConfig(specs)
+    return LineConfig(specs, _outputs(data.get("outputs"), path, base))
+
+
+def _outputs(mapping, path: Path, base: Path) -> dict:
+    """The `outputs:` section through the output registry; paths relative to the config file."""
+    if mapping is None:
+        return {}
+    from ovdoc.runtime.stream.output_registry import from_config, options
+
+    values = from_config(mapping, str(path))
+    for option in options():
+        if option.kind in ("file", "dir") and option.dest in values:
+            values[option.dest] = _path_like(values[option.dest], base)
+    return values

@@ -28,6 +28,7 @@ from ovdoc.errors import OvdocError
 from ovdoc.log import get_logger
 from ovdoc.runtime.stream.episodes import public
 from ovdoc.runtime.stream.messages import Result
+from ovdoc.runtime.stream.output_spec import Output, OutputOption, RunContext, SinksRun
 from ovdoc.runtime.stream.sinks import Sink, SinkContext
 
 MAX_QUEUED = 1000
@@ -228,3 +229,23 @@ class MqttSink(Sink):
     def close(self, ok: bool) -> None:
         if getattr(self, "camera", None) is not None:
             self.publisher.stop()
+
+
+def _build_mqtt(values, run: RunContext) -> SinksRun:
+    publisher = MqttPublisher(parse_mqtt_url(values["mqtt"]))  # one connection, every camera's sink
+    return SinksRun(lambda lane: MqttSink(publisher, values["mqtt_interval"]))
+
+
+OUTPUT = Output(
+    "mqtt",
+    (
+        OutputOption("--mqtt", "Publish episodes, their snapshots and a score stream to "
+                     "mqtt://host:1883/prefix (QoS 1, reconnecting; topics "
+                     "prefix/cam<N>/episode|snapshot|score, prefix/status).", metavar="URL"),
+        OutputOption("--mqtt-interval", "At most one score message per camera per SECONDS.", kind="float",
+                     default=1.0, low=0.01, high=3600, metavar="SECONDS"),
+    ),
+    enabled=lambda values: bool(values.get("mqtt")),
+    check=lambda values: parse_mqtt_url(values["mqtt"]),
+    build=_build_mqtt,
+)

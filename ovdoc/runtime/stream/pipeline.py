@@ -1,34 +1,31 @@
-"""`ovdoc run`'s live loop for one or many sources: the default sinks from the CLI options, and the summary.
+"""`ovdoc run`'s live loop for one or many sources: each camera's sinks from the outputs, and the summary.
 
 The stages live in their own modules — reader.py (capture + reconnect policy, and the preparer),
 scorer.py (batched async inference in order), decider.py (smoothing + threshold), sinks.py (events,
 window, video), messages.py (results out, commands in) — and loop.py runs them for any number of
-sources. See loop.py for the picture.
+sources. See loop.py for the picture. Which sinks a camera gets is output_registry.py's business: `outputs`
+is a mapping of its option values (`{"mqtt": "mqtt://...", "serve": "127.0.0.1:8080"}`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from ovdoc.errors import OvdocError, first_line
 from ovdoc.log import get_logger
+from ovdoc.runtime.stream import output_registry
 from ovdoc.runtime.stream.loop import Lane, LiveLoop, RunOptions
 from ovdoc.runtime.stream.messages import Command, Control
+from ovdoc.runtime.stream.output_spec import LaneContext, RunContext
 from ovdoc.runtime.stream.reader import MAX_BACKOFF_S
-from ovdoc.runtime.stream.sinks import (
-    EventSink,
-    Renderer,
-    SharedEventWriter,
-    Sink,
-    VideoFileSink,
-    WindowSink,
-)
+from ovdoc.runtime.stream.sinks import Renderer, Sink, VideoFileSink
 from ovdoc.runtime.stream.sources import FrameSource
 
 log = get_logger("run")
 
-__all__ = ["MAX_BACKOFF_S", "Lane", "LiveLoop", "OutputOptions", "Pipeline", "RunOptions", "default_sinks"]
+__all__ = ["MAX_BACKOFF_S", "CameraSettings", "Lane", "LiveLoop", "Pipeline", "RunOptions"]
 
 
 @dataclass(frozen=True)
@@ -39,60 +36,6 @@ class CameraSettings:
     model: int = 0
     threshold: float | None = None
     smooth: int | None = None
-
-
-@dataclass
-class OutputOptions:
-    """Where results go besides the events file, window and video: MQTT, a webhook."""
-
-    mqtt: str | None = None  # mqtt://host:port/prefix
-    mqtt_interval_s: float = 1.0
-    webhook: str | None = None
-    webhook_timeout_s: float = 5.0
-    serve: str | None = None  # host:port of the live web view
-    serve_token: str | None = None
-
-
-def video_path_for(path: str | Path, source_id: int, several: bool) -> Path:
-    """`--save-video out.avi` with several sources: out-0.avi, out-1.avi, ... (one file per camera)."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}-{source_id}{path.suffix}") if several else path
-
-
-def default_sinks(
-    options: RunOptions,
-    *,
-    source_id: int = 0,
-    several: bool = False,
-    shared_events: SharedEventWriter | None = None,
-    outputs: OutputOptions | None = None,
-    publisher=None,
-    web_state=None,
-) -> list[Sink]:
-    """The sinks the CLI options ask for: events file, window, saved video (window and video share one
-    rendering of each frame), MQTT and webhook."""
-    sinks: list[Sink] = []
-    if options.events:
-        sinks.append(EventSink(options.events, shared_events))
-    renderer = Renderer()
-    if options.show:
-        sinks.append(WindowSink(renderer, options.snapshot_dir))
-    if options.save_video:
-        sinks.append(VideoFileSink(video_path_for(options.save_video, source_id, several), renderer))
-    outputs = outputs or OutputOptions()
-    if publisher is not None:
-        from ovdoc.runtime.stream.mqtt import MqttSink
-
-        sinks.append(MqttSink(publisher, outputs.mqtt_interval_s))
-    if outputs.webhook:
-        from ovdoc.runtime.stream.webhook import WebhookSink
-
-        sinks.append(WebhookSink(outputs.webhook, timeout_s=outputs.webhook_timeout_s))
-    if web_state is not None:
-        from ovdoc.runtime.stream.web import WebSink
-
-        sinks.append(WebSink(web_state))
-    return sinks
 
 
 class Pipeline:
@@ -106,7 +49,7 @@ class Pipeline:
         source: FrameSource | list[FrameSource],
         options: RunOptions | None = None,
         sinks: list[Sink] | None = None,
-        outputs: OutputOptions | None = None,
+        outputs: Mapping[str, Any] | None = None,
         cameras: list[CameraSettings] | None = None,
     ) -> None:
         self.detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
@@ -120,42 +63,24 @@ class Pipeline:
         several = len(self.sources) > 1
         if sinks is not None and several:
             raise ValueError("explicit sinks are for one source")
-        publisher = None
-        if outputs is not None and outputs.mqtt:
-            from ovdoc.runtime.stream.mqtt import MqttPublisher, parse_mqtt_url
-
-            publisher = MqttPublisher(parse_mqtt_url(outputs.mqtt))
-        shared = SharedEventWriter(self.opt.events) if several and self.opt.events else None
-        self.web = None
-        web_state = None
-        if outputs is not None and outputs.serve:
-            from ovdoc.runtime.stream.web import WebServer, WebState, parse_serve
-
-            host, port = parse_serve(outputs.serve, outputs.serve_token)
-            web_state = WebState(
-                [src.name for src in self.sources],
-                [self._threshold_of(camera) for camera in self.cameras],
-                post=lambda command: self.loop.post(command),
-                counters=lambda i: {"dropped": self.lanes[i].dropped,
-                                    "source_incidents": self.lanes[i].incidents,
-                                    **self.lanes[i].flag_rate.status()},
-                scoring=lambda: self.loop.scoring,
-            )
-            self.web = WebServer(web_state, host, port, outputs.serve_token)
+        values = output_registry.resolve(
+            {"events": self.opt.events, "show": self.opt.show, "save_video": self.opt.save_video}, outputs
+        )
+        run = RunContext(
+            names=[src.name for src in self.sources],
+            options=self.opt,
+            threshold=lambda i: self._threshold_of(self.cameras[i]),
+            post=lambda command: self.loop.post(command),
+            counters=lambda i: {"dropped": self.lanes[i].dropped,
+                                "source_incidents": self.lanes[i].incidents,
+                                **self.lanes[i].flag_rate.status()},
+            scoring=lambda: self.loop.scoring,
+        )
+        self.outputs = output_registry.build(values, run) if sinks is None else []
         self.lanes = [
             Lane(
                 src,
-                sinks
-                if sinks is not None
-                else default_sinks(
-                    self.opt,
-                    source_id=i,
-                    several=several,
-                    shared_events=shared,
-                    outputs=outputs,
-                    publisher=publisher,
-                    web_state=web_state,
-                ),
+                sinks if sinks is not None else self._sinks(i),
                 source_id=i,
                 model=self.cameras[i].model,
                 threshold=self.cameras[i].threshold,
@@ -166,6 +91,12 @@ class Pipeline:
         self.lane = self.lanes[0]
         self.sinks = self.lane.sinks
         self.loop = LiveLoop(self.detectors, self.lanes, self.opt)
+
+    def _sinks(self, source_id: int) -> list[Sink]:
+        """The camera's sinks, one per output that gives it one (registry order)."""
+        lane = LaneContext(source_id, Renderer())
+        made = (run.sink(lane) for _, run in self.outputs)
+        return [sink for sink in made if sink is not None]
 
     def _threshold_of(self, camera: CameraSettings) -> float:
         if camera.threshold is not None:
@@ -208,14 +139,15 @@ class Pipeline:
         file, a failing output) is in summary["error"] as one line, with summary["stopped"] == "error".
         With several sources the top level sums them and "sources" holds one summary each."""
         loop = self.loop
-        if self.web is not None:
-            self.web.start()
-            log.info(f"web view on {self.web.url}")
+        started = []
         try:
+            for _, output in self.outputs:
+                output.start()
+                started.append(output)
             loop.run()
         finally:
-            if self.web is not None:
-                self.web.stop()
+            for output in reversed(started):
+                output.stop()
         wall = loop.wall_s
         per_lane = [self._lane_summary(lane, wall) for lane in self.lanes]
         first = per_lane[0]
@@ -246,8 +178,10 @@ class Pipeline:
                 stats = sink.stats()
                 if stats is not None:
                     outputs[sink.name] = stats  # the MQTT connection is shared: the same counters
-        if self.web is not None:
-            outputs["web"] = {"url": self.web.url}
+        for output, run in self.outputs:
+            extra = run.summary()
+            if extra is not None:
+                outputs[output.name] = {**outputs.get(output.name, {}), **extra}
         if outputs:
             summary["outputs"] = outputs
         if loop.fatal is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ovdoc.runtime.stream.messages import Command, Control, Result
+from ovdoc.runtime.stream.output_spec import Output, OutputOption, RunContext, SinksRun
 
 
 @dataclass
@@ -246,3 +247,41 @@ class VideoFileSink(Sink):
             self.file = self.writer.finish()
         else:
             self.writer.discard()
+
+
+def video_path_for(path: str | Path, source_id: int, several: bool) -> Path:
+    """`--save-video out.avi` with several sources: out-0.avi, out-1.avi, ... (one file per camera)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-{source_id}{path.suffix}") if several else path
+
+
+def _build_events(values, run: RunContext) -> SinksRun:
+    shared = SharedEventWriter(values["events"]) if run.several else None
+    return SinksRun(lambda lane: EventSink(values["events"], shared))
+
+
+def _build_window(values, run: RunContext) -> SinksRun:
+    return SinksRun(lambda lane: WindowSink(lane.renderer, run.options.snapshot_dir))
+
+
+def _build_video(values, run: RunContext) -> SinksRun:
+    return SinksRun(lambda lane: VideoFileSink(
+        video_path_for(values["save_video"], lane.source_id, run.several), lane.renderer))
+
+
+EVENTS = Output(
+    "events",
+    (OutputOption("--events", "Write one JSON line per processed frame (and per source incident) to FILE, "
+                  "as it happens.", kind="file"),),
+    enabled=lambda values: bool(values.get("events")),
+    build=_build_events,
+)
+# The window has no option of its own: `ovdoc run` turns it on (values["show"]) unless --headless.
+WINDOW = Output("window", (), enabled=lambda values: bool(values.get("show")), build=_build_window)
+VIDEO = Output(
+    "video",
+    (OutputOption("--save-video", "Save the annotated stream (.avi or .mp4); appears only once complete.",
+                  kind="file"),),
+    enabled=lambda values: bool(values.get("save_video")),
+    build=_build_video,
+)

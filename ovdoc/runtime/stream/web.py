@@ -33,6 +33,7 @@ import numpy as np
 from ovdoc.errors import OvdocError
 from ovdoc.runtime.stream.episodes import public
 from ovdoc.runtime.stream.messages import Command, Control, Result
+from ovdoc.runtime.stream.output_spec import LaneContext, Output, OutputOption, OutputRun, RunContext
 from ovdoc.runtime.stream.sinks import Renderer, Sink, SinkContext
 
 STREAM_FPS = 12.0
@@ -133,6 +134,7 @@ class WebState:
         self.counters = counters  # camera id -> {"dropped": ..., ...} from the loop's lanes
         self.scoring = scoring
         self.started = time.time()
+        self.outputs: list[str] = []  # every output on in this run (output_registry), for /api/status
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
 
     # --- from the live loop's thread ---------------------------------------------------------------
@@ -219,7 +221,7 @@ class WebState:
                 })
             episodes = list(self.episodes)[-50:]
         return {"scoring": self.scoring(), "uptime_s": round(time.time() - self.started, 1),
-                "cameras": cams, "episodes": episodes}
+                "cameras": cams, "episodes": episodes, "outputs": list(self.outputs)}
 
     def metrics(self) -> str:
         status = self.status()
@@ -487,3 +489,45 @@ class WebServer:
 
         return web.Response(body=self.state.metrics().encode("utf-8"),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+class WebRun(OutputRun):
+    """`--serve`: one WebState and server for the run, a WebSink per camera feeding it."""
+
+    def __init__(self, values, run: RunContext) -> None:
+        host, port = parse_serve(values["serve"], values["serve_token"])
+        thresholds = [run.threshold(i) for i in range(len(run.names))]
+        self.state = WebState(list(run.names), thresholds, post=lambda command: run.post(command),
+                              counters=lambda i: run.counters(i), scoring=lambda: run.scoring())
+        self.state.outputs = list(run.active)
+        self.server = WebServer(self.state, host, port, values["serve_token"])
+
+    def sink(self, lane: LaneContext) -> WebSink:
+        return WebSink(self.state)
+
+    def start(self) -> None:
+        from ovdoc.log import get_logger
+
+        self.server.start()
+        get_logger("run").info(f"web view on {self.server.url}")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def summary(self) -> dict:
+        return {"url": self.server.url}
+
+
+OUTPUT = Output(
+    "web",
+    (
+        OutputOption("--serve", "Live web view of every camera (stream, score chart, threshold sliders, "
+                     "episodes, pause), with /api/status, /api/events and /metrics, e.g. 127.0.0.1:8080. "
+                     "Another host than loopback needs a token.", metavar="HOST:PORT"),
+        OutputOption("--serve-token", "Token the web view asks for (?token= or Authorization: Bearer); "
+                     "required off loopback.", metavar="TOKEN", envvar="OVDOC_SERVE_TOKEN"),
+    ),
+    enabled=lambda values: bool(values.get("serve")),
+    check=lambda values: parse_serve(values["serve"], values["serve_token"]),
+    build=WebRun,
+)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ovdoc.errors import OvdocError
 from ovdoc.log import get_logger
 from ovdoc.runtime.stream.episodes import public
+from ovdoc.runtime.stream.output_spec import Output, OutputOption, SinksRun
 from ovdoc.runtime.stream.sinks import Sink, SinkContext
 
 QUEUE_SIZE = 256
@@ -123,3 +124,19 @@ class WebhookSink(Sink):
         self._deadline = time.monotonic() + self.drain_s
         self._closing.set()
         self._thread.join(self.drain_s + self.timeout_s)
+
+
+OUTPUT = Output(
+    "webhook",
+    (
+        OutputOption("--webhook", "POST each episode (anomaly_start, anomaly_end with its snapshot) as JSON "
+                     "to URL, from a thread of its own, with retries: a slow endpoint never slows scoring.",
+                     metavar="URL"),
+        OutputOption("--webhook-timeout", "Timeout of one webhook POST.", kind="float", default=5.0, low=0.1,
+                     high=600, metavar="SECONDS"),
+    ),
+    enabled=lambda values: bool(values.get("webhook")),
+    check=lambda values: check_webhook_url(values["webhook"]),
+    build=lambda values, run: SinksRun(
+        lambda lane: WebhookSink(values["webhook"], timeout_s=values["webhook_timeout"])),
+)
