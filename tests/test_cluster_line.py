@@ -153,7 +153,6 @@ def test_a_removed_node_moves_its_camera(line_cluster, tmp_path):
     Runs last in this file: it removes a node of the module's cluster."""
     from ovdoc.cluster.line import run_line
     from ovdoc.runtime.stream.line_config import load_line_config
-    from ovdoc.runtime.stream.pipeline import OutputOptions
 
     config = _line(tmp_path, [{"name": "belt"}])
     line = load_line_config(config)
@@ -166,7 +165,7 @@ def test_a_removed_node_moves_its_camera(line_cluster, tmp_path):
         try:
             result["summary"] = run_line(cluster.address, line, {"events": str(events), "realtime": True,
                                                                  "smooth": 3},
-                                         OutputOptions(serve="127.0.0.1:0"), cpus=1,
+                                         {"serve": "127.0.0.1:0"}, cpus=1,
                                          on_start=started.append)
         except BaseException as exc:  # surfaced below
             result["error"] = exc
