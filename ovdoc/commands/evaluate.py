@@ -43,8 +43,12 @@ fashion-mnist-test:CLASS[,CLASS] or fashion-mnist-test:-sneaker (every other cla
     "beside each image X.jpg; DIR = a folder of masks with the images' file stems. A normal image without "
     "a mask counts as all normal; mask files found beside images are not scored as images.",
 )
+@click.option("--groups", "groups", default="none", show_default=True, metavar="subfolder|pattern:REGEX|none",
+              help="Which image files show the same part: also report part-level figures (a part is "
+              "flagged when any of its shots is; AUC over each part's highest score) and the number of "
+              "parts, so several shots of one part do not count as several trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
-def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, as_json) -> int:
+def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, groups, as_json) -> int:
     """AUC, TPR/FPR at the bundle's threshold and TPR at 1% FPR on labelled images.
 
     A bundle's threshold was calibrated on its training images (leave-one-out); this measures what it
@@ -63,15 +67,22 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, as_j
         raise OvdocError(
             f"--masks needs a patch-mode bundle (anomaly maps; `ovdoc fit --mode patch`): {bundle} is {mode}"
         )
+    from ovdoc.runtime.groups import group_keys, parse_groups
+
+    grouped = parse_groups(groups)[0] != "none"
     normal_masks = anomalous_masks = None
-    if masks:
-        from ovdoc.runtime.evaluation import image_paths, masks_for
+    normal_paths = anomalous_paths = None
+    if masks or grouped:
+        from ovdoc.runtime.evaluation import image_paths
 
         normal_paths, anomalous_paths = image_paths(normal), image_paths(anomalous)
         normal_data, anomalous_data = load_unlabelled(normal_paths), load_unlabelled(anomalous_paths)
+    if masks:
+        from ovdoc.runtime.evaluation import masks_for
+
         normal_masks = masks_for(normal_paths, list(normal_data.images), masks, anomalous=False)
         anomalous_masks = masks_for(anomalous_paths, list(anomalous_data.images), masks, anomalous=True)
-    else:
+    elif not grouped:
         normal_data = load_unlabelled(normal)
         anomalous_data = load_unlabelled(anomalous)
     detector = Detector.load(bundle, device=device)
@@ -100,6 +111,12 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, as_j
     }
     if masks:
         metrics["masks"] = masks
+    if grouped:
+        from ovdoc.runtime.groups import group_summary
+
+        metrics["groups"] = {"rule": groups} | group_summary(
+            result.normal_scores, result.anomalous_scores, group_keys(normal_paths, groups),
+            group_keys(anomalous_paths, groups), result.threshold)
     if roc_path:
         with atomic_path(roc_path) as tmp:
             plot_roc(result, tmp.with_suffix(".png"), title=Path(bundle).name)
@@ -133,6 +150,17 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, as_j
             f"pixel AUROC {fmt(pixel['pixel_auroc'])}   PRO {fmt(pixel['pro'])} "
             f"(FPR <= {pixel['pro_fpr_limit']}, {pixel['n_regions']} defect regions, maps at "
             f"<= {pixel['max_side']} px)   hottest point in the mask: {fmt(pixel['hottest_in_mask'])}",
+            file=out,
+        )
+    part = metrics.get("groups")
+    if part:
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        print(
+            f"parts ({part['rule']}): {part['normal_groups']} normal, {part['anomalous_groups']} anomalous; "
+            f"part AUC {fmt(part['group_auc'])}, at threshold: TPR {fmt(part['group_tpr_at_threshold'])}, "
+            f"FPR {fmt(part['group_fpr_at_threshold'])}"
+            + (f"; {part['groups_on_both_sides']} part(s) on both sides"
+               if part["groups_on_both_sides"] else ""),
             file=out,
         )
     return 0

@@ -29,6 +29,7 @@ from ovdoc.atomic import atomic_dir
 from ovdoc.errors import OvdocError
 from ovdoc.runtime.calibration import CALIBRATIONS, calibrate, threshold_at_fpr
 from ovdoc.runtime.datasets import UNREADABLE_NAMED
+from ovdoc.runtime.groups import parse_groups, regroup
 from ovdoc.runtime.ir import RT_PREPROCESS, annotate, read_ir, save_ir
 from ovdoc.runtime.patch import MAP_SIGMA_CELLS, PatchConfig
 from ovdoc.runtime.preprocess import RESIZE_MODES, PreprocessSpec
@@ -117,6 +118,7 @@ class FitConfig:
     resize: str | None = None
     patch: PatchConfig = dataclasses.field(default_factory=PatchConfig)
     calibration: str = "auto"  # global mode: held-out groups where known (auto), or leave-one-out (loo)
+    groups: str = "subfolder"  # which images show one part (ovdoc.runtime.groups): held out together
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -131,6 +133,7 @@ class FitConfig:
             raise OvdocError(f"unknown resize mode {self.resize!r}: use {', '.join(RESIZE_MODES)}")
         if self.calibration not in CALIBRATIONS:
             raise OvdocError(f"unknown calibration {self.calibration!r}: use {', '.join(CALIBRATIONS)}")
+        parse_groups(self.groups)
         if self.mode == "patch" and self.scorer != "knn":
             raise OvdocError(f"patch mode scores patches by nearest-neighbour distance: no --scorer "
                              f"{self.scorer}")
@@ -250,7 +253,7 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
     scorer_obj.fit(feats)
     method = LOO_METHODS[scorer_obj.kind]
     threshold = calibrate(
-        scorer_obj.loo_scores(), feats, config.fpr, keys=(report or {}).get("keys"), k=config.k,
+        scorer_obj.loo_scores(), feats, config.fpr, keys=_group_keys(report, config.groups), k=config.k,
         build=lambda x: make_scorer(config.scorer, k=config.k, index="flat", metric=config.metric).fit(x),
         loo_method=method, mode=config.calibration,
     )
@@ -269,6 +272,23 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
     return _write_bundle(out_dir, manifest, scorer_obj, model, spec, xml, copy=not resized)
 
 
+def _group_keys(report: dict | None, groups: str) -> list[tuple[str, str]] | None:
+    """Calibration keys (kind, group) of the images read, grouped by the `--groups` rule."""
+    keys = (report or {}).get("keys")
+    if not keys:
+        return None
+    paths = (report or {}).get("paths") or [None] * len(keys)
+    return regroup(keys, paths if len(paths) == len(keys) else [None] * len(keys), groups)
+
+
+def _patch_groups(report: dict | None, groups: str, n: int) -> list[str] | None:
+    """Patch mode holds whole groups of image files out of the bank (none for frames or arrays)."""
+    keys = _group_keys(report, groups)
+    if keys is None or len(keys) != n or any(kind != "file" for kind, _ in keys):
+        return None
+    return [g for _, g in keys]
+
+
 def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, cache_dir, total,
                sources, report=None) -> dict:
     """Patch mode: patch-feature IR, greedy coreset bank from most normals, threshold on held-out normals."""
@@ -276,6 +296,7 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
 
     from ovdoc.runtime.features import FeatureExtractor
     from ovdoc.runtime.patch import (
+        MIN_SPLIT_GROUPS,
         PatchScorer,
         bank_split,
         build_patch_model,
@@ -290,7 +311,9 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         raise OvdocError(f"patch mode needs at least 2 normal images (bank + calibration), got {len(images)}")
     size = config.size or default_patch_size([im.shape[1] / im.shape[0] for im in images])
     spec = _sized(dataclasses.replace(spec, width=size[0], height=size[1]), config, "stretch")
-    rng, cal, bank_order = bank_split(len(images), pc)
+    part_of = _patch_groups(report, config.groups, len(images))
+    rng, cal, bank_order = bank_split(len(images), pc, part_of)
+    n_groups = len(set(part_of)) if part_of else 0
     n_cal, bank_imgs = len(cal), np.sort(bank_order)
     matrix = None
     if pc.reduce == "pca":
@@ -321,6 +344,9 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
                          index=pc.index, nprobe=pc.nprobe)
     scorer.fit(candidates[picks])
     method = f"held-out split: {n_cal} normal images kept out of the bank (seed {pc.seed})"
+    if n_groups >= MIN_SPLIT_GROUPS:
+        method += (f", whole groups ({len({part_of[i] for i in cal})} of {n_groups} groups by "
+                   f"--groups {config.groups})")
     if pc.normalise != "none" and n_cal >= 2:
         # half of the held-out images give the per-position statistics, the other half the threshold
         stats, cal = cal[: n_cal // 2], cal[n_cal // 2 :]
