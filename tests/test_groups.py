@@ -132,3 +132,36 @@ def test_the_sweep_never_sees_a_test_tile(mt):
     bad = mt.mt_split(1)  # a split with the test part must be refused
     with pytest.raises(AssertionError, match="test tiles"):
         sweep.assert_no_test_tiles(bad)
+
+
+def test_fit_and_eval_take_a_filename_pattern(fashion_mnist_dir, tmp_path):
+    """Real CLI: 40 sneakers as 10 'parts' of 4 shots (part<N>_<shot>.png); fit holds whole parts out,
+    eval reports the parts it saw."""
+    import json
+
+    import cv2
+    from _runtime_helpers import sample_images
+
+    def write(images, folder):
+        folder.mkdir()
+        for i, im in enumerate(images):
+            cv2.imwrite(str(folder / f"part{i // 4}_{i % 4}.png"), im)
+        return folder
+
+    good = write(list(sample_images("fashion-mnist:sneaker", 40).images), tmp_path / "good")
+    new_good = write(list(sample_images("fashion-mnist-test:sneaker", 12).images), tmp_path / "new-good")
+    bad = write(list(sample_images("fashion-mnist-test:ankle_boot", 12).images), tmp_path / "bad")
+    pattern = r"pattern:^(part\d+)_"
+    fit = ovdoc_cli("fit", "--normal", str(good), "--out", str(tmp_path / "b"), "--groups", pattern, "--json")
+    assert fit.returncode == 0, fit.stderr
+    result = json.loads(fit.stdout)
+    assert result["groups"] == pattern
+    # ten parts held out whole (calibration.make_grouping), not leave-one-out
+    assert result["calibration"]["method"].startswith("held-out folders: 10 "), result["calibration"]
+    ev = ovdoc_cli("eval", str(tmp_path / "b"), "--normal", str(new_good), "--anomalous", str(bad),
+                   "--groups", pattern, "--json")
+    assert ev.returncode == 0, ev.stderr
+    parts = json.loads(ev.stdout.strip().splitlines()[-1])["groups"]
+    assert parts["normal_groups"] == 3 and parts["anomalous_groups"] == 3
+    assert parts["groups_on_both_sides"] == 3  # same names on both sides: said, not hidden
+    assert "parts (pattern:" in ev.stderr
