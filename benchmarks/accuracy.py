@@ -41,13 +41,15 @@ REQUIRED_AUC = {"sneaker-vs-boot": 0.95}  # the old single-run figure; no longer
 # the 0.97 target (2.6 of its standard deviations below; a drop of 0.007 trips it).
 GATES = {"arcface-own-class + knn": 0.95, "doc + knn": 0.885, "patch + topk-10": 0.97}
 # Magnetic-tile new-parts gate (`magnetic_tile_gate`, also run by `--gate`): patch mode with the product's
-# defaults fitted on 30 defect-free tiles and scored on the next 30 tiles in photograph order, tile-disjoint,
-# in three windows along the data set; mean image AUROC at least, mean FPR at the calibrated threshold (1 %
-# target) at most. Bounds from the measured windows (frozen-defaults-2026-12-07.md), with margin.
-MT_GATE_WINDOWS = (0, 40, 80)  # index of the first fitted defect-free tile (photograph order)
+# defaults fitted on the first 30 defect-free tiles and scored on the next 30 tiles in photograph order,
+# tile-disjoint. Measured 2026-12-07 (frozen-defaults-2026-12-07.md): image AUROC 0.8496, FPR 0.104 at the
+# calibrated threshold (1 % target), TPR 0.735. Bounds: AUROC 0.78 (0.07 down: at 10 fitted tiles the fit's
+# seed alone moves it by ~0.04), FPR 0.30 (without whole tiles held out of the bank, the calibration leak
+# this protocol fixes, the same kind of window flags 0.88-1.00 of the new good tiles).
+MT_GATE_WINDOWS = (0,)  # index of the first fitted defect-free tile (photograph order), one fit per window
 MT_GATE_TILES = (30, 30)  # fitted tiles, scored tiles per window
-GATES["magnetic-tile new tiles: patch image AUROC"] = 0.0
-MT_GATE_MAX_FPR = 1.0
+GATES["magnetic-tile new tiles: patch image AUROC"] = 0.78
+MT_GATE_MAX_FPR = 0.30
 GATE_COMMAND = ("--experiment methods-sneaker-vs-boot --methods doc,arcface-own-class,patch --scorers knn "
                 "--size 96 --epochs 2 --n-train 2000 --n-val 500 --reference-per-class 500 --seeds 0,1,2 "
                 "--no-normal-only")
