@@ -345,8 +345,8 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
     scorer.fit(candidates[picks])
     method = f"held-out split: {n_cal} normal images kept out of the bank (seed {pc.seed})"
     if n_groups >= MIN_SPLIT_GROUPS:
-        method += (f", whole groups ({len({part_of[i] for i in cal})} of {n_groups} groups by "
-                   f"--groups {config.groups})")
+        rule = "the caller's groups" if not (report or {}).get("paths") else f"--groups {config.groups}"
+        method += f", whole groups ({len({part_of[i] for i in cal})} of {n_groups} groups by {rule})"
     if pc.normalise != "none" and n_cal >= 2:
         # half of the held-out images give the per-position statistics, the other half the threshold
         stats, cal = cal[: n_cal // 2], cal[n_cal // 2 :]
