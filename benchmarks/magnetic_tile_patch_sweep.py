@@ -3,11 +3,12 @@ and the anomaly map (layers, normalisation, neighbours, per-image levels).
 
     python benchmarks/magnetic_tile_patch_sweep.py [--seeds 0,1,2] [--rows all|none|N,N] [--crop-test]
 
-Uses accuracy.py's per-seed magnetic-tile split (`mt_split`) and only its *validation* part: the bank
-is built from 80 % of the seed's training normals (10 % more set the per-position normalisation, as
-`ovdoc fit --mode patch` does), and held-out validation normals are scored against the validation
-defects; the test split is never extracted. Product components throughout: the patch-feature IR
-(`build_patch_model`, all 576 channels), `pca_matrix`,
+Uses accuracy.py's tile-disjoint magnetic-tile split (`mt_split(seed, with_test=False)`: the fixed
+test tiles are never read, `assert_no_test_tiles` checks every image's tile) and only its *validation*
+part: the bank is built from 80 % of the seed's training normals (10 % more set the per-position
+normalisation, as `ovdoc fit --mode patch` does, whole tiles held out), and held-out validation normals
+are scored against the validation defects; the test split is never extracted. Product components
+throughout: the patch-feature IR (`build_patch_model`, all 576 channels), `pca_matrix`,
 `projection_matrix`, `greedy_coreset`, `PatchScorer` (flat or inverted-file index), the product's map
 smoothing. Prints image AUROC and pooled pixel AUROC (mean ± std over seeds) and search ms per image, and
 writes benchmarks/results/accuracy-magnetic-tile-patch-bank-sweep.{json,md}; rows not run this time keep
@@ -92,8 +93,20 @@ FAR_FROM_MASK_PX = 60
 
 
 def split_images(seed: int) -> dict:
-    data = accuracy.mt_split(seed)
-    return {"train": data["train"], "val_normal": data["val_normal"], "val": data["val"]}
+    """The seed's train and validation tiles only: the test tiles are never read (asserted)."""
+    data = accuracy.mt_split(seed, with_test=False)
+    assert_no_test_tiles(data)
+    return {"train": data["train"], "val_normal": data["val_normal"], "val": data["val"],
+            "groups": data["groups"], "tiles": data["tiles"]}
+
+
+def assert_no_test_tiles(data: dict) -> None:
+    """The sweep tunes settings: not one image of a fixed test tile may reach it."""
+    test = accuracy.mt_test_tiles()
+    seen = {g for keys in data["groups"].values() for g in keys}
+    leaked = seen & test
+    if "test" in data or "test_normal" in data or leaked:
+        raise AssertionError(f"the sweep was given test tiles: {sorted(leaked)[:5]}")
 
 
 def full_features(images: list, size: tuple[int, int], layers: tuple[str, ...]) -> np.ndarray:
@@ -111,10 +124,10 @@ def full_features(images: list, size: tuple[int, int], layers: tuple[str, ...]) 
     return ext.extract(images, progress=False).reshape(len(images), gh, gw, -1).astype(np.float16)
 
 
-def fit_maps(train: np.ndarray, row: Setting, seed: int):
+def fit_maps(train: np.ndarray, row: Setting, seed: int, groups: list[str] | None = None):
     """Bank + per-position statistics from the training normals' features, as `ovdoc fit --mode patch`
     builds them; returns (maps: features [n, h, w, c] -> patch-score grids [n, h, w], the map level of a
-    typical normal patch, the bank size)."""
+    typical normal patch, the bank size). `groups` (each training image's tile): whole tiles held out."""
     from ovdoc.runtime.patch import (
         PatchConfig,
         PatchScorer,
@@ -127,7 +140,7 @@ def fit_maps(train: np.ndarray, row: Setting, seed: int):
     train = train.astype(np.float32)
     n, gh, gw, channels = train.shape
     config = PatchConfig(seed=seed)  # the product's split: calib_fraction, pca_images
-    rng, cal, bank_order = bank_split(n, config)
+    rng, cal, bank_order = bank_split(n, config, groups)
     stats, bank_imgs = cal[: len(cal) // 2], np.sort(bank_order)
     if row.reduce == "pca":
         matrix = pca_matrix(train[bank_order[: config.pca_images]].reshape(-1, channels), row.dim)
@@ -171,7 +184,7 @@ def evaluate(data: dict, feats: dict, row: Setting, seed: int) -> dict:
 
     if row.context:
         feats = {k: with_context(v) for k, v in feats.items()}
-    maps, level, bank = fit_maps(feats["train"], row, seed)
+    maps, level, bank = fit_maps(feats["train"], row, seed, data["groups"]["train"])
     t0 = time.perf_counter()
     normal_maps = maps(feats["val_normal"])
     search_ms = (time.perf_counter() - t0) / len(normal_maps) * 1000
@@ -241,7 +254,7 @@ def crop_test(data: dict, train: np.ndarray, seed: int) -> dict:
         height, width = image.shape[:2]
         x, y = int(fx * width), int(fy * height)
         normal_crops.append(image[y : y + max(8, int(fh * height)), x : x + max(8, int(fw * width))])
-    maps, _, _ = fit_maps(train, D, seed)
+    maps, _, _ = fit_maps(train, D, seed, data["groups"]["train"])
     normal = aggregate(maps(full_features(normal_crops, D.size, D.layers)), "topk", 10)
     defect = aggregate(maps(full_features(defect_crops, D.size, D.layers)), "topk", 10)
     return {"image_auroc": round(auc(normal, defect), 4), "defect_crops": len(defect_crops),

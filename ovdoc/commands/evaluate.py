@@ -47,8 +47,13 @@ fashion-mnist-test:CLASS[,CLASS] or fashion-mnist-test:-sneaker (every other cla
               help="Compute the features on a Ray cluster (HOST:PORT of its head, or auto); scores, AUC and "
               "rates on this machine as without it. Not with --masks/--grid. Needs `pip install "
               "'ovdoc[cluster]'`.")
+@click.option("--groups", "groups", default="none", show_default=True, metavar="subfolder|pattern:REGEX|none",
+              help="Which image files show the same part: also report part-level figures (a part is "
+              "flagged when any of its shots is; AUC over each part's highest score) and the number of "
+              "parts, so several shots of one part do not count as several trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
-def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, ray_address, as_json) -> int:
+def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, ray_address, groups,
+             as_json) -> int:
     """AUC, TPR/FPR at the bundle's threshold and TPR at 1% FPR on labelled images.
 
     A bundle's threshold was calibrated on its own normal images (`ovdoc fit --calibration`: by default
@@ -64,20 +69,30 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, ray_
 
     if ray_address and (masks or grid_path):
         raise OvdocError("--ray computes scores only: --masks and --grid need the images here (drop --ray)")
+    if ray_address and groups != "none":
+        raise OvdocError("--ray computes scores only: part-level figures (--groups) need the files here "
+                         "(drop --ray or --groups)")
     mode = str(load_manifest(bundle)[0].get("mode", "global")) if masks else None
     if masks and mode != "patch":
         raise OvdocError(
             f"--masks needs a patch-mode bundle (anomaly maps; `ovdoc fit --mode patch`): {bundle} is {mode}"
         )
+    from ovdoc.runtime.groups import group_keys, parse_groups
+
+    grouped = parse_groups(groups)[0] != "none"
     normal_masks = anomalous_masks = None
-    if masks:
-        from ovdoc.runtime.evaluation import image_paths, masks_for
+    normal_paths = anomalous_paths = None
+    if masks or grouped:
+        from ovdoc.runtime.evaluation import image_paths
 
         normal_paths, anomalous_paths = image_paths(normal), image_paths(anomalous)
         normal_data, anomalous_data = load_unlabelled(normal_paths), load_unlabelled(anomalous_paths)
+    if masks:
+        from ovdoc.runtime.evaluation import masks_for
+
         normal_masks = masks_for(normal_paths, list(normal_data.images), masks, anomalous=False)
         anomalous_masks = masks_for(anomalous_paths, list(anomalous_data.images), masks, anomalous=True)
-    elif not ray_address:
+    elif not ray_address and not grouped:
         normal_data = load_unlabelled(normal)
         anomalous_data = load_unlabelled(anomalous)
     if ray_address:
@@ -112,6 +127,12 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, ray_
     else:
         result = evaluate_detector(detector, normal_data.images, anomalous_data.images)
         metrics = result.metrics()
+    if grouped:
+        from ovdoc.runtime.groups import group_summary
+
+        metrics["groups"] = {"rule": groups} | group_summary(
+            result.normal_scores, result.anomalous_scores, group_keys(normal_paths, groups),
+            group_keys(anomalous_paths, groups), result.threshold)
     return _report(metrics, result, bundle, mode, normal, anomalous, device, roc_path, grid_path, pixel_eval,
                    (normal_data, anomalous_data), detector, masks, as_json)
 
@@ -165,6 +186,17 @@ def _report(metrics, result, bundle, mode, normal, anomalous, device, roc_path, 
             f"pixel AUROC {fmt(pixel['pixel_auroc'])}   PRO {fmt(pixel['pro'])} "
             f"(FPR <= {pixel['pro_fpr_limit']}, {pixel['n_regions']} defect regions, maps at "
             f"<= {pixel['max_side']} px)   hottest point in the mask: {fmt(pixel['hottest_in_mask'])}",
+            file=out,
+        )
+    part = metrics.get("groups")
+    if part:
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        print(
+            f"parts ({part['rule']}): {part['normal_groups']} normal, {part['anomalous_groups']} anomalous; "
+            f"part AUC {fmt(part['group_auc'])}, at threshold: TPR {fmt(part['group_tpr_at_threshold'])}, "
+            f"FPR {fmt(part['group_fpr_at_threshold'])}"
+            + (f"; {part['groups_on_both_sides']} part(s) on both sides"
+               if part["groups_on_both_sides"] else ""),
             file=out,
         )
     return 0

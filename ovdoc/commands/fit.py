@@ -123,6 +123,12 @@ from ovdoc.errors import OvdocError
               show_default=True,
               help="Image files in one folder: auto groups near-duplicate shots of one part (look-alike "
               "thumbnails) and holds each group out whole, so the threshold holds on new parts.")
+@click.option("--groups", "groups", default="subfolder", show_default=True,
+              metavar="subfolder|pattern:REGEX|none",
+              help="Which image files show the same part (shots of one part, one person): calibration "
+              "holds whole groups out of the index (patch mode: out of the bank), so the threshold holds on "
+              "new parts. subfolder = each folder; pattern:REGEX = the first capture group (or the whole "
+              "match) of REGEX in the file name, e.g. 'pattern:^(part\\d+)_'; none = no groups.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def fit(
     model: str | None,
@@ -151,6 +157,7 @@ def fit(
     calibration: str,
     ray_address: str | None,
     near_duplicates: str,
+    groups: str,
     as_json: bool,
 ) -> None:
     """Build a detector bundle from MODEL (an IR .xml or an `ovdoc convert` folder) and normal images.
@@ -184,6 +191,9 @@ def fit(
     if append is not None:
         if model is not None:
             raise OvdocError("--append keeps the bundle's own model: give no MODEL")
+        if groups != "subfolder":
+            raise OvdocError("--append holds out the bundle's previous images and each new folder as "
+                             "groups: no --groups")
         out = out or append
     elif out is None:
         raise OvdocError("--out is required: the bundle folder to write")
@@ -203,7 +213,7 @@ def fit(
         raise OvdocError("--index ivf is for patch bundles (--mode patch); global bundles use flat or hnsw")
     config = FitConfig(
         mode=mode, k=k, index=index, fpr=fpr, scorer=scorer, metric=metric, batch=batch, device=device,
-        size=parse_size(size) if size else None, resize=resize, calibration=calibration,
+        size=parse_size(size) if size else None, resize=resize, calibration=calibration, groups=groups,
         near_duplicates=near_duplicates,
         patch=PatchConfig(coreset=parse_coreset(coreset), seed=seed,
                           **{key: v for key, v in patch_opts.items() if v is not None}),
@@ -236,6 +246,7 @@ def fit(
             key: t[key] for key in ("method", "fpr", "n", "score_median", "score_max", "target_fpr",
                                     "heldout_fpr", "n_heldout", "loo_fpr_on_heldout", "warning") if key in t
         } | manifest.get("calibration", {}),
+        "groups": groups,
         "unreadable_images": manifest.get("normal_input", {}).get("unreadable", 0),
         "device": b["device"],
         "inference_precision": b["inference_precision"],

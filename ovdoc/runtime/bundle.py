@@ -37,6 +37,7 @@ from ovdoc.runtime.calibration import (
 )
 from ovdoc.runtime.datasets import UNREADABLE_NAMED
 from ovdoc.runtime.extract import Extract, LocalExtract
+from ovdoc.runtime.groups import parse_groups, regroup
 from ovdoc.runtime.ir import RT_PREPROCESS, annotate, export_source_of, read_ir, save_ir
 from ovdoc.runtime.patch import MAP_SIGMA_CELLS, PatchConfig
 from ovdoc.runtime.preprocess import RESIZE_MODES, PreprocessSpec
@@ -127,6 +128,7 @@ class FitConfig:
     calibration: str = "auto"  # global mode: held-out groups where known (auto), or leave-one-out (loo)
     near_duplicates: str = "auto"  # one folder of image files: group near-duplicate shots (auto) or not
     estimator: str = "bootstrap"  # the group quantile: bootstrap (aims at the target) or conformal
+    groups: str = "subfolder"  # which images show one part (ovdoc.runtime.groups): held out together
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -146,6 +148,7 @@ class FitConfig:
                              f"{', '.join(NEAR_DUPLICATES)}")
         if self.estimator not in ESTIMATORS:
             raise OvdocError(f"unknown threshold estimator {self.estimator!r}: use {', '.join(ESTIMATORS)}")
+        parse_groups(self.groups)
         if self.mode == "patch" and self.scorer != "knn":
             raise OvdocError(f"patch mode scores patches by nearest-neighbour distance: no --scorer "
                              f"{self.scorer}")
@@ -276,7 +279,7 @@ def _fit_global(model, spec, xml, images, out_dir, config: FitConfig, *, core, p
         raise OvdocError("no images could be read from the normal sources")
     scorer_obj.fit(feats)
     method = LOO_METHODS[scorer_obj.kind]
-    keys = (report or {}).get("keys")
+    keys = _group_keys(report, config.groups)
     threshold = calibrate(
         scorer_obj.loo_scores(), feats, config.fpr, keys=keys, k=config.k,
         build=lambda x: make_scorer(config.scorer, k=config.k, index="flat", metric=config.metric).fit(x),
@@ -327,6 +330,15 @@ def _near_groups(keys: list | None, thumbs: list[np.ndarray]) -> np.ndarray | No
     return near_duplicate_groups(np.stack(thumbs))
 
 
+def _group_keys(report: dict | None, groups: str) -> list[tuple[str, str]] | None:
+    """Calibration keys (kind, group) of the images read, grouped by the `--groups` rule."""
+    keys = (report or {}).get("keys")
+    if not keys:
+        return None
+    paths = (report or {}).get("paths") or [None] * len(keys)
+    return regroup(keys, paths if len(paths) == len(keys) else [None] * len(keys), groups)
+
+
 def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, progress, extract: Extract,
                total, sources, report=None) -> dict:
     """Patch mode: patch-feature IR, greedy coreset bank from most normals, threshold on held-out normals."""
@@ -349,7 +361,7 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         raise OvdocError(f"patch mode needs at least 2 normal images (bank + calibration), got {len(images)}")
     size = config.size or default_patch_size([im.shape[1] / im.shape[0] for im in images])
     spec = _sized(dataclasses.replace(spec, width=size[0], height=size[1]), config, "stretch")
-    labels, unit = _patch_groups(images, (report or {}).get("keys"), config)
+    labels, unit = _patch_groups(images, _group_keys(report, config.groups), config)
     rng, first, rest = bank_split(len(images), pc)
     order = np.concatenate([first, rest])  # seeded order; with one image per group, the same split
     cal, bank_order = split_groups(labels, order, len(first))  # every shot of a part on one side

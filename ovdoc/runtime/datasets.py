@@ -275,6 +275,7 @@ def open_unlabelled(
             if isinstance(part, Images):
                 if skip_unreadable:  # a data set or .npz: one sequence, in its order
                     report["keys"].extend([("frame", f"array:{item}")] * len(part.images))
+                    report.setdefault("paths", []).extend([None] * len(part.images))
                 yield from part.images
             elif not skip_unreadable:
                 yield from iter_images(part, video_every=video_every)
@@ -292,10 +293,12 @@ def _tolerant(paths: list[Path], video_every: int, report: dict,
     report.setdefault("image_files", 0)
     report.setdefault("unreadable", [])
     keys = report.setdefault("keys", [])
+    files = report.setdefault("paths", [])  # each image's file (None for a video frame): --groups pattern
     for path in paths:
         if is_video_file(path):
             for frame in iter_video_frames(path, every=video_every):
                 keys.append(("frame", str(path)))
+                files.append(None)
                 yield frame
             continue
         report["image_files"] += 1
@@ -309,6 +312,7 @@ def _tolerant(paths: list[Path], video_every: int, report: dict,
             report["unreadable"].append(str(path))
             continue
         keys.append(("file", str(path.parent)))
+        files.append(str(path))
         yield image
 
 

@@ -140,16 +140,17 @@ def drop_mask_files(paths: list[Path]) -> list[Path]:
 
 
 def image_paths(source: str) -> list[Path]:
-    """Image files of an eval source (folder, glob, file) for --masks, which finds masks by file name."""
+    """Image files of an eval source (folder, glob, file) for --masks and --groups, which go by file name."""
     from ovdoc.runtime.datasets import is_dataset_spec
     from ovdoc.runtime.images import expand_sources, is_video_file
 
     if is_dataset_spec(source) or source.lower().endswith(".npz"):
-        raise OvdocError(f"--masks finds masks by file name: {source} must be image files (a folder, a glob)")
+        raise OvdocError(f"--masks and --groups go by file name: {source} must be image files (a folder, "
+                         "a glob)")
     paths = expand_sources(source, tell_masks=False)
     videos = [p for p in paths if is_video_file(p)]
     if videos:
-        raise OvdocError(f"--masks needs image files, not videos ({videos[0]})")
+        raise OvdocError(f"--masks and --groups need image files, not videos ({videos[0]})")
     return drop_mask_files(paths)
 
 
