@@ -58,7 +58,8 @@ def test_the_later_tiles_are_new(scored):
     assert not train & later
     assert len(normal) >= 40 and len(defect) >= 30  # enough shots for the bounds to mean something
     # the threshold was set on whole tiles held out of the bank, not on shots whose twins are in it
-    assert "whole groups" in manifest["threshold"]["method"]
+    method = manifest["threshold"]["method"]
+    assert "kept out of the bank" in method and " images) kept out" not in method, method
 
 
 def test_new_tiles_auroc_and_threshold_fpr_hold(scored):
