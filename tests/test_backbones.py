@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
 import sys
 
 import cv2
@@ -139,3 +140,59 @@ def test_builder_refuses_a_checkpoint_that_is_not_this_network(lite0_state):
 def test_unknown_backbone_is_one_line():
     with pytest.raises(OvdocError, match="unknown backbone 'resnet50': use one of mobilenetv2"):
         get_backbone("resnet50")
+
+
+# --- `ovdoc fit --backbone`, and patch mode tapping what the IR records ------------------------------
+def _tiles(magnetic_tile_dir, n: int) -> list[np.ndarray]:
+    files = sorted((magnetic_tile_dir / "MT_Free" / "Imgs").glob("*.jpg"))[:n]
+    return [cv2.imread(str(f)) for f in files]
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "efficientnet-lite0"])
+def test_patch_mode_taps_the_layers_the_ir_records(magnetic_tile_dir, tmp_path, name):
+    from ovdoc.runtime.bundle import FitConfig, fit_bundle_images
+    from ovdoc.runtime.patch import PatchConfig
+
+    entry = get_backbone(name)
+    config = FitConfig(mode="patch", size=(96, 64), patch=PatchConfig(coreset=256, dim=16, pca_images=4))
+    manifest = fit_bundle_images(entry.xml, iter(_tiles(magnetic_tile_dir, 8)), tmp_path / "b", config,
+                                 progress=False)
+    patch = manifest["patch"]
+    assert patch["layers"] == list(entry.patch_layers) == patch["config"]["layers"]
+    assert patch["grid"] == [8, 12]  # stride 8 at 64x96
+
+
+def test_an_ir_without_a_record_is_tapped_by_the_default_names():
+    from ovdoc.runtime.ir import RT_BACKBONE
+    from ovdoc.runtime.patch import model_layers
+
+    lite0, _, _ = read_ir(get_backbone("efficientnet-lite0").xml)
+    assert model_layers(lite0, DEFAULT_LAYERS) == ("block_5_expand_relu", "block_8_expand_relu")
+    assert model_layers(lite0, ("block_3_expand_relu",)) == ("block_3_expand_relu",)  # asked for: kept
+    lite0.set_rt_info("{}", RT_BACKBONE)
+    assert model_layers(lite0, DEFAULT_LAYERS) == DEFAULT_LAYERS
+
+
+def _ovdoc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", timeout=600)
+
+
+def test_fit_backbone_builds_a_global_bundle_on_it(magnetic_tile_dir, tmp_path):
+    good = tmp_path / "good"
+    good.mkdir()
+    for i, im in enumerate(_tiles(magnetic_tile_dir, 10)):
+        cv2.imwrite(str(good / f"{i}.png"), im)
+    done = _ovdoc("fit", "--backbone", "efficientnet-lite0", "--normal", str(good), "--out",
+                  str(tmp_path / "b"), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["feature_dim"] == 1280
+    model, spec, _ = read_ir(tmp_path / "b" / "model.xml")
+    assert backbone_info(model)["name"] == "efficientnet-lite0" and spec.mean == (127.0,) * 3
+
+
+def test_fit_backbone_bad_input_is_one_line():
+    for args, says in ((("--backbone", "resnet50"), "'resnet50' is not one of"),
+                       (("some.xml", "--backbone", "efficientnet-lite0"), "--backbone names the model")):
+        done = _ovdoc("fit", *args, "--normal", ".", "--out", "x")
+        assert done.returncode != 0 and says in done.stderr and "Traceback" not in done.stderr

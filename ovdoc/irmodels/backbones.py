@@ -93,7 +93,9 @@ BACKBONES: dict[str, Backbone] = {
         ),
     )
 }
-DEFAULT_BACKBONE = "mobilenetv2"
+# What `ovdoc fit` uses without MODEL or --backbone, per mode: a backbone becomes a mode's default only
+# where tile-disjoint validation says it wins (benchmarks/backbones.py, docs/backbones.md).
+DEFAULT_BACKBONES = {"global": "mobilenetv2", "patch": "mobilenetv2"}
 
 
 def get_backbone(name: str) -> Backbone:

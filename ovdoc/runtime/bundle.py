@@ -30,7 +30,7 @@ from ovdoc.errors import OvdocError
 from ovdoc.runtime.calibration import CALIBRATIONS, calibrate, threshold_at_fpr
 from ovdoc.runtime.datasets import UNREADABLE_NAMED
 from ovdoc.runtime.ir import RT_PREPROCESS, annotate, read_ir, save_ir
-from ovdoc.runtime.patch import MAP_SIGMA_CELLS, PatchConfig
+from ovdoc.runtime.patch import MAP_SIGMA_CELLS, PatchConfig, model_layers
 from ovdoc.runtime.preprocess import RESIZE_MODES, PreprocessSpec
 
 FORMAT = "ovdoc-bundle"
@@ -284,7 +284,7 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         pca_matrix,
     )
 
-    pc = config.patch
+    pc = dataclasses.replace(config.patch, layers=model_layers(model, config.patch.layers))
     images = list(images)
     if len(images) < 2:
         raise OvdocError(f"patch mode needs at least 2 normal images (bank + calibration), got {len(images)}")
