@@ -20,7 +20,7 @@ from ovdoc.irmodels.backbones import BACKBONES, get_backbone
 from ovdoc.runtime.ir import backbone_info, compile_ir, read_ir
 from ovdoc.runtime.patch import DEFAULT_LAYERS
 
-SHIPPED = [name for name, b in BACKBONES.items() if (b.directory / "model.xml").is_file()]
+SHIPPED = [name for name, b in BACKBONES.items() if b.shipped]
 
 
 def _foolbox(foolbox_data_dir):
@@ -44,6 +44,10 @@ def lite0_state():
 
 def test_every_shipped_backbone_names_its_taps_in_the_ir():
     assert {"mobilenetv2", "efficientnet-lite0"} <= set(SHIPPED)
+    lite2 = get_backbone("efficientnet-lite2")
+    if not lite2.shipped and not (lite2.directory / "model.xml").is_file():
+        with pytest.raises(OvdocError, match="not shipped in the wheel: build it"):
+            _ = lite2.xml
     for name in SHIPPED:
         entry = get_backbone(name)
         model, _, _ = read_ir(entry.xml)
@@ -196,3 +200,34 @@ def test_fit_backbone_bad_input_is_one_line():
                        (("some.xml", "--backbone", "efficientnet-lite0"), "--backbone names the model")):
         done = _ovdoc("fit", *args, "--normal", ".", "--out", "x")
         assert done.returncode != 0 and says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_benchmark_splits_magnetic_tiles_by_tile(magnetic_tile_dir):
+    """benchmarks/backbones.py: every exposure of one tile lands on one side, and the last 20 % of the good
+    tiles are never part of what it reads."""
+    sys.path.insert(0, str(package_dir("ovdoc", "ovdoc").parent / "benchmarks"))
+    from backbones import split_groups, tile_groups
+
+    free = list((magnetic_tile_dir / "MT_Free" / "Imgs").glob("*.jpg"))
+    groups = tile_groups(free)
+    assert sum(map(len, groups)) == len(free) and max(map(len, groups)) <= 6
+    exps = [[int(re.search(r"exp(\d+)_", p.name).group(1)) for p in g] for g in groups]
+    assert all(e == sorted(set(e)) for e in exps)  # one tile: increasing exposures, none twice
+    assert sum(len(g) == 6 for g in groups) > 0.8 * len(groups)
+    parts = split_groups(groups, (0.6, 0.2, 0.2))
+    owner = {p: i for i, part in enumerate(parts) for p in part}
+    assert all(len({owner[p] for p in g}) == 1 for g in groups)
+    nums = [[int(re.search(r"num_(\d+)", p.name).group(1)) for p in part] for part in parts]
+    assert max(nums[0]) < min(nums[1]) and max(nums[1]) < min(nums[2])  # photograph order
+    assert abs(len(parts[2]) - 0.2 * len(free)) < 12
+
+
+def test_every_shipped_backbone_is_package_data():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(package_dir("ovdoc", "ovdoc").parent / "setup.cfg")
+    data = cfg["options.package_data"]
+    for name in SHIPPED:
+        assert "*.bin" in data.get(f"ovdoc.irmodels.{get_backbone(name).folder}", ""), name
+    assert "ovdoc.irmodels.efficientnet_lite2" not in data  # measured, not shipped

@@ -9,7 +9,7 @@ import click
 
 from ovdoc.commands.options import metric_option
 from ovdoc.errors import OvdocError
-from ovdoc.irmodels.backbones import BACKBONES
+from ovdoc.irmodels.backbones import SHIPPED
 
 
 @click.command()
@@ -36,7 +36,7 @@ from ovdoc.irmodels.backbones import BACKBONES
     help="Add the --normal images to this existing (global) bundle: same model, features added to its "
     "index, threshold recalibrated at its FPR. No MODEL with --append.",
 )
-@click.option("--backbone", type=click.Choice(list(BACKBONES)), default=None,
+@click.option("--backbone", type=click.Choice(SHIPPED), default=None,
               help="A shipped ImageNet backbone instead of MODEL (default: mobilenetv2 for both modes; "
               "see the backbones page of the docs).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device for feature extraction.")

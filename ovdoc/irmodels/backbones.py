@@ -29,6 +29,7 @@ class Backbone:
     builder: str  # the converter that writes the folder
     imagenet_top1: float  # published ImageNet top-1 of the weights (at `resolution`)
     resolution: int
+    shipped: bool = True  # in the wheel; False: `builder` writes it into a checkout (benchmarks, trials)
 
     @property
     def directory(self) -> Path:
@@ -39,6 +40,9 @@ class Backbone:
         """model.xml, or one clear line when the package lacks it."""
         xml = self.directory / "model.xml"
         if not xml.is_file() or not xml.with_suffix(".bin").is_file():
+            if not self.shipped:
+                raise OvdocError(f"{self.name} is not shipped in the wheel: build it in a checkout with "
+                                 f"python {self.builder} {self.name}")
             raise OvdocError(f"the shipped {self.name} backbone is missing from {xml.parent}: "
                              "reinstall ovdoc")
         return xml
@@ -90,12 +94,14 @@ BACKBONES: dict[str, Backbone] = {
             builder="converters/build_efficientnet.py",
             imagenet_top1=0.776,
             resolution=260,
+            shipped=False,  # +9 MB in the wheel; measured beside the others (docs/backbones.md)
         ),
     )
 }
 # What `ovdoc fit` uses without MODEL or --backbone, per mode: a backbone becomes a mode's default only
 # where tile-disjoint validation says it wins (benchmarks/backbones.py, docs/backbones.md).
 DEFAULT_BACKBONES = {"global": "mobilenetv2", "patch": "mobilenetv2"}
+SHIPPED = tuple(name for name, b in BACKBONES.items() if b.shipped)
 
 
 def get_backbone(name: str) -> Backbone:
