@@ -228,7 +228,8 @@ def pixel_auroc(maps: list, masks: list) -> float:
     return float(roc_auc_score(y, s))
 
 
-def patch_experiment(backbones: list[str], seeds: list[int], pixels: bool, runs_dir: Path) -> dict:
+def patch_experiment(backbones: list[str], seeds: list[int], pixels: bool, runs_dir: Path,
+                     saved_only: bool = False) -> dict:
     from ovdoc.irmodels.backbones import get_backbone
     from ovdoc.runtime.bundle import FitConfig, fit_bundle_images
     from ovdoc.runtime.detector import Detector
@@ -247,6 +248,8 @@ def patch_experiment(backbones: list[str], seeds: list[int], pixels: bool, runs_
             saved = runs_dir / f"{name}-seed{seed}-{'pixels' if pixels else 'image'}.json"
             if saved.is_file():  # one fit per file: seeds run in parallel processes, a rerun resumes
                 runs.append(json.loads(saved.read_text()))
+                continue
+            if saved_only:
                 continue
             with tempfile.TemporaryDirectory(prefix="ovdoc-bb-") as work:
                 t0 = time.perf_counter()
@@ -273,12 +276,16 @@ def patch_experiment(backbones: list[str], seeds: list[int], pixels: bool, runs_
                     + f" ({time.perf_counter() - t0:.0f} s)")
                 saved.write_text(json.dumps(run, indent=1))
                 runs.append(run)
+        if not runs:
+            rows[name] = {"missing": f"no finished run in {runs_dir}"}
+            continue
         keys = ["image_auroc", "tpr", "fpr"] + (["pixel_auroc"] if pixels else [])
         rows[name] = {k: [round(float(np.mean([r[k] for r in runs])), 4),
                           round(float(np.std([r[k] for r in runs])), 4)] for k in keys}
         rows[name]["per_type_image_auroc"] = {
             t: round(float(np.mean([r["per_type_image_auroc"][t] for r in runs])), 4) for t in MT_TYPES}
-        rows[name] |= {"layers": runs[0]["layers"], "size": runs[0]["size"], "runs": runs}
+        rows[name] |= {"layers": runs[0]["layers"], "size": runs[0]["size"], "runs": runs,
+                       "seeds": [r["seed"] for r in runs]}
     return {"split": "MT_Free tiles (exposure runs in num_ order) 60 % fit / 20 % validation / last 20 % "
             "unread; defects: first third of each type's tiles", "counts": data["counts"],
             "settings": "ovdoc fit --mode patch defaults (PatchConfig()), seed per run; threshold = the "
@@ -409,8 +416,13 @@ def markdown(record: dict) -> str:
         lines += [head, "|---|---|---|---|" + ("---|" if pixel else "")]
         for name in _ordered(s["backbones"]):
             r = s["backbones"][name]
+            if "missing" in r:
+                lines.append(f"| {name} | not measured ({r['missing']}) | | |" + (" |" if pixel else ""))
+                continue
             a = r.get("auroc", r.get("image_auroc"))
-            lines.append(f"| {name} | {_ms(a)} | {_ms(r['tpr'])} | {_ms(r['fpr'])} |"
+            seeds = r.get("seeds")
+            label = f"{name} (seeds {', '.join(map(str, seeds))})" if seeds and len(seeds) < 3 else name
+            lines.append(f"| {label} | {_ms(a)} | {_ms(r['tpr'])} | {_ms(r['fpr'])} |"
                          + (f" {_ms(r.get('pixel_auroc'))} |" if pixel else ""))
         lines.append("")
     if "cost" in sections:
@@ -447,9 +459,10 @@ def markdown(record: dict) -> str:
               / "ovdoc-backbones-runs", show_default=True,
               help="patch-mt: one JSON per fit (backbone, seed); present ones are reused, so seeds can run "
               "in parallel processes and a final call with every seed records them.")
+@click.option("--saved-only", is_flag=True, help="patch-mt: record the finished runs; fit none.")
 @click.option("--no-record", is_flag=True, help="Print only; leave benchmarks/results alone.")
 def main(experiments, backbones, seeds, cifar_pool, cifar_sizes, fmnist_pool, fmnist_sizes, pixels,
-         fps_seconds, runs_dir, no_record) -> None:
+         fps_seconds, runs_dir, saved_only, no_record) -> None:
     from ovdoc.irmodels.backbones import get_backbone
 
     names = [get_backbone(n).name for n in backbones.split(",") if n.strip()]
@@ -465,7 +478,7 @@ def main(experiments, backbones, seeds, cifar_pool, cifar_sizes, fmnist_pool, fm
         elif exp == "global-mt":
             result = global_mt_experiment(names, seed_list)
         elif exp == "patch-mt":
-            result = patch_experiment(names, seed_list, pixels, runs_dir)
+            result = patch_experiment(names, seed_list, pixels, runs_dir, saved_only)
         else:
             result = cost_experiment(names, fps_seconds)
         result["seconds"] = round(time.perf_counter() - t0, 1)
