@@ -32,6 +32,7 @@ from ovdoc.log import get_logger
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "converters"))
 
 OUT = REPO / "ovdoc" / "irmodels" / "imagenet"
 SIZE = 224  # torchvision's evaluation size: the natural default; fit/patch mode may reshape the IR
@@ -191,6 +192,9 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     (OUT / "imagenet.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    from stamp_backbone import stamp  # the registry's taps into rt_info, where patch mode reads them
+
+    stamp("mobilenetv2")
     say(f"wrote {OUT} ({sum(info['bytes'].values()) / 1e6:.1f} MB) in {info['seconds']} s")
 
 

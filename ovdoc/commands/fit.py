@@ -9,6 +9,7 @@ import click
 
 from ovdoc.commands.options import metric_option
 from ovdoc.errors import OvdocError
+from ovdoc.irmodels.backbones import SHIPPED
 
 
 @click.command()
@@ -35,6 +36,9 @@ from ovdoc.errors import OvdocError
     help="Add the --normal images to this existing (global) bundle: same model, features added to its "
     "index, threshold recalibrated at its FPR. No MODEL with --append.",
 )
+@click.option("--backbone", type=click.Choice(SHIPPED), default=None,
+              help="A shipped ImageNet backbone instead of MODEL (default: mobilenetv2 for both modes; "
+              "see the backbones page of the docs).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device for feature extraction.")
 @click.option(
     "--index",
@@ -94,7 +98,8 @@ from ovdoc.errors import OvdocError
 @click.option("--coreset", default="32768", show_default=True, metavar="N|FRACTION",
               help="patch: memory-bank size in patches (greedy k-center), or a fraction of the candidates.")
 @click.option("--layers", default=None, metavar="A,B",
-              help="patch: backbone layers to tap, by Keras name (default block_6_expand_relu,"
+              help="patch: backbone layers to tap, by node name (default: the stride-8 and stride-16 "
+              "taps the IR records; MobileNetV2 and IRs without a record: block_6_expand_relu,"
               "block_10_expand_relu).")
 @click.option("--dim", type=click.IntRange(1, 4096), default=None,
               help="patch: reduced feature size (default 64).")
@@ -135,6 +140,7 @@ def fit(
     normal: tuple[str, ...],
     out: str | None,
     append: str | None,
+    backbone: str | None,
     device: str,
     index: str,
     k: int,
@@ -164,7 +170,8 @@ def fit(
 
     \b
     MODEL omitted (or `imagenet`): the ImageNet MobileNetV2 backbone shipped inside ovdoc (224x224,
-    1280-d features) — no TensorFlow and no training needed to start.
+    1280-d features) — no TensorFlow and no training needed to start; --backbone efficientnet-lite0
+    picks another shipped one (docs/backbones.md).
 
     \b
     The bundle folder holds the IR, the FAISS index of the normal images' features and manifest.json
@@ -188,6 +195,8 @@ def fit(
     from ovdoc.runtime.bundle import FitConfig, append_bundle, fit_bundle, parse_size
     from ovdoc.runtime.patch import PatchConfig, parse_coreset
 
+    if backbone is not None and (model is not None or append is not None):
+        raise OvdocError("--backbone names the model: give no MODEL (and no --append) with it")
     if append is not None:
         if model is not None:
             raise OvdocError("--append keeps the bundle's own model: give no MODEL")
@@ -230,7 +239,8 @@ def fit(
     if append is not None:
         manifest = append_bundle(append, list(normal), out, progress=True)
     else:
-        manifest = fit_bundle(resolve_model(model), list(normal), out, config, progress=True, extract=extract)
+        manifest = fit_bundle(resolve_model(model, backbone=backbone, mode=mode), list(normal), out, config,
+                              progress=True, extract=extract)
     wall = time.perf_counter() - t0
     s, t, b = manifest["scorer"], manifest["threshold"], manifest["built_with"]
     result = {

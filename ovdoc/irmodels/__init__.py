@@ -46,11 +46,20 @@ def imagenet_backbone() -> Path:
     return xml
 
 
-def resolve_model(text: str | Path | None) -> Path:
-    """What `ovdoc fit [MODEL]` means: omitted or `imagenet` = the shipped backbone, else a path as given.
+def resolve_model(text: str | Path | None, *, backbone: str | None = None, mode: str = "global") -> Path:
+    """What `ovdoc fit [MODEL] [--backbone NAME]` means: a shipped backbone by name (`--backbone`, or MODEL
+    `imagenet` / a registry name such as `efficientnet-lite0`), MODEL omitted = the mode's default
+    backbone, else a path as given.
 
-    A file or folder that really is called `imagenet` wins over the shipped backbone.
+    A file or folder that really is called `imagenet` (or a backbone's name) wins over the shipped one.
     """
-    if text is None or (str(text).strip().lower() in IMAGENET_NAMES and not Path(text).exists()):
-        return imagenet_backbone()
+    from ovdoc.irmodels.backbones import BACKBONES, DEFAULT_BACKBONES, get_backbone
+
+    if backbone is None and text is None:
+        backbone = DEFAULT_BACKBONES.get(mode, DEFAULT_BACKBONES["global"])
+    elif backbone is None and not Path(text).exists():
+        name = str(text).strip().lower()
+        backbone = "mobilenetv2" if name in IMAGENET_NAMES else name if name in BACKBONES else None
+    if backbone is not None:
+        return get_backbone(backbone).xml
     return Path(text)

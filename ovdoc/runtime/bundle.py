@@ -39,7 +39,7 @@ from ovdoc.runtime.datasets import UNREADABLE_NAMED
 from ovdoc.runtime.extract import Extract, LocalExtract
 from ovdoc.runtime.groups import parse_groups, regroup
 from ovdoc.runtime.ir import RT_PREPROCESS, annotate, export_source_of, read_ir, save_ir
-from ovdoc.runtime.patch import MAP_SIGMA_CELLS, PatchConfig
+from ovdoc.runtime.patch import MAP_SIGMA_CELLS, PatchConfig, model_layers
 from ovdoc.runtime.preprocess import RESIZE_MODES, PreprocessSpec
 
 FORMAT = "ovdoc-bundle"
@@ -353,7 +353,7 @@ def _fit_patch(model, spec, xml, images, out_dir, config: FitConfig, *, core, pr
         pca_matrix,
     )
 
-    pc = config.patch
+    pc = dataclasses.replace(config.patch, layers=model_layers(model, config.patch.layers))
     from ovdoc.log import progress_bar
 
     images = list(progress_bar(images, total=total, desc="reading normal images", enabled=progress))

@@ -21,6 +21,7 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "features"
 RT_PREPROCESS = ["ovdoc", "preprocess"]
 RT_SOURCE = ["ovdoc", "source"]
+RT_BACKBONE = ["ovdoc", "backbone"]  # shipped backbones: name and tap node names by role
 MIN_IR_VERSION = 10
 # `<net name="..." version="11">`: the IR format version, read from the header alone
 _IR_VERSION = re.compile(rb"<net\b[^>]*\bversion\s*=\s*\"(\d+)\"")
@@ -101,6 +102,17 @@ def preprocess_of(model: ov.Model) -> PreprocessSpec:
         "the IR records no preprocessing and its input is not NHWC with 3 channels; convert it with "
         "`ovdoc convert` so input size, colour order and scale are recorded"
     )
+
+
+def backbone_info(model: ov.Model) -> dict | None:
+    """The backbone record a shipped IR carries (name, taps by role), or None for any other IR."""
+    if not model.has_rt_info(RT_BACKBONE):
+        return None
+    try:
+        info = json.loads(model.get_rt_info(RT_BACKBONE).astype(str))
+    except (ValueError, TypeError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("taps"), dict) else None
 
 
 def name_ports(model: ov.Model) -> ov.Model:

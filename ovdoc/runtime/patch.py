@@ -29,7 +29,10 @@ import openvino as ov
 from ovdoc.errors import OvdocError, first_line
 
 # Chosen on the magnetic-tile validation split (benchmarks/accuracy.py, magnetic-tile, --mode patch)
-DEFAULT_LAYERS = ("block_6_expand_relu", "block_10_expand_relu")  # stride 8 + stride 16
+# MobileNetV2's stride-8 + stride-16 maps. As a config value it means "the backbone's stride-8 and
+# stride-16 taps": an IR that records its taps (shipped backbones, rt_info ovdoc/backbone) is tapped there
+# (`model_layers`); any other IR by these names.
+DEFAULT_LAYERS = ("block_6_expand_relu", "block_10_expand_relu")
 AGGREGATES = ("max", "topk", "smooth_max")
 # Gaussian smoothing of patch-score maps, in grid cells (8 px of model input at stride 8): the same for
 # the smooth_max image score and for anomaly maps, so an image's score is the maximum of its map. 4 cells
@@ -162,6 +165,15 @@ def find_layer(model: ov.Model, layer: str) -> ov.Output:
             "imagenet backbone"
         )
     return node.output(0)
+
+
+def model_layers(model: ov.Model, layers: tuple[str, ...]) -> tuple[str, ...]:
+    """The layers to tap: the IR's recorded stride-8/stride-16 taps when `layers` is the default."""
+    from ovdoc.runtime.ir import backbone_info
+
+    info = backbone_info(model) if tuple(layers) == DEFAULT_LAYERS else None
+    taps = info["taps"] if info else {}
+    return (taps["stride8"], taps["stride16"]) if "stride8" in taps and "stride16" in taps else tuple(layers)
 
 
 def _tap_shapes(model: ov.Model, layers: tuple[str, ...], height: int, width: int) -> list[list[int]]:
