@@ -25,6 +25,9 @@ import accuracy  # noqa: E402  (the benchmark module beside this file)
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     from ovdoc.irmodels import imagenet_backbone
     from ovdoc.runtime.evaluation import auc
     from ovdoc.runtime.features import FeatureExtractor
