@@ -51,8 +51,9 @@ def _cli(args: list[str], capsys) -> dict:
 
     with pytest.raises(SystemExit) as info:
         main(args)
-    out = capsys.readouterr().out
-    assert info.value.code == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert info.value.code == 0, out + captured.err[-2000:]
     return json.loads(out)  # stdout is the JSON alone (--json), with Ray in the process
 
 

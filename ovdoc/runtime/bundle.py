@@ -309,10 +309,16 @@ def _thumbnailed(images: Iterable[np.ndarray], thumbs: list[np.ndarray]) -> Iter
     from ovdoc.runtime.images import read_image
     from ovdoc.runtime.near_duplicates import thumbnail
 
-    for image in images:
-        # a Ray extraction streams file paths (its workers decode them): the thumbnail reads the file here
-        thumbs.append(thumbnail(read_image(image) if isinstance(image, (str, Path)) else image))
-        yield image
+    for item in images:
+        image = item
+        if isinstance(item, (str, Path)):  # a Ray extraction streams paths (its workers decode them)
+            try:
+                image = read_image(Path(item))
+            except OvdocError:  # unreadable: the workers skip it too, so it gets no thumbnail either
+                yield item
+                continue
+        thumbs.append(thumbnail(image))
+        yield item
 
 
 def _near_groups(keys: list | None, thumbs: list[np.ndarray]) -> np.ndarray | None:
