@@ -4,8 +4,10 @@ AUROC beside each, measured back to back in one process (a shared VM's load move
     python benchmarks/coreset_speed.py [--train 700] [--good 200] [--defects 40] [--seeds 0,1,2]
         [--variants default,plain-loop,proj16,proj8,cand100k,proj8-cand100k] [--coreset 32768] [--record]
 
-`default` is today's pruned k-center, `plain-loop` the unpruned loop it replaced (same picks, so the
-same AUROC: the speed-up is free), the others trade selection for speed and need their AUROC checked.
+`default` is the product's k-center (one dense matrix-vector product per pick: a triangle-inequality-pruned
+variant with the same picks measured 3-4x slower on a quiet machine, 2026-12-07, and was reverted);
+`plain-loop` is this script's own copy of the dense loop (same picks, a check that nothing drifted); the
+others trade selection for speed and need their AUROC checked.
 
 Validation is group-disjoint on magnetic-tile: MT_Free tiles sorted by the `num_` in their names (shots
 of one part are neighbours), the earliest `--train` fit the bundle and the latest `--good` are the
@@ -15,7 +17,7 @@ only in the bank's coreset settings; the manifest records the coreset's own seco
 default, each variant, default again, so a change in load shows as a difference between the two default
 runs; `os.getloadavg()` is recorded before every fit. "Speed vs default" is the mean of that seed's two
 default runs' seconds divided by the variant's (coreset alone, and the whole fit): above 1 the variant is
-faster, below 1 slower (plain-loop: how much the pruning saves). AUROC is mean ± std over seeds.
+faster, below 1 slower. AUROC is mean ± std over seeds.
 
 `--record` writes benchmarks/results/patch-coreset-speed.{json,md}. Do not record a run from a busy
 shared machine as a speed result: the JSON holds the load averages to judge by.

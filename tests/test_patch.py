@@ -107,8 +107,8 @@ def _plain_greedy(z: np.ndarray, n: int, start: int) -> list[int]:
 
 @pytest.mark.parametrize("data", ["isotropic", "clustered", "duplicates"])
 def test_greedy_coreset_picks_what_the_plain_loop_picks(data):
-    """The pruned loop is a speed-up only: the plain loop's picks, in its order, whether pruning skips
-    most rows (clustered, like real patches), almost none (isotropic noise) or meets exact ties."""
+    """greedy_coreset is exact greedy k-center: the textbook loop's picks, in its order, on clustered data
+    (like real patches), isotropic noise and exact ties (a faster variant must keep this)."""
     from ovdoc.runtime.patch import greedy_coreset, projection_matrix
 
     rng = np.random.default_rng(3)

@@ -294,9 +294,6 @@ def build_patch_model(
 
 
 # --- memory bank ----------------------------------------------------------------------------------
-PRUNE_FULL_SHARE = 0.5  # above this share of rows to recompute, greedy_coreset does one dense pass instead
-
-
 def greedy_coreset(
     x: np.ndarray, n: int, *, projection_dim: int = 32, seed: int = 0, progress: bool = False
 ) -> np.ndarray:
@@ -304,9 +301,9 @@ def greedy_coreset(
 
     Distances are computed in a `projection_dim` random projection (PatchCore's speed-up: the order of
     picks barely changes, the cost drops d/projection_dim-fold). Start: a seeded random row.
-    Exact greedy, pruned by the triangle inequality: the plain loop's full matrix-vector product per pick
-    was 90% of a patch fit; on real patch features about a fifth of the rows need recomputing per pick
-    and the picks are the plain loop's (tests/test_patch.py; benchmarks/coreset_speed.py times both).
+    One BLAS matrix-vector product per pick: a triangle-inequality-pruned variant (same picks) was tried
+    and measured 3-4x slower on a quiet machine (2026-12-07, 952 tiles: bank 40 s vs 10 s), its per-pick
+    gathers costing more than the dense product they save.
     """
     x = np.asarray(x, np.float32)
     m = len(x)
@@ -321,47 +318,17 @@ def greedy_coreset(
     start = int(np.random.default_rng(seed).integers(m))
     picks = np.empty(n, np.int64)
     picks[0] = start
-    centres = np.empty((n, z.shape[1]), np.float32)  # the picks' coordinates, for centre-to-centre distances
-    centres[0] = z[start]
-    nearest = np.zeros(m, np.int32)  # which pick each row is closest to
-    best = np.maximum(sq - 2.0 * (z @ z[start]) + sq[start], 0.0)  # squared distance to that pick
-    best[start] = -1.0  # picked: never again a candidate
+    best = np.maximum(sq - 2.0 * (z @ z[start]) + sq[start], 0.0)
+    best[start] = -1.0
     from ovdoc.log import progress_bar
 
     bar = progress_bar(total=n, desc="memory bank (greedy k-center)", unit="patch", enabled=progress)
     shown = 0
-    d = np.empty(m, np.float32)  # the full update's buffer, reused in place
-    # 5 x the worst rounding error of one squared distance (a dot product of z.shape[1] terms and two norms)
-    slack = 5.0 * (z.shape[1] + 8) * float(np.finfo(np.float32).eps) * float(sq.max())
     for i in range(1, n):
         j = int(np.argmax(best))
         picks[i] = j
-        zj = z[j]
-        centres[i] = zj
-        # A row x can only move closer to the new centre j if d(c, j) < 2 d(x, c) for its own centre c
-        # (triangle inequality): once the bank covers the data, few rows qualify, and only they are
-        # recomputed. Squared, with `slack` covering float32 rounding of |a|^2 - 2a.b + |b|^2, so a row the
-        # plain loop would update, even by a rounding error, is never skipped (same picks, ties included).
-        to_centres = sq[picks[:i]] - 2.0 * (centres[:i] @ zj).astype(np.float64) + float(sq[j])
-        near = to_centres[nearest] < 4.0 * best + slack
-        rows = np.flatnonzero(near)
-        if len(rows) > PRUNE_FULL_SHARE * m:  # most rows qualify: one dense pass is cheaper than a gather
-            np.dot(z, zj, out=d)
-            d *= -2.0
-            d += sq  # (-2 z.zj) + |z|^2 + |zj|^2: the same sums, in the same order, as a row's own
-            d += sq[j]
-            closer = d < best
-            best[closer] = d[closer]
-            nearest[closer] = i
-        elif len(rows):
-            dr = z[rows] @ zj
-            dr *= -2.0
-            dr += sq[rows]
-            dr += sq[j]
-            closer = dr < best[rows]
-            moved = rows[closer]
-            best[moved] = dr[closer]
-            nearest[moved] = i
+        d = sq - 2.0 * (z @ z[j]) + sq[j]
+        np.minimum(best, d, out=best)
         best[j] = -1.0
         if i % 1024 == 0:  # the bar's own bookkeeping per pick would cost more than a pick
             bar.update(i - shown)
