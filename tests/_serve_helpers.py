@@ -135,3 +135,10 @@ def demo_frames(n: int, start: int = 0) -> list[np.ndarray]:
         frames.append(frame)
     cap.release()
     return frames[start:]
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0):
+    """The suite's one polling wait (_cli.wait_for), `what` first; an exception in `predicate` fails."""
+    from _cli import wait_for as poll
+
+    return poll(predicate, timeout=timeout, what=what, errors=())

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -27,6 +26,7 @@ from _serve_helpers import (
     score_multipart,
     score_raw,
     scores,
+    wait_for,
 )
 from conftest import need_package
 
@@ -301,12 +301,3 @@ def bundle_info(srv: Server) -> dict:
     bundle_info_cache.clear()
     bundle_info_cache.update(listing["bundles"][0])
     return listing["bundles"][0]
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _runtime_helpers import error_line, ovdoc_cli
-from _serve_helpers import Server, call, demo_frames, score_json, score_multipart, score_raw, scores
+from _serve_helpers import Server, call, demo_frames, score_json, score_multipart, score_raw, scores, wait_for
 from conftest import need_package
 
 need_package("ray", "ovdoc serve --ray (the serve extra)")
@@ -164,12 +164,3 @@ def _png(image):
     from _serve_helpers import png
 
     return png(image)
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

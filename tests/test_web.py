@@ -8,13 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from _cli import free_port, start_ovdoc, stop_ovdoc
+from _cli import free_port, start_ovdoc, stop_ovdoc, wait_for
 from conftest import REPO, missing, need_package
 
 pytestmark = pytest.mark.slow  # a live run in a real headless Chromium
@@ -41,20 +40,6 @@ def get_json(url: str, token: str | None = None) -> dict:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     with urllib.request.urlopen(request, timeout=5) as answer:
         return json.loads(answer.read())
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last})")
 
 
 def start_run(bundle: Path, source: Path, port: int, events: Path, *extra: str) -> subprocess.Popen:

@@ -179,9 +179,9 @@ def _report(metrics, result, bundle, mode, normal, anomalous, device, roc_path, 
         f"FPR {metrics['fpr_at_threshold']:.3f}   TPR@FPR=1% {metrics['tpr_at_fpr_1pct']:.3f}",
         file=out,
     )
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     pixel = metrics.get("pixel")
     if pixel:
-        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
         print(
             f"pixel AUROC {fmt(pixel['pixel_auroc'])}   PRO {fmt(pixel['pro'])} "
             f"(FPR <= {pixel['pro_fpr_limit']}, {pixel['n_regions']} defect regions, maps at "
@@ -190,7 +190,6 @@ def _report(metrics, result, bundle, mode, normal, anomalous, device, roc_path, 
         )
     part = metrics.get("groups")
     if part:
-        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
         print(
             f"parts ({part['rule']}): {part['normal_groups']} normal, {part['anomalous_groups']} anomalous; "
             f"part AUC {fmt(part['group_auc'])}, at threshold: TPR {fmt(part['group_tpr_at_threshold'])}, "
