@@ -34,12 +34,13 @@ SEED_ONNX = SHARED / "models" / "seed-doc-faces" / "onnx" / "weights.onnx"
 TARGET = 8  # the issue's goal in global mode
 
 
-def build(work: Path) -> dict[str, Path]:
-    """The three bundles, fitted on the clip's own frames."""
+def build(work: Path, wanted: list[str], precisions: list[str]) -> dict[str, Path]:
+    """The wanted bundles, fitted on the clip's own frames, in each precision (name@bf16 for bf16)."""
     import openvino as ov
 
     from ovdoc.irmodels import imagenet_backbone
     from ovdoc.runtime.bundle import FitConfig, fit_bundle
+    from ovdoc.runtime.extract import LocalExtract
     from ovdoc.runtime.ir import annotate, name_ports, save_ir
     from ovdoc.runtime.preprocess import PreprocessSpec
 
@@ -54,8 +55,13 @@ def build(work: Path) -> dict[str, Path]:
     }
     out = {}
     for name, (ir, config) in bundles.items():
-        fit_bundle(ir, VIDEO, work / name, config, progress=False)
-        out[name] = work / name
+        for precision in precisions:
+            label = name if precision == "f32" else f"{name}@{precision}"
+            if name not in wanted:
+                continue
+            fit_bundle(ir, VIDEO, work / label, config, progress=False,
+                       extract=LocalExtract(inference_precision=precision))
+            out[label] = work / label
     return out
 
 
@@ -65,6 +71,9 @@ def main() -> int:
     ap.add_argument("--counts", default="1,2,4,6,8,10,12,16,20,24")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--bundles", default="seed-global-96,imagenet-global,imagenet-patch")
+    ap.add_argument("--precisions", default="f32",
+                    help="f32 and/or bf16 (comma-separated): each bundle built and run in each; with bf16 "
+                    "the record is density-precision.*, so the f32 record stays")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
     if not VIDEO.is_file():
@@ -76,6 +85,9 @@ def main() -> int:
 
     counts = [int(c) for c in args.counts.split(",")]
     wanted = args.bundles.split(",")
+    precisions = args.precisions.split(",")
+    if set(precisions) - {"f32", "bf16"}:
+        raise SystemExit("--precisions: f32 and/or bf16")
     result: dict = {
         "command": "python benchmarks/density.py " + " ".join(sys.argv[1:]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -86,7 +98,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ovdoc-density-") as tmp:
         work = Path(tmp)
         print("fitting the bundles on vtest.avi ...", flush=True)
-        paths = build(work)
+        paths = build(work, wanted, precisions)
+        wanted = list(paths)  # name, name@bf16, ... in build order
         detectors = {name: load_detector_for_run(paths[name], "CPU") for name in wanted}
         for repeat in range(args.repeats):  # alternate bundles within a repeat: a busy moment hits all
             for name in wanted:
@@ -95,6 +108,7 @@ def main() -> int:
                 run = stream_density(det, VIDEO, counts, seconds=args.seconds, workdir=work)
                 entry = result["bundles"].setdefault(name, {
                     "mode": det.mode_,
+                    "inference_precision": det.extractor_.inference_precision,
                     "input": [det.preprocess.width, det.preprocess.height],
                     "clip": run["clip"],
                     "criteria": run["criteria"],
@@ -106,7 +120,7 @@ def main() -> int:
         d = [r["density"] for r in entry["runs"]]
         entry["density_min"], entry["density_max"] = min(d), max(d)
         entry["density_median"] = statistics.median(d)
-    write(result, args.out)
+    write(result, args.out, "density" if precisions == ["f32"] else "density-precision")
     print(markdown(result))
     return 0
 
@@ -151,12 +165,12 @@ def markdown(result: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write(result: dict, out: Path) -> None:
+def write(result: dict, out: Path, name: str = "density") -> None:
     from ovdoc.atomic import atomic_path, write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "density.json", json.dumps(result, indent=2, default=str) + "\n")
-    write_text_atomic(out / "density.md", markdown(result))
+    write_text_atomic(out / f"{name}.json", json.dumps(result, indent=2, default=str) + "\n")
+    write_text_atomic(out / f"{name}.md", markdown(result))
     try:
         import matplotlib
 
@@ -169,8 +183,10 @@ def write(result: dict, out: Path) -> None:
         for i, run in enumerate(e["runs"]):
             xs = [r["cameras"] for r in run["rows"]]
             ys = [r["max_latency_ms_p99"] for r in run["rows"]]
+            base, _, precision = name.partition("@")
             ax.plot(xs, ys, marker="o", alpha=0.8, label=name if i == 0 else None,
-                    color={"seed-global-96": "C0", "imagenet-global": "C1"}.get(name, "C2"))
+                    linestyle="--" if precision else "-",
+                    color={"seed-global-96": "C0", "imagenet-global": "C1"}.get(base, "C2"))
     ax.axhline(100, color="red", linestyle="--", linewidth=1, label="p99 limit 100 ms")
     ax.set_xlabel("cameras (640x480, 30 FPS)")
     ax.set_ylabel("worst camera's p99 latency (ms)")
@@ -179,7 +195,7 @@ def write(result: dict, out: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("Stream density: every repeat (a line ends at its first failing count)")
     fig.tight_layout()
-    with atomic_path(out / "density.png") as tmp:
+    with atomic_path(out / f"{name}.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 

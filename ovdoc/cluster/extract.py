@@ -45,25 +45,27 @@ def limit_threads(cpus: int) -> ov.Core:
 
 
 def compile_bytes(xml: bytes, weights: bytes, spec: dict, *, device: str, batch: int, cpus: int,
-                  hint: str = "throughput"):
+                  hint: str = "throughput", inference_precision: str = "f32"):
     """A FeatureExtractor built on this process from IR bytes (the actors' one compile)."""
     from ovdoc.runtime.features import FeatureExtractor, default_cache_dir
 
     core = limit_threads(cpus)
     model = core.read_model(model=xml, weights=ov.Tensor(np.frombuffer(weights, np.uint8)))
     return FeatureExtractor(model, PreprocessSpec.from_dict(spec), device=device, batch=batch, hint=hint,
-                            core=core, cache_dir=default_cache_dir())
+                            core=core, cache_dir=default_cache_dir(), inference_precision=inference_precision)
 
 
 class FeatureActor:
     """One Ray Data actor: the IR compiled once, then batches of rows -> features (rows it cannot read are
     returned flagged, not dropped, so the driver can name them)."""
 
-    def __init__(self, ir: list, spec: dict, device: str, batch: int, cpus: int) -> None:
+    def __init__(self, ir: list, spec: dict, device: str, batch: int, cpus: int,
+                 inference_precision: str = "f32") -> None:
         import ray
 
         xml, weights = ray.get(ir[0])  # (xml, weights) bytes, put once by the driver for every actor
-        self.extractor = compile_bytes(xml, weights, spec, device=device, batch=batch, cpus=cpus)
+        self.extractor = compile_bytes(xml, weights, spec, device=device, batch=batch, cpus=cpus,
+                                       inference_precision=inference_precision)
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ovdoc.errors import OvdocError
@@ -106,9 +108,11 @@ class RayExtract:
 
     reads_files = True
 
-    def __init__(self, ray: ModuleType, *, actors: int | None = None, cpus: int = 1) -> None:
+    def __init__(self, ray: ModuleType, *, actors: int | None = None, cpus: int = 1,
+                 inference_precision: str = "f32") -> None:
         self.ray = ray
         self.cpus = max(1, int(cpus))
+        self.inference_precision = inference_precision  # every worker computes in the one precision
         total = int(ray.cluster_resources().get("CPU", 1))
         self.actors = max(1, actors if actors else total // self.cpus)
 
@@ -136,7 +140,7 @@ class RayExtract:
             FeatureActor, batch_size=batch, batch_format="numpy", num_cpus=self.cpus,
             compute=ray.data.ActorPoolStrategy(size=self.actors),
             fn_constructor_kwargs={"ir": ir, "spec": spec.to_dict(), "device": device, "batch": batch,
-                                   "cpus": self.cpus},
+                                   "cpus": self.cpus, "inference_precision": self.inference_precision},
         )
         positions, oks, parts, precision = [], [], [], None
         bar = progress_bar(total=total or len(rows), desc=desc, enabled=progress)

@@ -40,6 +40,10 @@ from ovdoc.irmodels.backbones import SHIPPED
               help="A shipped ImageNet backbone instead of MODEL (default: mobilenetv2 for both modes; "
               "see the backbones page of the docs).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device for feature extraction.")
+@click.option("--precision", type=click.Choice(["auto", "f32", "bf16"]), default="auto", show_default=True,
+              help="CPU inference precision of the features, recorded in the bundle (which is always scored "
+              "in it): auto = bf16 on CPUs with AMX (several times faster, as accurate: see the benchmarks "
+              "page), f32 elsewhere and with --ray.")
 @click.option(
     "--index",
     "index",
@@ -142,6 +146,7 @@ def fit(
     append: str | None,
     backbone: str | None,
     device: str,
+    precision: str,
     index: str,
     k: int,
     fpr: float,
@@ -227,14 +232,24 @@ def fit(
         patch=PatchConfig(coreset=parse_coreset(coreset), seed=seed,
                           **{key: v for key, v in patch_opts.items() if v is not None}),
     )
-    extract = None
+    if append is not None and precision != "auto":
+        raise OvdocError("--append computes the new features in the bundle's own precision: no --precision")
+    from ovdoc.runtime.precision import resolve_precision
+
+    # a cluster's nodes may differ: `auto` is f32 there, so one bundle never mixes precisions
+    precision = resolve_precision("f32" if ray_address and precision == "auto" else precision, device)
     if ray_address:
         if append is not None:
             raise OvdocError("--ray builds new bundles; --append extracts the new images here (drop --ray)")
         from ovdoc.cluster.connect import connect
         from ovdoc.cluster.extract import RayExtract
 
-        extract = RayExtract(connect(ray_address))
+        extract = RayExtract(connect(ray_address), inference_precision=precision)
+    else:
+        from ovdoc.runtime.extract import LocalExtract
+        from ovdoc.runtime.features import default_cache_dir
+
+        extract = LocalExtract(cache_dir=default_cache_dir(), inference_precision=precision)
     t0 = time.perf_counter()
     if append is not None:
         manifest = append_bundle(append, list(normal), out, progress=True)

@@ -51,9 +51,13 @@ class LocalExtract:
 
     reads_files = False
 
-    def __init__(self, *, core: ov.Core | None = None, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, *, core: ov.Core | None = None, cache_dir: str | Path | None = None,
+                 inference_precision: str = "f32") -> None:
         self.core = core or ov.Core()
         self.cache_dir = cache_dir
+        # the bundle records what its features were computed in and the Detector scores in the same
+        # precision (`built_with.inference_precision`); f32 unless `fit --precision` chose otherwise
+        self.inference_precision = inference_precision
 
     def __call__(self, model: ov.Model, spec: PreprocessSpec, images: Iterable[np.ndarray | Path], *,
                  device: str, batch: int, progress: bool, total: int | None = None,
@@ -61,6 +65,6 @@ class LocalExtract:
         from ovdoc.runtime.features import FeatureExtractor
 
         extractor = FeatureExtractor(model, spec, device=device, batch=batch, core=self.core,
-                                     cache_dir=self.cache_dir)
+                                     cache_dir=self.cache_dir, inference_precision=self.inference_precision)
         feats = extractor.extract(images, progress=progress, total=total, desc=desc)
         return Extracted(feats, extractor.device, extractor.inference_precision)
