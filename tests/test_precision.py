@@ -16,12 +16,17 @@ AMX = {"flags": ["avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]}
 NO_AMX = {"flags": ["avx2", "avx512f", "avx512_bf16"]}
 
 
-def test_auto_is_bf16_only_on_a_cpu_with_amx():
-    assert resolve_precision("auto", "CPU", cpuinfo=AMX) == "bf16"
-    assert resolve_precision("auto", "CPU", cpuinfo=NO_AMX) == "f32"
-    assert resolve_precision("auto", "CPU", cpuinfo={}) == "f32"  # no /proc/cpuinfo: never guess
-    assert resolve_precision("auto", "GPU", cpuinfo=AMX) == "f32"
-    assert resolve_precision("f32", "CPU", cpuinfo=AMX) == "f32"
+def test_auto_is_bf16_only_for_a_shipped_backbone_on_a_cpu_with_amx(tmp_path):
+    from ovdoc.irmodels import imagenet_backbone
+
+    shipped = imagenet_backbone()
+    assert resolve_precision("auto", "CPU", model_xml=shipped, cpuinfo=AMX) == "bf16"
+    assert resolve_precision("auto", "CPU", model_xml=shipped, cpuinfo=NO_AMX) == "f32"
+    assert resolve_precision("auto", "CPU", model_xml=shipped, cpuinfo={}) == "f32"  # no cpuinfo: never guess
+    assert resolve_precision("auto", "GPU", model_xml=shipped, cpuinfo=AMX) == "f32"
+    assert resolve_precision("auto", "CPU", model_xml=tmp_path / "own.xml", cpuinfo=AMX) == "f32"  # your IR
+    assert resolve_precision("auto", "CPU", cpuinfo=AMX) == "f32"
+    assert resolve_precision("f32", "CPU", model_xml=shipped, cpuinfo=AMX) == "f32"
     assert resolve_precision("BF16", "CPU", cpuinfo=NO_AMX) == "bf16"
     with pytest.raises(OvdocError, match="choose one of auto, f32, bf16"):
         resolve_precision("fp8", "CPU")

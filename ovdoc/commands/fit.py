@@ -42,8 +42,8 @@ from ovdoc.irmodels.backbones import SHIPPED
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device for feature extraction.")
 @click.option("--precision", type=click.Choice(["auto", "f32", "bf16"]), default="auto", show_default=True,
               help="CPU inference precision of the features, recorded in the bundle (which is always scored "
-              "in it): auto = bf16 on CPUs with AMX (several times faster, as accurate: see the benchmarks "
-              "page), f32 elsewhere and with --ray.")
+              "in it): auto = bf16 for a shipped backbone on a CPU with AMX (faster, as accurate: see the "
+              "fit page), f32 for your own IRs, elsewhere and with --ray.")
 @click.option(
     "--index",
     "index",
@@ -236,8 +236,10 @@ def fit(
         raise OvdocError("--append computes the new features in the bundle's own precision: no --precision")
     from ovdoc.runtime.precision import resolve_precision
 
+    model_path = None if append is not None else resolve_model(model, backbone=backbone, mode=mode)
     # a cluster's nodes may differ: `auto` is f32 there, so one bundle never mixes precisions
-    precision = resolve_precision("f32" if ray_address and precision == "auto" else precision, device)
+    precision = resolve_precision("f32" if ray_address and precision == "auto" else precision, device,
+                                  model_xml=model_path)
     if ray_address:
         if append is not None:
             raise OvdocError("--ray builds new bundles; --append extracts the new images here (drop --ray)")
@@ -254,8 +256,7 @@ def fit(
     if append is not None:
         manifest = append_bundle(append, list(normal), out, progress=True)
     else:
-        manifest = fit_bundle(resolve_model(model, backbone=backbone, mode=mode), list(normal), out, config,
-                              progress=True, extract=extract)
+        manifest = fit_bundle(model_path, list(normal), out, config, progress=True, extract=extract)
     wall = time.perf_counter() - t0
     s, t, b = manifest["scorer"], manifest["threshold"], manifest["built_with"]
     result = {
