@@ -32,13 +32,17 @@ class FakeScored:
 
 
 class FakeDetector:
-    """The Detector's live-loop contract: prepare, batch, set_callback/submit/wait, score_outputs (and
-    map_to_frame in patch mode). A frame's score is its pixel value / 100. Batches finish in a pool of
-    `jobs` threads after `delay(seq)` seconds, so callbacks arrive out of order like OpenVINO's."""
+    """The LiveDetector protocol (live_detector.py). A frame's score is its pixel value / 100. Batches
+    finish in a pool of `jobs` threads after `delay(seq)` seconds, so callbacks arrive out of order like
+    OpenVINO's. Patch mode: a 4x4 map, hot at row 1, column 2."""
 
     threshold_ = 0.5
+    map_threshold_ = 0.5
     bundle_ = "fake.bundle"
     device_ = "FAKE"
+    manifest_: dict = {}
+    calibration_: dict = {}
+    preprocess = "2x2 corner"
 
     def __init__(self, batch: int = 4, jobs: int = 3, delay=None, mode: str = "global") -> None:
         self.batch = batch
@@ -54,6 +58,9 @@ class FakeDetector:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(image[:2, :2])
+
+    def prepare_at(self, image: np.ndarray, res) -> np.ndarray:
+        return self.prepare(image)
 
     def set_callback(self, fn) -> None:
         self.callback = fn
@@ -91,6 +98,14 @@ class FakeDetector:
         h, w = frame_shape[:2]
         self.shapes.append((h, w))
         return np.kron(map_hw, np.ones((h // map_hw.shape[0], w // map_hw.shape[1]), np.float32))
+
+    def smooth_map(self, map_hw: np.ndarray) -> np.ndarray:
+        return map_hw
+
+    def peak_point(self, map_hw: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[int, int]:
+        gy, gx = np.unravel_index(int(np.argmax(map_hw)), map_hw.shape)
+        return (int((gx + 0.5) * frame_shape[1] / map_hw.shape[1]),
+                int((gy + 0.5) * frame_shape[0] / map_hw.shape[0]))
 
 
 class ScriptSource(FrameSource):
@@ -151,6 +166,23 @@ class Recorder(Sink):
 
     def close(self, ok: bool) -> None:
         self.closed = ok
+
+
+def test_the_fake_detector_is_a_live_detector():
+    """The loop types against LiveDetector; the fake used here must be one (a real Detector is checked in
+    test_stream.py), and a detector missing a member is not."""
+    from ovdoc.runtime.stream.live_detector import LiveDetector, members
+
+    assert isinstance(FakeDetector(), LiveDetector) and isinstance(FakeDetector(mode="patch"), LiveDetector)
+
+    class Partial:
+        def __getattr__(self, name):
+            if name == "peak_point":
+                raise AttributeError(name)
+            return getattr(FakeDetector(), name)
+
+    assert not isinstance(Partial(), LiveDetector)
+    assert {"score_outputs", "prepare", "threshold_", "map_threshold_", "mode_"} <= members()
 
 
 def run(source, det=None, sinks=None, **options) -> tuple[dict, Recorder]:

@@ -29,7 +29,6 @@ from ovdoc.runtime.stream.episodes import EpisodeTracker, snapshot_jpeg
 from ovdoc.runtime.stream.flag_rate import FlagRateTracker, bundle_rates
 from ovdoc.runtime.stream.messages import Command, Control, Result
 from ovdoc.runtime.stream.reader import End, Preparer, Reader
-from ovdoc.runtime.stream.regions import hottest_region
 from ovdoc.runtime.stream.reload import BundleWatcher, Reloader
 from ovdoc.runtime.stream.scorer import BatchScorer
 from ovdoc.runtime.stream.sinks import Sink, SinkContext
@@ -383,11 +382,8 @@ class LiveLoop:
             lane.processed += 1
             lane.last_frame = (frame.index, frame.timestamp)
             lane.anomalies += anomalous
-            box = peak = None
-            if item.map is not None:
-                box, peak = hottest_region(item.map, at=getattr(item, "peak_xy", None))
             result = Result(
-                frame, score, smoothed, anomalous, lane.decider.threshold, item.map, box, peak,
+                frame, score, smoothed, anomalous, lane.decider.threshold, item.map, item.box, item.peak,
                 self.models[lane.model].map_threshold,
             )
             for sink in lane.sinks:
