@@ -10,8 +10,9 @@
 This module only schedules: read -> prepare -> submit -> results -> sinks. What happens to a result is
 elsewhere: post-processing (postprocess.py), the decision (decider.py) against the camera's threshold
 (threshold.py owns it), episodes and their JPEGs and the flag-rate watch (sinks after the camera's own:
-episode_sink.py, flag_rate.py), the bundles, their reloads and swaps (models.py, reload.py). The loop
-talks to a detector only through the LiveDetector protocol (live_detector.py).
+episode_sink.py, flag_rate.py), the bundles, their reloads and swaps (models.py, reload.py), one
+camera's stages and counters (lane.py). The loop talks to a detector only through the LiveDetector
+protocol (live_detector.py).
 Readers, preparers, deciders and sinks belong to one source; frames carry their `source_id`, so several
 cameras in one process are a list of lanes. The main thread only batches, submits, and hands results
 on: decoding, resizing and inference run in other threads.
@@ -22,13 +23,11 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ovdoc.errors import OvdocError, first_line
-from ovdoc.runtime.stream.decider import Decider
-from ovdoc.runtime.stream.episode_sink import EpisodeSink
-from ovdoc.runtime.stream.flag_rate import FlagRateTracker, FlagRateWatch, bundle_rates
+from ovdoc.runtime.stream.lane import Lane
 from ovdoc.runtime.stream.live_detector import LiveDetector
 from ovdoc.runtime.stream.messages import Command, Control
 from ovdoc.runtime.stream.models import Models
@@ -36,7 +35,7 @@ from ovdoc.runtime.stream.postprocess import FrameScore
 from ovdoc.runtime.stream.reader import End, Preparer, Reader
 from ovdoc.runtime.stream.reload import Reloader, reload_failed, reloaded
 from ovdoc.runtime.stream.sinks import Sink, SinkContext
-from ovdoc.runtime.stream.sources import Frame, FrameSource
+from ovdoc.runtime.stream.sources import Frame
 from ovdoc.runtime.stream.threshold import Thresholds, changed_record
 
 
@@ -62,47 +61,6 @@ class RunOptions:
 
 class SinkError(Exception):
     """A sink failed; the message is one line naming it."""
-
-
-@dataclass(eq=False)
-class Lane:
-    """One source's stages and counters: reader, preparer, decider, sinks.
-
-    `model` is the position of the bundle that scores it (0 with one bundle); `threshold` and `smooth`
-    override the run's for this camera alone (a line config's per-camera settings). `sinks` are the
-    camera's outputs; the loop adds its own two after them (`flag_rate`, `episodes`): `chain` is the
-    order every result goes through.
-    """
-
-    source: FrameSource
-    sinks: list[Sink]
-    source_id: int = 0
-    model: int = 0
-    threshold: float | None = None
-    smooth: int | None = None
-    decider: Decider | None = None
-    episodes: EpisodeSink | None = None
-    flag_rate: FlagRateWatch | None = None
-    chain: list[Sink] = field(default_factory=list)
-    reader: Reader | None = None
-    preparer: Preparer | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
-    processed: int = 0
-    anomalies: int = 0
-    skipped: int = 0
-    incidents: int = 0
-    done: bool = False  # no more frames wanted (max_frames) or coming (ended)
-
-    @property
-    def dropped(self) -> int:
-        return self.reader.dropped if self.reader is not None else 0
-
-    @property
-    def fatal(self) -> BaseException | None:
-        for stage in (self.reader, self.preparer):
-            if stage is not None and stage.fatal is not None:
-                return stage.fatal
-        return None
 
 
 class LiveLoop:
@@ -149,17 +107,7 @@ class LiveLoop:
         if len(self.thresholds) != len(lanes):
             raise ValueError(f"{len(self.thresholds)} thresholds for {len(lanes)} lanes")
         for lane in lanes:
-            smooth = lane.smooth if lane.smooth is not None else options.smooth
-            if smooth < 1:
-                raise OvdocError(f"smoothing must be at least 1 frame, got {smooth} for {lane.source.name}")
-            lane.decider = Decider(smooth, self.thresholds[lane.source_id])
-            target, upper = bundle_rates(self.models[lane.model].det.calibration_)
-            lane.flag_rate = FlagRateWatch(
-                FlagRateTracker(lane.source.name, target, upper, window=options.flag_window))
-            keep = any(getattr(sink, "wants_snapshots", False) for sink in lane.sinks)
-            lane.episodes = EpisodeSink(lane.source.name, lane.source_id, keep_snapshot=keep,
-                                        folder=options.episodes_dir)
-            lane.chain = [*lane.sinks, lane.flag_rate, lane.episodes]
+            lane.equip(self.models[lane.model].det, self.thresholds[lane.source_id], options)
 
     @property
     def det(self) -> LiveDetector:
