@@ -102,8 +102,10 @@ class LiveLoop:
                 raise ValueError(f"lane {i} has source_id {lane.source_id}: ids are the lanes' positions")
             if not 0 <= lane.model < len(self.models):
                 raise ValueError(f"lane {i} names model {lane.model}; the loop has {len(self.models)}")
-        self.thresholds = thresholds or Thresholds(
-            detectors, [(lane.model, lane.threshold) for lane in lanes], options.threshold)
+        if thresholds is None:
+            thresholds = Thresholds(detectors, [(lane.model, lane.threshold) for lane in lanes],
+                                    options.threshold)
+        self.thresholds = thresholds
         if len(self.thresholds) != len(lanes):
             raise ValueError(f"{len(self.thresholds)} thresholds for {len(lanes)} lanes")
         for lane in lanes:
