@@ -50,6 +50,9 @@ class Thresholds:
         self.run_value = None if run_value is None else float(run_value)
         self._bundles = [_bundle(det) for det in detectors]
         self._cameras = [(int(model), None if own is None else float(own)) for model, own in cameras]
+        for i, (model, _) in enumerate(self._cameras):
+            if not 0 <= model < len(self._bundles):
+                raise ValueError(f"camera {i} names model {model}; the run has {len(self._bundles)}")
         self._now = [self._resolve(i) for i in range(len(self._cameras))]
 
     def __getitem__(self, camera: int) -> Threshold:
