@@ -189,16 +189,27 @@ class _Scored:
 
 
 class InstantDetector:
-    """The live-loop contract, synchronous: score = pixel value."""
+    """The LiveDetector protocol, synchronous, global mode: score = pixel value."""
 
-    threshold_ = 100.0
+    threshold_ = map_threshold_ = 100.0
     bundle_ = "fake"
     device_ = "FAKE"
+    manifest_: dict = {}
+    calibration_: dict = {}
+    preprocess = "1x1 corner"
     batch = 4
     mode_ = "global"
 
     def prepare(self, image):
         return image[:1, :1]
+
+    def prepare_at(self, image, res):
+        return self.prepare(image)
+
+    def smooth_map(self, map_hw):
+        raise AssertionError("global mode: no maps")
+
+    map_to_frame = peak_point = smooth_map
 
     def set_callback(self, fn):
         self.fn = fn

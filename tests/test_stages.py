@@ -32,13 +32,17 @@ class FakeScored:
 
 
 class FakeDetector:
-    """The Detector's live-loop contract: prepare, batch, set_callback/submit/wait, score_outputs (and
-    map_to_frame in patch mode). A frame's score is its pixel value / 100. Batches finish in a pool of
-    `jobs` threads after `delay(seq)` seconds, so callbacks arrive out of order like OpenVINO's."""
+    """The LiveDetector protocol (live_detector.py). A frame's score is its pixel value / 100. Batches
+    finish in a pool of `jobs` threads after `delay(seq)` seconds, so callbacks arrive out of order like
+    OpenVINO's. Patch mode: a 4x4 map, hot at row 1, column 2."""
 
     threshold_ = 0.5
+    map_threshold_ = 0.5
     bundle_ = "fake.bundle"
     device_ = "FAKE"
+    manifest_: dict = {}
+    calibration_: dict = {}
+    preprocess = "2x2 corner"
 
     def __init__(self, batch: int = 4, jobs: int = 3, delay=None, mode: str = "global") -> None:
         self.batch = batch
@@ -54,6 +58,9 @@ class FakeDetector:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(image[:2, :2])
+
+    def prepare_at(self, image: np.ndarray, res) -> np.ndarray:
+        return self.prepare(image)
 
     def set_callback(self, fn) -> None:
         self.callback = fn
@@ -91,6 +98,14 @@ class FakeDetector:
         h, w = frame_shape[:2]
         self.shapes.append((h, w))
         return np.kron(map_hw, np.ones((h // map_hw.shape[0], w // map_hw.shape[1]), np.float32))
+
+    def smooth_map(self, map_hw: np.ndarray) -> np.ndarray:
+        return map_hw
+
+    def peak_point(self, map_hw: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[int, int]:
+        gy, gx = np.unravel_index(int(np.argmax(map_hw)), map_hw.shape)
+        return (int((gx + 0.5) * frame_shape[1] / map_hw.shape[1]),
+                int((gy + 0.5) * frame_shape[0] / map_hw.shape[0]))
 
 
 class ScriptSource(FrameSource):
@@ -131,6 +146,8 @@ class Recorder(Sink):
     def __init__(self, on_frame=None, fail_at: int | None = None) -> None:
         self.results: list[Result] = []
         self.events: list[dict] = []
+        self.episodes: list[dict] = []
+        self.order: list[str] = []  # "frame N" / "anomaly_start" / ...: what reached this sink, in order
         self.snapshots = 0
         self.closed: bool | None = None
         self.on_frame = on_frame
@@ -140,17 +157,41 @@ class Recorder(Sink):
         if self.fail_at is not None and len(self.results) == self.fail_at:
             raise ValueError("disk full\nsecond line that must not show")
         self.results.append(result)
+        self.order.append(f"frame {result.frame.index}")
         if self.on_frame is not None:
             self.on_frame(result, self.ctx.post)
 
     def event(self, record: dict) -> None:
         self.events.append(record)
 
+    def episode(self, record: dict) -> None:
+        if self.fail_at is not None and self.fail_at < 0:
+            raise OSError("broker gone")
+        self.episodes.append(record)
+        self.order.append(record["event"])
+
     def snapshot(self):
         self.snapshots += 1
 
     def close(self, ok: bool) -> None:
         self.closed = ok
+
+
+def test_the_fake_detector_is_a_live_detector():
+    """The loop types against LiveDetector; the fake used here must be one (a real Detector is checked in
+    test_stream.py), and a detector missing a member is not."""
+    from ovdoc.runtime.stream.live_detector import LiveDetector, members
+
+    assert isinstance(FakeDetector(), LiveDetector) and isinstance(FakeDetector(mode="patch"), LiveDetector)
+
+    class Partial:
+        def __getattr__(self, name):
+            if name == "peak_point":
+                raise AttributeError(name)
+            return getattr(FakeDetector(), name)
+
+    assert not isinstance(Partial(), LiveDetector)
+    assert {"score_outputs", "prepare", "threshold_", "map_threshold_", "mode_"} <= members()
 
 
 def run(source, det=None, sinks=None, **options) -> tuple[dict, Recorder]:
@@ -606,3 +647,89 @@ def test_a_saved_threshold_goes_into_the_bundle_of_that_camera(monkeypatch):
     assert not any(r.anomalous for r in recs[0].results)  # 0.1 < 0.5, its threshold untouched
     assert [r.anomalous for r in recs[1].results] == [False] * 4 + [True] * 8  # 0.1 > 0.05 from frame 4
     assert started == [first]
+
+
+# --- the threshold's one owner ----------------------------------------------------------------------
+
+
+def test_thresholds_resolve_once_change_on_the_slider_and_follow_a_reload(monkeypatch):
+    """A camera's own threshold, else --threshold, else its bundle's; the slider changes one camera (and
+    saves into its bundle); a reload re-resolves from the new bundle, keeping own values, not the slider's."""
+    import ovdoc.runtime.bundle as bundle_module
+    from ovdoc.runtime.stream.threshold import Thresholds
+
+    saved: list[tuple[str, float, str]] = []
+    monkeypatch.setattr(bundle_module, "save_threshold",
+                        lambda path, value, by: saved.append((path, value, by)) or f"{path}/manifest.json")
+    tiles, caps = FakeDetector(), FakeDetector(mode="patch")
+    caps.threshold_, caps.map_threshold_, caps.bundle_ = 2.0, 3.0, "caps.bundle"
+    own = Thresholds([tiles, caps], [(0, None), (0, 0.3), (1, None)])
+    assert [(t.value, t.origin, t.map_value) for t in (own[0], own[1], own[2])] == [
+        (0.5, "bundle", None), (0.3, "camera", None), (2.0, "bundle", 3.0)]
+    assert own.default(0) == 0.5 and own.default(1) == 2.0
+    run = Thresholds([tiles, caps], [(0, None), (0, 0.3), (1, None)], run_value=0.7)
+    assert [run[i].value for i in range(3)] == [0.7, 0.3, 0.7] and run[0].origin == "run"
+    assert run.default(1) == 0.7
+
+    held = own[2]  # what a Decider holds: the same object all along
+    changes = own.set([0, 2], 0.9, by="web", save=True)
+    assert changes == [(0, 0.5, "fake.bundle/manifest.json"), (2, 2.0, "caps.bundle/manifest.json")]
+    assert saved == [("fake.bundle", 0.9, "web"), ("caps.bundle", 0.9, "web")]  # once per bundle
+    assert held.value == 0.9 and held.origin == "set by web"
+    assert own[1].value == 0.3  # not asked for: untouched
+
+    fresh = FakeDetector(mode="patch")
+    fresh.threshold_, fresh.map_threshold_ = 4.0, 5.0
+    own.rebase(1, fresh)
+    assert own[2] is held and (held.value, held.origin, held.map_value) == (4.0, "bundle", 5.0)
+    assert own[0].value == 0.9  # another bundle's camera keeps its slider value
+
+
+def test_a_reload_swaps_the_detector_and_its_threshold_between_batches():
+    """RELOAD: the new detector scores from the next batch (no frame lost or reordered), the camera's
+    threshold follows the new bundle, and its cameras hear bundle_reloaded with that threshold."""
+    from ovdoc.runtime.stream.reload import Reloader
+
+    class Strict(FakeDetector):
+        threshold_ = 0.05
+        manifest_ = {"n_images": 7}
+
+    new = Strict()
+    rec = Recorder(on_frame=lambda r, post: post(Command(Control.RELOAD, by="test")) if r.frame.index == 3
+                   else None)
+    lanes = [Lane(ScriptSource([10] * 200), [rec], source_id=0)]
+    loop = LiveLoop(FakeDetector(batch=2), lanes, RunOptions(smooth=1), reloader=Reloader(lambda det: new))
+    loop.run()
+    assert loop.fatal is None and loop.reloads == 1 and loop.det is new
+    assert [r.frame.index for r in rec.results] == list(range(200))
+    reloaded = [e for e in rec.events if e.get("event") == "bundle_reloaded"]
+    assert len(reloaded) == 1 and reloaded[0]["threshold"] == 0.05 and reloaded[0]["n_images"] == 7
+    assert reloaded[0]["by"] == "test" and reloaded[0]["source"] == "script"
+    assert not rec.results[0].anomalous and rec.results[-1].anomalous  # 0.1 > the new bundle's 0.05
+    assert rec.results[-1].threshold == 0.05 and new.submitted > 0
+
+
+# --- episodes: a sink after the camera's own ----------------------------------------------------------
+
+
+def test_episodes_reach_the_sinks_after_the_frame_with_snapshots_on_disk(tmp_path):
+    values = [10] * 5 + [90] * 5 + [10] * 5 + [90] * 3  # two episodes, the second open at the end
+    summary, rec = run(ScriptSource(values, size=16), smooth=1, episodes_dir=tmp_path / "shots")
+    assert summary["episodes"] == 2 and summary["anomalies"] == 8
+    assert [e["event"] for e in rec.episodes] == ["anomaly_start", "anomaly_end"] * 2
+    assert rec.order.index("anomaly_start") == rec.order.index("frame 5") + 1  # the frame first
+    first, last = rec.episodes[1], rec.episodes[3]
+    assert first["frames"] == 5 and first["peak_frame"] == 5 and "open_at_end" not in first
+    assert last["open_at_end"] is True and last["frame"] == 17
+    for end in (first, last):
+        path = tmp_path / "shots" / f"0-script-episode{end['episode']}-frame{end['peak_frame']}.jpg"
+        assert end["snapshot"] == str(path) and path.read_bytes() == end["_jpeg"]
+        assert end["_jpeg"][:2] == b"\xff\xd8"  # a JPEG
+    summary, rec = run(ScriptSource(values, size=16), smooth=1)  # nobody asks for snapshots: none made
+    assert [e.get("_jpeg") for e in rec.episodes] == [None] * 4 and summary["episodes"] == 2
+
+
+def test_a_sink_failing_on_an_episode_is_named_itself():
+    summary, _ = run(ScriptSource([10, 90, 90, 10]), sinks=[Recorder(fail_at=-1)], smooth=1)
+    assert summary["stopped"] == "error"
+    assert summary["error"] == "recorder output failed: OSError: broker gone"

@@ -20,6 +20,8 @@ from _runtime_helpers import (
 )
 from conftest import ANOMALY_AT, ANOMALY_LEN
 
+from ovdoc.runtime.stream.live_detector import LiveDetector, members
+
 SUMMARY_KEYS = {
     "source",
     "live",
@@ -490,14 +492,10 @@ def test_live_queue_drops_oldest_files_never_drop(bundle, streams, tmp_path):
 
 
 class PublicOnly:
-    """A real Detector seen only through its live-loop contract (detector.py): the loop must not need
-    anything else (no extractor_, no spec_)."""
+    """A real Detector seen only through the LiveDetector protocol (live_detector.py): the loop must not
+    need anything else (no extractor_, no spec_)."""
 
-    ALLOWED = {
-        "mode_", "preprocess", "prepare", "prepare_at", "batch", "set_callback", "submit", "wait",
-        "score_outputs", "map_to_frame", "peak_point", "smooth_map", "map_threshold_", "threshold_",
-        "bundle_", "device_", "calibration_",
-    }  # fmt: skip
+    ALLOWED = members()
 
     def __init__(self, det) -> None:
         self._det = det
@@ -506,6 +504,15 @@ class PublicOnly:
         if name not in self.ALLOWED:
             raise AssertionError(f"the live loop used Detector.{name}, outside the public contract")
         return getattr(self._det, name)
+
+
+def test_a_loaded_detector_is_a_live_detector(bundle):
+    """The protocol the loop types against is what a real Detector offers (every member readable)."""
+    from ovdoc.runtime.detector import Detector
+
+    det = Detector.load(bundle, batch=1)
+    assert isinstance(det, LiveDetector) and isinstance(PublicOnly(det), LiveDetector)
+    assert all(getattr(det, name) is not None for name in members())
 
 
 @pytest.mark.slow

@@ -12,6 +12,9 @@ from __future__ import annotations
 import collections
 import math
 
+from ovdoc.runtime.stream.messages import Result
+from ovdoc.runtime.stream.sinks import Sink
+
 WINDOW_FLAGS = 30  # the window holds about this many flagged frames at the target rate
 MIN_WINDOW, MAX_WINDOW = 300, 20000
 
@@ -96,3 +99,24 @@ class FlagRateTracker:
             "episodes_per_hour": round(self._episodes / span_h, 2) if span_h > 0 else None,
             "flag_rate_high": self.high,
         }
+
+
+class FlagRateWatch(Sink):
+    """The tracker as one of a camera's sinks (after its own): each scored verdict goes in, a
+    flag_rate_high / flag_rate_normal event goes to the camera's other sinks."""
+
+    name = "flag-rate"
+    needs_pixels = False
+
+    def __init__(self, tracker: FlagRateTracker) -> None:
+        self.tracker = tracker
+
+    def handle(self, result: Result) -> None:
+        if result.score is None:
+            return
+        drift = self.tracker.update(result.anomalous, result.frame.timestamp)  # watched, never decides
+        if drift is not None:
+            self.ctx.publish_event(drift)
+
+    def status(self) -> dict:
+        return self.tracker.status()

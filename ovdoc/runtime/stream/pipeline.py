@@ -1,10 +1,12 @@
 """`ovdoc run`'s live loop for one or many sources: each camera's sinks from the outputs, and the summary.
 
 The stages live in their own modules — reader.py (capture + reconnect policy, and the preparer),
-scorer.py (batched async inference in order), decider.py (smoothing + threshold), sinks.py (events,
-window, video), messages.py (results out, commands in) — and loop.py runs them for any number of
-sources. See loop.py for the picture. Which sinks a camera gets is output_registry.py's business: `outputs`
-is a mapping of its option values (`{"mqtt": "mqtt://...", "serve": "127.0.0.1:8080"}`).
+scorer.py and postprocess.py (batched async inference in order, outputs -> per-frame scores, maps and
+boxes), decider.py (smoothing + threshold), threshold.py (each camera's threshold, its one owner),
+sinks.py (events, window, video), episode_sink.py and flag_rate.py (the loop's own sinks), messages.py
+(results out, commands in) — and loop.py runs them for any number of sources. See loop.py for the
+picture. Which sinks a camera gets is output_registry.py's business: `outputs` is a mapping
+of its option values (`{"mqtt": "mqtt://...", "serve": "127.0.0.1:8080"}`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ovdoc.runtime.stream.output_spec import LaneContext, RunContext
 from ovdoc.runtime.stream.reader import MAX_BACKOFF_S
 from ovdoc.runtime.stream.sinks import Renderer, Sink, VideoFileSink
 from ovdoc.runtime.stream.sources import FrameSource
+from ovdoc.runtime.stream.threshold import Thresholds
 
 log = get_logger("run")
 
@@ -63,13 +66,15 @@ class Pipeline:
         several = len(self.sources) > 1
         if sinks is not None and several:
             raise ValueError("explicit sinks are for one source")
+        self.thresholds = Thresholds(self.detectors, [(c.model, c.threshold) for c in self.cameras],
+                                     self.opt.threshold)
         values = output_registry.resolve(
             {"events": self.opt.events, "show": self.opt.show, "save_video": self.opt.save_video}, outputs
         )
         run = RunContext(
             names=[src.name for src in self.sources],
             options=self.opt,
-            threshold=lambda i: self._threshold_of(self.cameras[i]),
+            threshold=lambda i: self.thresholds[i].value,
             post=lambda command: self.loop.post(command),
             counters=lambda i: {"dropped": self.lanes[i].dropped,
                                 "source_incidents": self.lanes[i].incidents,
@@ -90,20 +95,13 @@ class Pipeline:
         ]
         self.lane = self.lanes[0]
         self.sinks = self.lane.sinks
-        self.loop = LiveLoop(self.detectors, self.lanes, self.opt)
+        self.loop = LiveLoop(self.detectors, self.lanes, self.opt, thresholds=self.thresholds)
 
     def _sinks(self, source_id: int) -> list[Sink]:
         """The camera's sinks, one per output that gives it one (registry order)."""
         lane = LaneContext(source_id, Renderer())
         made = (run.sink(lane) for _, run in self.outputs)
         return [sink for sink in made if sink is not None]
-
-    def _threshold_of(self, camera: CameraSettings) -> float:
-        if camera.threshold is not None:
-            return float(camera.threshold)
-        if self.opt.threshold is not None:
-            return float(self.opt.threshold)
-        return float(self.detectors[camera.model].threshold_)
 
     def post(self, command: Command | Control) -> None:
         self.loop.post(command)
@@ -123,7 +121,7 @@ class Pipeline:
             "video_file": str(video) if video else None,
         }
         if len(self.detectors) > 1 or lane.threshold is not None or lane.smooth is not None:
-            summary["bundle"] = str(getattr(self.loop.models[lane.model].det, "bundle_", ""))
+            summary["bundle"] = str(self.loop.models[lane.model].det.bundle_)
             summary["threshold"] = lane.decider.threshold if lane.decider is not None else None
             summary["smooth"] = lane.decider.smooth if lane.decider is not None else None
         if self.opt.loop or self.opt.realtime:
@@ -153,17 +151,17 @@ class Pipeline:
         first = per_lane[0]
         summary = {
             **{k: v for k, v in first.items() if k != "error"},
-            "bundle": str(getattr(loop.det, "bundle_", "")),
-            "device": getattr(self.det, "device_", None),
+            "bundle": str(loop.det.bundle_),
+            "device": self.det.device_,
             "wall_s": round(wall, 3),
-            "threshold": loop.threshold,
+            "threshold": self.thresholds.default(0),
             "smooth": self.opt.smooth,
             "batch": int(self.det.batch),
             "stopped": loop.stopped,
             "events_file": str(self.opt.events) if self.opt.events else None,
         }
         if len(self.detectors) > 1:
-            summary["bundles"] = [str(getattr(m.det, "bundle_", "")) for m in loop.models]
+            summary["bundles"] = [str(m.det.bundle_) for m in loop.models]
         if len(per_lane) > 1:
             for key in ("frames", "anomalies", "episodes", "dropped", "skipped", "source_incidents"):
                 summary[key] = sum(lane[key] for lane in per_lane)

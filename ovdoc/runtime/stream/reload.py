@@ -12,6 +12,7 @@ the old one keeps running; either way the outcome is an event.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +62,18 @@ class Reloader:
         with self._lock:
             outcome, self._outcome = self._outcome, None
         return outcome
+
+
+def reload_failed(reason: str | None, by: str, kept: object) -> dict:
+    """The event of a refused reload (the running bundle, `kept`, goes on scoring)."""
+    return {"event": "bundle_reload_failed", "reason": reason, "by": by, "time": time.time(),
+            "kept": str(kept)}
+
+
+def reloaded(new, by: str, threshold: float) -> dict:
+    """The event of a bundle swapped in, with the threshold its camera now uses."""
+    return {"event": "bundle_reloaded", "bundle": str(new.bundle_), "by": by, "threshold": threshold,
+            "n_images": new.manifest_.get("n_images"), "time": time.time()}
 
 
 def incompatible(current, new) -> str | None:

@@ -1,9 +1,8 @@
 """Batch scorer: prepared frames in, scored frames out in the order they went in.
 
-Uses only the Detector's public live-loop API (`batch`, `set_callback`, `submit`, `wait`,
-`score_outputs`; in patch mode `map_to_frame`, and `smooth_map` when the detector has it), so any
-object with those methods can stand in for it: several sources share one scorer (one compiled model)
-and a fake detector tests it.
+Uses only the `LiveDetector` protocol (`batch`, `set_callback`, `submit`, `wait`; post-processing's
+`score_outputs` and patch-map members), so any object with those methods can stand in for it: several
+sources share one scorer (one compiled model) and a fake detector tests it.
 
 Inference runs in OpenVINO's threads and finishes out of order; the callback only files the outputs
 under the batch's sequence number. `ready()` hands back, in the calling thread, every batch whose
@@ -15,33 +14,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from ovdoc.runtime.stream.live_detector import LiveDetector
+from ovdoc.runtime.stream.postprocess import FrameScore, PostProcess
 from ovdoc.runtime.stream.sources import Frame
 
 
-@dataclass(slots=True)
-class Scored:
-    """One frame scored: raw score, and in patch mode its frame-sized map."""
-
-    frame: Frame
-    score: float
-    map: np.ndarray | None = None
-    peak_xy: tuple[int, int] | None = None  # patch mode: where the anomaly is (Detector.peak_point)
-
-
 class BatchScorer:
-    def __init__(self, detector) -> None:
+    """One detector's batches, submitted in order and handed back in order as FrameScores."""
+
+    def __init__(self, detector: LiveDetector) -> None:
         self.det = detector
+        self.post = PostProcess(detector)
         self.batch = int(detector.batch)
         self._done: dict[int, tuple[list[Frame], np.ndarray]] = {}
         self._lock = threading.Lock()
         self._submitted = 0
         self._next = 0
-        patch = getattr(detector, "mode_", "global") == "patch"
-        self._smooth = (getattr(detector, "smooth_map", None) if patch else None) or (lambda m: m)
         detector.set_callback(self._on_done)
 
     @property
@@ -59,27 +50,15 @@ class BatchScorer:
         self.det.submit(np.stack(prepared), (self._submitted, frames))
         self._submitted += 1
 
-    def ready(self, wait: bool = False) -> list[Scored]:
+    def ready(self, wait: bool = False) -> list[FrameScore]:
         """Scored frames of every finished batch that is next in order; `wait` first lets all finish."""
         if wait and self._next < self._submitted:
             self.det.wait()
-        out: list[Scored] = []
+        out: list[FrameScore] = []
         while True:
             with self._lock:
                 item = self._done.pop(self._next, None)
             if item is None:
                 return out
             self._next += 1
-            frames, outputs = item
-            scored = self.det.score_outputs(outputs)
-            scores = scored.scores.tolist()
-            if scored.maps is None:
-                out.extend(Scored(f, s) for f, s in zip(frames, scores, strict=True))
-            else:
-                to_frame, smooth = self.det.map_to_frame, self._smooth
-                point = getattr(self.det, "peak_point", None)
-                out.extend(
-                    Scored(f, s, to_frame(smooth(m), f.image.shape),
-                           point(m, f.image.shape) if point is not None else None)
-                    for f, s, m in zip(frames, scores, scored.maps, strict=True)
-                )
+            out.extend(self.post(*item))

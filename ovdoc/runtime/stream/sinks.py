@@ -5,11 +5,15 @@ One small protocol, so a new output plugs in without touching the loop:
     open(ctx)        before the first frame; ctx says which source, its frame rate, and `post` for commands
     handle(result)   every frame, in order (a `Result`: frame, score, smoothed, anomalous, map, box, peak)
     event(record)    a source incident (lost / recovered / gave up), as a JSON-able dict
+    episode(record)  an anomaly episode started or ended (episode_sink.py publishes them)
     snapshot()       the user asked to save what is on screen (Control.SAVE)
+    finish()         the last frame was handled (the run ended or was interrupted): may still publish
     close(ok)        at the end; ok=False when the run failed (a half-written output is discarded)
 
 A sink never changes the loop's state: a key press becomes a `Command` posted through `ctx.post`, and
-the loop applies it. An exception from a sink stops the run with one line naming the sink.
+the loop applies it. A sink that derives records from the results (episodes, the flag-rate watch)
+hands them to the camera's other sinks through `ctx.publish_event` / `ctx.publish_episode`. An
+exception from a sink stops the run with one line naming the sink.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class SinkContext:
     fps: float | None = None  # the source's nominal frame rate, when it has one
     tag_source: bool = False  # several sources share the outputs: say which one in each record
     post: Callable[[Command], None] = field(default=lambda command: None)
+    publish_event: Callable[[dict], None] = field(default=lambda record: None)  # to the camera's sinks
+    publish_episode: Callable[[dict], None] = field(default=lambda record: None)
 
 
 class Sink:
@@ -55,6 +61,9 @@ class Sink:
 
     def snapshot(self) -> Path | None:
         return None
+
+    def finish(self) -> None:
+        """Every frame has been handled; called before `close` when the run ended or was interrupted."""
 
     def stats(self) -> dict | None:
         """Counters for the run's summary (messages sent, dropped, ...), if the sink has any."""
