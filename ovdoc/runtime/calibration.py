@@ -179,8 +179,9 @@ def effective_groups(rates: np.ndarray, sizes: np.ndarray) -> float:
     Kish's design effect: p(1-p) / Var(mean rate), the variance from the spread of the group rates. It
     lies between the number of groups (a group's images flagged all alike) and the number of images
     (independent). But a variance seen in few groups is itself a guess, and with rare flags only the
-    flagged groups inform it: two of nine video blocks flagged at 3 % each looked like 320 independent
-    frames, and the 1.9 % bound that gave was exceeded 4x on the next stretch of the video. So the
+    flagged groups inform it: nine video blocks with a held-out rate of 0.6 %, the few flagged frames
+    spread thinly, looked like all 321 frames independent, and the 1.9 % bound that gave was exceeded
+    4x on the next stretch of the video. So the
     spread used is its upper 95 % confidence limit (chi-square) with one degree of freedom per flagged
     group less one: with few flagged groups it counts the groups, and it approaches the plain Kish
     count as flagged groups accumulate. With fewer than two flagged groups the groups are counted.
@@ -326,10 +327,10 @@ def make_grouping(keys: list[tuple[str, str]], *, k: int, max_folds: int = MAX_F
     if len(folders) == n and len(distinct) >= 2:
         index = {g: i for i, g in enumerate(distinct)}
         labels = np.array([index[g] for _, g in keys])
-        if all(Path(g).is_dir() for g in distinct):
+        if any(Path(g).is_dir() for g in distinct):  # folders (and, `fit --append`, the previous images)
             return _whole_groups(labels, k, max_folds, "folders",
                                  f"{len(distinct)} folders held out whole", "folders")
-        # named groups (`--groups pattern:...`, or a bundle's previous images): not folders
+        # groups named by `--groups pattern:...`: not folders
         return _whole_groups(labels, k, max_folds, "groups",
                              f"{len(distinct)} named groups of images held out whole", "groups")
     if near is not None and len(near) == n and len(np.unique(near)) >= 2:
