@@ -181,11 +181,11 @@ def effective_groups(rates: np.ndarray, sizes: np.ndarray) -> float:
     (independent). But a variance seen in few groups is itself a guess, and with rare flags only the
     flagged groups inform it: nine video blocks with a held-out rate of 0.6 %, the few flagged frames
     spread thinly, looked like all 321 frames independent, and the 1.9 % bound that gave was exceeded
-    4x on the next stretch of the video. So the
-    spread used is its upper 95 % confidence limit (chi-square) with one degree of freedom per flagged
-    group less one: with few flagged groups it counts the groups, and it approaches the plain Kish
-    count as flagged groups accumulate. With fewer than two flagged groups the groups are counted.
-    """
+    4x on the next stretch of the video. So the spread used is its upper 95 % confidence limit
+    (chi-square) with one degree of freedom per flagged group less one: with few flagged groups it
+    counts the groups, and it approaches the plain Kish count as flagged groups accumulate. With fewer
+    than two flagged groups the groups are counted (a Clopper-Pearson bound over the groups is valid for
+    rates in [0, 1]: a Bernoulli is the most spread-out variable with a given mean)."""
     from scipy.stats import chi2
 
     n_groups, n = len(rates), int(sizes.sum())
