@@ -20,12 +20,21 @@ from ovdoc.runtime.calibration import make_grouping, threshold_held_out
 
 
 # --- grouping rules (no model) ----------------------------------------------------------------------------
-def test_folders_are_held_out_whole():
-    keys = [("file", f"/d/{g}") for g in "aaaabbbbccccdddd"]
+def test_folders_are_held_out_whole(tmp_path):
+    for g in "abcd":
+        (tmp_path / g).mkdir()
+    keys = [("file", str(tmp_path / g)) for g in "aaaabbbbccccdddd"]
     grouping = make_grouping(keys, k=2)
-    assert grouping.kind == "folders" and len(grouping.folds) == 4
+    assert grouping.kind == "folders" and len(grouping.folds) == 4 and grouping.unit == "folders"
     for fold in grouping.folds:  # a fold is exactly one folder, and only it is kept out of the index
         assert len({keys[i][1] for i in fold.held}) == 1 and list(fold.held) == list(fold.excluded)
+
+
+def test_groups_named_by_a_pattern_are_not_called_folders():
+    keys = [("file", f"part{g}") for g in "aaaabbbbccccdddd"]  # `--groups pattern:^(part\w)_` keys
+    grouping = make_grouping(keys, k=2)
+    assert grouping.kind == "groups" and len(grouping.folds) == 4 and grouping.unit == "groups"
+    assert "folder" not in grouping.description
 
 
 def test_video_blocks_are_scored_against_the_past_without_their_neighbours():

@@ -74,6 +74,42 @@ def test_groups_that_are_alike_count_as_more_than_their_number():
     assert alike["fpr_upper_95"] < differ["fpr_upper_95"]
 
 
+def test_rare_flags_in_few_groups_do_not_pass_for_many_independent_images():
+    """Two of nine video blocks with one flagged frame each: their spread is no measure of the spread of
+    new blocks, so the bound counts the nine blocks (Kish alone said 320 frames and a 1.9 % bound, which
+    the next stretch of the video exceeded 4x)."""
+    from ovdoc.runtime.calibration import effective_groups
+
+    rates = np.array([1 / 40, 1 / 40, 0, 0, 0, 0, 0, 0, 0])
+    sizes = np.full(9, 40)
+    assert effective_groups(rates, sizes) == 9
+    assert upper_bound(rates.mean(), effective_groups(rates, sizes)) > 0.25
+    # many flagged groups that are alike: the spread is well seen, and they count as more than the groups
+    rng = np.random.default_rng(2)
+    many = rng.binomial(40, 0.05, 400) / 40
+    n_eff = effective_groups(many, np.full(400, 40))
+    assert 2 * 400 < n_eff <= 400 * 40
+
+
+def test_few_groups_never_go_below_the_pooled_quantile():
+    """With fewer than FEW_GROUPS groups a group quantile cannot see the tail: the threshold is at least
+    the pooled (1 - fpr) quantile of the held-out images (global and patch bundles both come here)."""
+    from ovdoc.runtime.calibration import FEW_GROUPS
+
+    rng = np.random.default_rng(3)
+    # one large group that scores high and four small ones: weighing groups equally puts the group
+    # (conformal) quantile below the pooled one
+    scores = np.concatenate([rng.normal(3, 0.3, 400)] + [rng.normal(0, 1, 10) for _ in range(4)])
+    groups = np.repeat(np.arange(5), [400, 10, 10, 10, 10])
+    record = group_calibration(scores, groups, 0.3, estimator="conformal")
+    assert record["alternative"]["value"] >= float(np.quantile(scores, 0.7))  # the bootstrap too
+    pooled = float(np.quantile(scores, 0.7))
+    assert record["groups"] < FEW_GROUPS and record["value"] >= pooled
+    assert record["value"] == pooled and "pooled quantile" in record["floor"]
+    many = group_calibration(rng.normal(0, 1, 600), np.repeat(np.arange(60), 10), 0.05)
+    assert "floor" not in many
+
+
 # --- the product path: an optimistic calibration is caught --------------------------------------------
 @pytest.fixture(scope="module")
 def tiles_folder(magnetic_tile_dir, tmp_path_factory) -> tuple[Path, list[Path]]:

@@ -157,7 +157,8 @@ def test_fit_and_eval_take_a_filename_pattern(fashion_mnist_dir, tmp_path):
     result = json.loads(fit.stdout)
     assert result["groups"] == pattern
     # ten parts held out whole (calibration.make_grouping), not leave-one-out
-    assert result["calibration"]["method"].startswith("held-out folders: 10 "), result["calibration"]
+    method = result["calibration"]["method"]
+    assert method.startswith("held-out groups: 10 named groups"), result["calibration"]
     ev = ovdoc_cli("eval", str(tmp_path / "b"), "--normal", str(new_good), "--anomalous", str(bad),
                    "--groups", pattern, "--json")
     assert ev.returncode == 0, ev.stderr

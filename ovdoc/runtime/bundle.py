@@ -469,9 +469,6 @@ def _patch_groups(images: list[np.ndarray], keys: list | None, config: FitConfig
     return sequence_groups(keys), "blocks of images" if arrays else "stretches of video"
 
 
-FEW_GROUPS = 10  # fewer held-out groups than this: a patch threshold is never below the pooled quantile
-
-
 def _group_threshold(scores: np.ndarray, labels: np.ndarray, config: FitConfig, method: str, unit: str, *,
                      full: bool = True) -> dict:
     """A patch bundle's threshold record: summary of the held-out scores, the group quantile and bound."""
@@ -482,12 +479,6 @@ def _group_threshold(scores: np.ndarray, labels: np.ndarray, config: FitConfig, 
     cal = group_calibration(scores, labels, config.fpr, estimator=config.estimator, seed=config.patch.seed,
                             unit=unit)
     record.update(cal, pooled_value=pooled)
-    if cal["groups"] < FEW_GROUPS and pooled > cal["value"]:
-        # a group quantile from a handful of held-out parts cannot see the tail: the magnetic-tile gate's
-        # 3 held-out tiles gave a threshold that flagged 63 % of new good tiles at a 1 % target, the pooled
-        # quantile of their shots 10 %. Take the more careful of the two until there are enough groups.
-        record.update(value=pooled, estimator=f"{cal['estimator']} (pooled quantile: only {cal['groups']} "
-                      f"{unit}, fewer than {FEW_GROUPS})")
     if full:
         record["method"] = f"{method}; {record['estimator']} quantile over {cal['groups']} {unit}"
         record["calibration_fpr"] = float(np.mean(scores > record["value"]))

@@ -10,6 +10,7 @@ docs/calibration.md).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -54,6 +55,11 @@ ESTIMATORS = ("bootstrap", "conformal")
 BOOTSTRAP_ROUNDS = 200
 CV_FOLDS = 20
 SUPPORT_FACTOR = 2.0  # the target is "supported" when the 95 % bound is within this factor of it
+# A group quantile from a handful of groups cannot see the tail: the magnetic-tile gate's 3 held-out tiles
+# gave a patch threshold that flagged 63 % of new good tiles at a 1 % target, the pooled quantile of their
+# shots 10 %. So with fewer groups than this the threshold is never below the pooled (1 - fpr) quantile of
+# the held-out images (global and patch bundles, image and map thresholds alike).
+FEW_GROUPS = 10
 _LEVELS = np.geomspace(0.05, 2.0, 40)  # bootstrap: candidate quantile levels, as multiples of the target
 
 
@@ -140,11 +146,16 @@ def bootstrap_threshold(scores: np.ndarray, gid: np.ndarray, fpr: float, *, roun
 
 def choose_threshold(scores: np.ndarray, gid: np.ndarray, fpr: float, estimator: str, *, seed: int = 0,
                      rounds: int = BOOTSTRAP_ROUNDS) -> float:
+    """The estimator's threshold; with fewer than FEW_GROUPS groups, never below the pooled quantile."""
     if estimator == "conformal":
-        return conformal_threshold(scores, gid, fpr)
-    if estimator == "bootstrap":
-        return bootstrap_threshold(scores, gid, fpr, rounds=rounds, seed=seed)
-    raise OvdocError(f"unknown threshold estimator {estimator!r}: use {', '.join(ESTIMATORS)}")
+        value = conformal_threshold(scores, gid, fpr)
+    elif estimator == "bootstrap":
+        value = bootstrap_threshold(scores, gid, fpr, rounds=rounds, seed=seed)
+    else:
+        raise OvdocError(f"unknown threshold estimator {estimator!r}: use {', '.join(ESTIMATORS)}")
+    if int(gid.max()) + 1 < FEW_GROUPS:
+        value = max(value, float(np.quantile(scores, 1.0 - fpr)))
+    return value
 
 
 def cross_validated_rates(scores: np.ndarray, gid: np.ndarray, fpr: float, estimator: str, *,
@@ -163,16 +174,29 @@ def cross_validated_rates(scores: np.ndarray, gid: np.ndarray, fpr: float, estim
 
 
 def effective_groups(rates: np.ndarray, sizes: np.ndarray) -> float:
-    """How many independent observations the groups' flag rates are worth: p(1-p) / Var(mean rate), the
-    variance from the spread of the group rates (Kish's design effect, cluster-robust). It lies between
-    the number of groups (a group's images flagged all alike) and the number of images (independent);
-    with fewer than 2 flagged groups the spread cannot be seen and the groups are counted."""
+    """How many independent observations the groups' flag rates are worth, counted cautiously.
+
+    Kish's design effect: p(1-p) / Var(mean rate), the variance from the spread of the group rates. It
+    lies between the number of groups (a group's images flagged all alike) and the number of images
+    (independent). But a variance seen in few groups is itself a guess, and with rare flags only the
+    flagged groups inform it: nine video blocks with a held-out rate of 0.6 %, the few flagged frames
+    spread thinly, looked like all 321 frames independent, and the 1.9 % bound that gave was exceeded
+    4x on the next stretch of the video. So the spread used is its upper 95 % confidence limit
+    (chi-square) with one degree of freedom per flagged group less one: with few flagged groups it
+    counts the groups, and it approaches the plain Kish count as flagged groups accumulate. With fewer
+    than two flagged groups the groups are counted (a Clopper-Pearson bound over the groups is valid for
+    rates in [0, 1]: a Bernoulli is the most spread-out variable with a given mean)."""
+    from scipy.stats import chi2
+
     n_groups, n = len(rates), int(sizes.sum())
     p = float(rates.mean())
+    flagged = int(np.count_nonzero(rates))
     spread = float(rates.var(ddof=1)) if n_groups > 1 else 0.0
-    if p <= 0 or p >= 1 or spread <= 0 or np.count_nonzero(rates) < 2:
+    if p <= 0 or p >= 1 or spread <= 0 or flagged < 2:
         return float(n_groups)
-    return float(np.clip(p * (1 - p) * n_groups / spread, n_groups, n))
+    dof = min(flagged, n_groups) - 1
+    spread_upper = spread * dof / float(chi2.ppf(0.05, dof))
+    return float(np.clip(p * (1 - p) * n_groups / spread_upper, n_groups, n))
 
 
 def upper_bound(p: float, n_eff: float, confidence: float = 0.95) -> float:
@@ -199,14 +223,17 @@ def group_calibration(scores: np.ndarray, groups, fpr: float, *, estimator: str 
                       seed: int = 0, unit: str = "groups") -> dict:
     """Threshold and its honesty record from held-out scores and the group of each.
 
-    `heldout_fpr`: mean over groups of their flag rate at a threshold set without them (20-fold over
-    groups). `fpr_upper_95`: Clopper-Pearson bound on that rate over the effective number of groups
-    (`effective_groups`). `message`: one line when the bound is more than SUPPORT_FACTOR x the target,
-    with about how many more groups (`unit`: parts, folders, video blocks) would bring it there.
+    `value`: the estimator's quantile, never below the pooled quantile with fewer than FEW_GROUPS groups
+    (`floor` says when that decided). `heldout_fpr`: mean over groups of their flag rate at a threshold
+    set without them, the same way (20-fold over groups). `fpr_upper_95`: Clopper-Pearson bound on that
+    rate over the effective number of groups (`effective_groups`). `message`: one line when the bound is
+    more than SUPPORT_FACTOR x the target, with about how many more groups (`unit`: parts, folders, video
+    blocks) would bring it there.
     """
     scores = np.asarray(scores, np.float64)
     gid, n_groups = _group_index(groups)
     value = choose_threshold(scores, gid, fpr, estimator, seed=seed)
+    pooled = float(np.quantile(scores, 1.0 - fpr))
     if n_groups >= 2:
         rates = cross_validated_rates(scores, gid, fpr, estimator, seed=seed)
     else:
@@ -223,7 +250,11 @@ def group_calibration(scores: np.ndarray, groups, fpr: float, *, estimator: str 
         "heldout_fpr": round(heldout, 5),
         "fpr_upper_95": round(upper, 5),
         "group_fpr_spread": round(float(rates.std(ddof=1)) if n_groups > 1 else 0.0, 5),
+        "pooled_value": pooled,
     }
+    if n_groups < FEW_GROUPS and value == pooled:
+        record["floor"] = (f"the pooled quantile of the held-out images: only {n_groups} {unit}, fewer than "
+                           f"{FEW_GROUPS}, so the {estimator} quantile alone is not trusted")
     other = "conformal" if estimator == "bootstrap" else "bootstrap"
     record["alternative"] = {"estimator": f"group-{other}",  # for comparison (benchmarks/calibration.py)
                              "value": choose_threshold(scores, gid, fpr, other, seed=seed)}
@@ -264,7 +295,7 @@ class Fold:
 class Grouping:
     """How the normal images were split for calibration, and why (recorded in the manifest)."""
 
-    kind: str  # "folders" | "near-duplicates" | "blocks"
+    kind: str  # "folders" | "groups" (named by a pattern) | "near-duplicates" | "blocks"
     folds: list[Fold]
     description: str
     labels: np.ndarray | None = None  # group of every image (the independent units the bound counts)
@@ -275,9 +306,10 @@ def make_grouping(keys: list[tuple[str, str]], *, k: int, max_folds: int = MAX_F
                   near: np.ndarray | None = None) -> Grouping | None:
     """Calibration folds from where each normal image came from, in input order.
 
-    keys[i] = (kind, group): kind "file" with group = the image's folder, or "frame" with group = the
-    video (or in-memory set) it is a frame of. Image files in two or more folders: each folder is a group
-    (folders dealt round-robin into at most `max_folds` folds). Otherwise (one folder, videos, arrays):
+    keys[i] = (kind, group): kind "file" with group = the image's folder (or the group a `--groups`
+    pattern named), or "frame" with group = the video (or in-memory set) it is a frame of. Image files in
+    two or more folders or named groups: each is a group (dealt round-robin into at most `max_folds`
+    folds; called folders only when they are folders). Otherwise (one folder, videos, arrays):
     each sequence is cut into blocks of consecutive images, and each block after the first is scored
     against what came *before* it only, less the half block just before it (adjacent frames are
     near-duplicates). Past-only, because a bundle scores frames recorded after the ones it was fitted
@@ -295,8 +327,12 @@ def make_grouping(keys: list[tuple[str, str]], *, k: int, max_folds: int = MAX_F
     if len(folders) == n and len(distinct) >= 2:
         index = {g: i for i, g in enumerate(distinct)}
         labels = np.array([index[g] for _, g in keys])
-        return _whole_groups(labels, k, max_folds, "folders",
-                             f"{len(distinct)} folders held out whole", "folders")
+        if any(Path(g).is_dir() for g in distinct):  # folders (and, `fit --append`, the previous images)
+            return _whole_groups(labels, k, max_folds, "folders",
+                                 f"{len(distinct)} folders held out whole", "folders")
+        # groups named by `--groups pattern:...`: not folders
+        return _whole_groups(labels, k, max_folds, "groups",
+                             f"{len(distinct)} named groups of images held out whole", "groups")
     if near is not None and len(near) == n and len(np.unique(near)) >= 2:
         labels = np.unique(np.asarray(near), return_inverse=True)[1].ravel()
         unit = "parts" if len(folders) == n else "images"
@@ -441,8 +477,8 @@ def calibrate(
         record = loo_record(loo_scores, fpr, method=loo_method)
         if mode == "auto":
             record["groups_note"] = (
-                "no groups to hold out (images in memory, or too few per folder/sequence): leave-one-out, "
-                "which is optimistic when normal images are near-duplicates"
+                "no groups to hold out (images in memory, or too few per folder, group or sequence): "
+                "leave-one-out, which is optimistic when normal images are near-duplicates"
             )
         return record
     scores, fold_ids, held = heldout_scores(features, grouping, build)
@@ -511,7 +547,8 @@ def sequence_groups(keys: list[tuple[str, str]], *, blocks: int = 2 * MAX_FOLDS)
 
 
 RECORD_KEYS = ("method", "estimator", "grouping", "groups", "n_effective", "target_fpr", "heldout_fpr",
-               "fpr_upper_95", "group_fpr_spread", "message", "groups_more_needed", "bound_note", "warning",
+               "fpr_upper_95", "group_fpr_spread", "floor", "message", "groups_more_needed", "bound_note",
+               "warning",
                "optimism", "loo_fpr_on_heldout")
 
 
