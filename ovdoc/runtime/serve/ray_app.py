@@ -18,6 +18,11 @@ from pathlib import Path
 from ovdoc.errors import OvdocError, first_line
 
 APP_NAME = "ovdoc"
+# calls a scoring replica holds at once, each a group of requests: one scored, one decoded and waiting.
+# Few, so that Ray's router spills a busy bundle over to the next replica instead of queueing it on the
+# one that has it loaded (multiplexing prefers that one as long as it takes more)
+SCORER_MAX_ONGOING = 2
+INGRESS_MAX_ONGOING = 1024  # requests the ingress holds at once (it waits on replicas, it does not compute)
 
 
 @dataclass
@@ -105,10 +110,13 @@ def build_app(config: dict, opt: RayOptions):
             "target_ongoing_requests": 2 * opt.batch}}
     scorer = OvdocScorer.options(
         user_config=config, ray_actor_options={"num_cpus": opt.replica_cpus},
-        max_ongoing_requests=4 * opt.batch, **scale,
+        max_ongoing_requests=SCORER_MAX_ONGOING, **scale,
     )
     scorer = _pinned(scorer).bind(opt.device, opt.batch, opt.max_wait_ms, max(1, int(opt.replica_cpus)))
-    return _pinned(OvdocIngress.options(user_config=config)).bind(scorer, opt.token, __version__)
+    # the ingress is one light replica: Ray's default of 5 requests at once would queue requests in the
+    # proxy and keep the ingress's groups (and so the model's batches) small
+    ingress = OvdocIngress.options(user_config=config, max_ongoing_requests=INGRESS_MAX_ONGOING)
+    return _pinned(ingress).bind(scorer, opt.token, __version__, batch=opt.batch, max_wait_ms=opt.max_wait_ms)
 
 
 def code_version() -> str:
