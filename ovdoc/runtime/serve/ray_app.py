@@ -4,6 +4,11 @@ ray is an extra (`pip install 'ovdoc[serve]'`) imported only here. The driver ve
 (load_manifest) before it deploys, then stays up watching them: a bundle replaced on disk is verified
 and pushed as an in-place update (the deployments' user_config; replicas are not restarted). Ctrl+C or
 SIGTERM deletes the application (and stops the private Ray of `--ray local`).
+
+HTTP reaches the ingress through Ray's proxy actor, or with `--ray-ingress haproxy` (a private Ray only:
+Ray reads the switch when its processes start) through HAProxy straight into the ingress replica, which
+costs a third of the CPU per request. Either way the ingress stays in front of the model replicas: it is
+what turns a replica that died mid-request into a retry or a 503 (Ray's proxy and HAProxy answer 500).
 """
 
 from __future__ import annotations
