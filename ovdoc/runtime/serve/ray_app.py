@@ -176,7 +176,8 @@ def build_app(config: dict, opt: RayOptions):
         low = opt.min_replicas if opt.min_replicas is not None else 1
         scale = {"num_replicas": "auto", "autoscaling_config": {
             "min_replicas": low, "max_replicas": max(low, opt.max_replicas or low),
-            "target_ongoing_requests": 2 * opt.batch}}
+            # calls are groups of requests (see SCORER_MAX_ONGOING): more than one in flight is busy
+            "target_ongoing_requests": 1}}
     scorer = OvdocScorer.options(
         user_config=config, ray_actor_options={"num_cpus": opt.replica_cpus},
         max_ongoing_requests=SCORER_MAX_ONGOING, **scale,
