@@ -1,7 +1,13 @@
 """Load test of `ovdoc serve`: N concurrent clients for T seconds against one box and against Ray Serve
 (2 replicas), beside in-process `Detector.score_samples` on the same images, in one run.
 
-    python benchmarks/serve_load.py --clients 8 --seconds 10 [--targets one-box,ray] [--json] [--record]
+    python benchmarks/serve_load.py --clients 8 --seconds 10 [--targets one-box,ray] [--replicas 2,1x2]
+                                    [--ray-ingress proxy,haproxy] [--json] [--record]
+
+Like with like: every target gets the same PNG bodies, one image per request, from the same client (a
+thread per connection in this process); the in-process baseline decodes those bodies too. Each row also
+says where the CPU went: the server's processes (all of a private Ray's) per image answered, and the
+share of a core the load generator itself used on the same machine.
 
 Loopback only, bounded in clients (<= 64), time (<= 120 s per phase) and requests. Each target gets two
 phases: `max` (every client sends as soon as its last answer came: the throughput ceiling) and `half`
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import platform
 import socket
 import sys
@@ -37,23 +44,57 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def in_process(bundle: Path, images: list[np.ndarray], seconds: float) -> dict:
-    """score_samples on the same images, batch after batch, for `seconds`: images per second."""
+def in_process(bundle: Path, bodies: list[bytes], seconds: float) -> dict:
+    """Decode the same PNG bodies the clients send and score_samples them, batch after batch, for
+    `seconds`: images per second. The servers decode every body too, so the baseline pays that work."""
+    import cv2
+
     from ovdoc.runtime.detector import Detector
 
     det = Detector.load(bundle)
-    det.score_samples(images[: det.batch])  # compile, warm up
-    done, t0 = 0, time.perf_counter()
+
+    def decoded(chunk: list[bytes]) -> list[np.ndarray]:
+        return [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in chunk]
+
+    det.score_samples(decoded(bodies[: det.batch]))  # compile, warm up
+    done, t0, cpu0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
-        for i in range(0, len(images), det.batch):
-            det.score_samples(images[i : i + det.batch])
-            done += len(images[i : i + det.batch])
-    elapsed = time.perf_counter() - t0
+        for i in range(0, len(bodies), det.batch):
+            det.score_samples(decoded(bodies[i : i + det.batch]))
+            done += len(bodies[i : i + det.batch])
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {"target": "in-process", "phase": "max", "images": done, "seconds": round(elapsed, 3),
-            "throughput": round(done / elapsed, 2)}
+            "throughput": round(done / elapsed, 2), "cpu_ms_per_image": round(1000 * cpu / max(1, done), 3)}
 
 
-def load(url: str, bodies: list[bytes], clients: int, seconds: float, rate: float | None) -> dict:
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and every process under it (a private Ray's
+    proxy, ingress and replicas run under the `ovdoc serve --ray local` process)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+
+    def under(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parents.get(pid, 1)
+        return False
+
+    return sum(c for pid, c in cpu.items() if under(pid))
+
+
+def load(url: str, bodies: list[bytes], clients: int, seconds: float, rate: float | None,
+         server_pid: int | None = None) -> dict:
     """`clients` threads with keep-alive connections POSTing raw PNGs; rate None = closed loop."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     assert host in ("127.0.0.1", "localhost"), "loopback only"
@@ -94,18 +135,25 @@ def load(url: str, bodies: list[bytes], clients: int, seconds: float, rate: floa
         conn.close()
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    server0, client0 = tree_cpu_s(server_pid) if server_pid else 0.0, time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + 60)
     elapsed = max(1e-9, min(time.perf_counter(), end + 30) - start)
+    server_cpu = tree_cpu_s(server_pid) - server0 if server_pid else None
+    client_cpu = time.process_time() - client0
     lat = np.asarray(latencies) * 1000
     return {"clients": clients, "requests": len(latencies) + len(errors), "errors": len(errors),
             "error_kinds": sorted(set(errors))[:5], "seconds": round(elapsed, 3),
             "throughput": round(len(latencies) / elapsed, 2),
             "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
             "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
-            "offered_rate": round(rate, 2) if rate else None}
+            "offered_rate": round(rate, 2) if rate else None,
+            # where the 2 cores went: the server's processes per image answered, and the load
+            # generator's own share (it runs on the same cores)
+            "cpu_ms_per_image": round(1000 * server_cpu / max(1, len(latencies)), 3) if server_cpu else None,
+            "client_cpu_share": round(client_cpu / elapsed, 3)}
 
 
 def run_target(name: str, args: list[str], bodies: list[bytes], clients: int, seconds: float) -> list[dict]:
@@ -114,8 +162,8 @@ def run_target(name: str, args: list[str], bodies: list[bytes], clients: int, se
     srv = Server(*args, timeout=300)
     try:
         load(srv.url, bodies, min(clients, 2), min(2.0, seconds), None)  # warm-up (the batch-1 copy)
-        peak = load(srv.url, bodies, clients, seconds, None)
-        half = load(srv.url, bodies, clients, seconds, max(1.0, peak["throughput"] / 2))
+        peak = load(srv.url, bodies, clients, seconds, None, srv.proc.pid)
+        half = load(srv.url, bodies, clients, seconds, max(1.0, peak["throughput"] / 2), srv.proc.pid)
     finally:
         srv.stop()
     return [{"target": name, "phase": "max", **peak}, {"target": name, "phase": "half", **half}]
@@ -129,28 +177,40 @@ def run_target(name: str, args: list[str], bodies: list[bytes], clients: int, se
 @click.option("--images", type=click.IntRange(1, 256), default=32, show_default=True,
               help="Distinct images (frames of the demo clip) cycled through.")
 @click.option("--targets", default="one-box,ray", show_default=True, help="one-box, ray, or both.")
-@click.option("--replicas", type=click.IntRange(1, 8), default=2, show_default=True, help="Ray replicas.")
+@click.option("--replicas", default="2", show_default=True,
+              help="Ray layouts, comma-separated: N replicas, or NxC (N replicas of C CPUs each; C defaults "
+                   "to 1). E.g. 2,1x2 runs two replicas of one CPU, then one replica of two CPUs.")
+@click.option("--ray-ingress", "ray_ingress", default="proxy,haproxy", show_default=True,
+              help="Ray HTTP paths to measure, comma-separated: proxy (Ray's proxy actor), haproxy.")
 @click.option("--batch", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--max-wait-ms", type=float, default=5.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--record", is_flag=True, help="Write benchmarks/results/serve-load.{json,md}.")
-def main(bundle, clients, seconds, images, targets, replicas, batch, max_wait_ms, as_json, record) -> None:
+def main(bundle, clients, seconds, images, targets, replicas, ray_ingress, batch, max_wait_ms, as_json,
+         record) -> None:
     from _serve_helpers import demo_frames, png
 
     from ovdoc.irmodels import demo_bundle
 
+    layouts = ray_layouts(replicas)  # refused before anything runs
+    ingresses = [t.strip() for t in ray_ingress.split(",") if t.strip()]
+    if not set(ingresses) <= {"proxy", "haproxy"}:
+        raise click.BadParameter(f"{ray_ingress!r}: proxy and/or haproxy", param_hint="--ray-ingress")
     bundle = bundle or demo_bundle()
     frames = demo_frames(images)
     bodies = [png(f) for f in frames]
     common = [str(bundle), "--batch", str(batch), "--max-wait-ms", str(max_wait_ms), "--no-watch"]
-    rows = [in_process(bundle, frames, seconds)]
+    rows = [in_process(bundle, bodies, seconds)]
     wanted = [t.strip() for t in targets.split(",") if t.strip()]
     if "one-box" in wanted:
         rows += run_target("one-box", common, bodies, clients, seconds)
     if "ray" in wanted:
-        port = free_port()
-        rows += run_target(f"ray-{replicas}", [*common, "--ray", "local", "--replicas", str(replicas),
-                                               "--listen", f"127.0.0.1:{port}"], bodies, clients, seconds)
+        for ingress in ingresses:
+            for n, cpus in layouts:
+                rows += run_target(f"ray-{ingress}-{n}x{cpus:g}",
+                                   [*common, "--ray", "local", "--replicas", str(n), "--replica-cpus",
+                                    f"{cpus:g}", "--ray-ingress", ingress, "--listen",
+                                    f"127.0.0.1:{free_port()}"], bodies, clients, seconds)
     base = rows[0]["throughput"]
     for r in rows[1:]:
         if r["phase"] == "max":  # the half phase's throughput is the rate it was offered
@@ -169,15 +229,32 @@ def main(bundle, clients, seconds, images, targets, replicas, batch, max_wait_ms
         (RESULTS / "serve-load.md").write_text(table, encoding="utf-8")
 
 
+def ray_layouts(text: str) -> list[tuple[int, float]]:
+    """'2,1x2' -> [(2, 1.0), (1, 2.0)]; a bad item is one line and exit 2 (click's usage error)."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        n, _, cpus = item.partition("x")
+        try:
+            layout = (int(n), float(cpus or 1))
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: N or NxCPUS expected", param_hint="--replicas") from None
+        if not (1 <= layout[0] <= 8 and 0.1 <= layout[1] <= 64):
+            raise click.BadParameter(f"{item!r}: 1-8 replicas of 0.1-64 CPUs", param_hint="--replicas")
+        out.append(layout)
+    return out
+
+
 def markdown(report: dict) -> str:
     lines = [f"`ovdoc serve` load: {report['clients']} clients, {report['seconds']} s per phase, batch "
              f"{report['batch']}, wait {report['max_wait_ms']} ms", "",
-             "| target | phase | requests | errors | images/s | x in-process | p50 ms | p99 ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| target | phase | requests | errors | images/s | x in-process | p50 ms | p99 ms "
+             "| CPU ms/image | client CPU |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lines.append(f"| {r['target']} | {r['phase']} | {r.get('requests', r.get('images'))} | "
                      f"{r.get('errors', 0)} | {r['throughput']} | {r.get('vs_in_process', '')} | "
-                     f"{r.get('p50_ms', '')} | {r.get('p99_ms', '')} |")
+                     f"{r.get('p50_ms', '')} | {r.get('p99_ms', '')} | {r.get('cpu_ms_per_image', '')} | "
+                     f"{r.get('client_cpu_share', '')} |")
     return "\n".join(lines) + "\n"
 
 

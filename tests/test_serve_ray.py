@@ -40,15 +40,20 @@ def own_bundle(tmp_path_factory) -> Path:
     return own
 
 
-@pytest.fixture(scope="module")
-def ray_server(own_bundle):
+@pytest.fixture(scope="module", params=["proxy", "haproxy"])
+def ray_server(request, own_bundle):
+    """Both HTTP paths in front of the replicas (Ray's proxy actor; HAProxy with direct ingress) must
+    keep the same API, in-place update and killed-replica behaviour."""
     from ovdoc.irmodels import demo_bundle
 
     port = free_port()
     srv = Server(f"demo={demo_bundle()}", f"own={own_bundle}", "--ray", "local", "--replicas", "2",
-                 "--max-wait-ms", "10", "--listen", f"127.0.0.1:{port}", timeout=240)
+                 "--ray-ingress", request.param, "--max-wait-ms", "10", "--listen", f"127.0.0.1:{port}",
+                 timeout=240)
+    temps = private_temps(srv.proc.pid)
     yield srv
     srv.stop()
+    assert temps and not any(Path(t).exists() for t in temps), temps  # the private Ray left nothing
 
 
 def test_ray_answers_agree_with_score_samples(ray_server):
@@ -132,10 +137,28 @@ def test_ray_refusals_are_one_line(tmp_path):
     line = error_line(ovdoc_cli("serve", str(demo_bundle()), "--ray", "auto", "--replicas", "2",
                                 "--max-replicas", "3"))
     assert "--replicas is a fixed count" in line
+    line = error_line(ovdoc_cli("serve", str(demo_bundle()), "--ray", "auto", "--ray-ingress", "haproxy"))
+    assert "--ray-ingress haproxy needs --ray local" in line
+
+
+def private_temps(root: int) -> set[str]:
+    """The private Ray's temp dirs named by `root`'s descendants (its raylet, HAProxy)."""
+    import re
+
+    titles = descendants(root)
+    return {m for t in titles.values() for m in re.findall(r"/[^ =:]*/ovdoc-ray-[A-Za-z0-9_]+", t)}
 
 
 def replica_pids(root: int) -> list[int]:
     """Pids of the OvdocScorer replicas among `root`'s descendants (the private Ray runs under it)."""
+    titles = descendants(root)
+    found = [p for p, t in titles.items() if "OvdocScorer" in t]
+    assert found, "no scoring replica found under the server"
+    return sorted(found)
+
+
+def descendants(root: int) -> dict[int, str]:
+    """{pid: command line} of every process under `root`."""
     parents, titles = {}, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -155,9 +178,7 @@ def replica_pids(root: int) -> list[int]:
             pid = parents.get(pid, 1)
         return False
 
-    found = [p for p, t in titles.items() if "OvdocScorer" in t and under(p)]
-    assert found, "no scoring replica found under the server"
-    return sorted(found)
+    return {p: t for p, t in titles.items() if under(p)}
 
 
 def _png(image):

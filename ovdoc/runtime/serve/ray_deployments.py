@@ -1,6 +1,8 @@
 """The Ray Serve deployments behind `ovdoc serve --ray` (imports ray: loaded only by ray_app.py).
 
-    OvdocIngress  HTTP: the one box's API (same parsing, auth, answers and metrics), no model
+    OvdocIngress  HTTP: the one box's API (same parsing, auth, answers and metrics), no model; groups
+                  concurrent requests into one call per bundle to a scorer (a Ray call per request
+                  cost more CPU than scoring the image), and answers 503 for a replica that died
     OvdocScorer   the model replicas: each compiles a bundle once (serve.multiplexed, so fifty bundles
                   share a few replicas), groups concurrent images with @serve.batch, and uses as many
                   OpenVINO/FAISS threads as the CPUs Ray reserved for it
@@ -22,10 +24,22 @@ from ovdoc.runtime.serve.inputs import BadInput, Upload, decode_all, parse_body,
 
 SCORE_TIMEOUT_S = 60.0  # a request never hangs: past this it is a 503
 RETRIES = 1  # a replica that died mid-request: once more on another, then 503
+GROUPS_IN_FLIGHT = 16  # ingress -> replica calls at once (each a group of requests)
 
 
 def model_id(name: str, digest: str) -> str:
     return f"{name}@{digest}"
+
+
+def _decode_requests(requests: list[tuple[list[tuple[str, bytes]], bool]]) -> list:
+    """Per request its decoded images, or the BadInput that refuses it (worker thread)."""
+    out: list = []
+    for uploads, _ in requests:
+        try:
+            out.append(decode_all([Upload(n, d) for n, d in uploads]))
+        except BadInput as exc:
+            out.append(exc)
+    return out
 
 
 @serve.deployment(name="OvdocScorer")
@@ -42,7 +56,9 @@ class OvdocScorer:
         faiss.omp_set_num_threads(self.threads)
         self.paths: dict[str, str] = {}
         self._batched.set_max_batch_size(batch)
-        self._batched.set_batch_wait_timeout_s(max_wait_ms / 1000.0)
+        # the ingress already waited max_wait_ms to group requests; here only images of calls that
+        # arrive together (several ingress groups, several requests of one group) are merged
+        self._batched.set_batch_wait_timeout_s(min(max_wait_ms, 1.0) / 1000.0)
 
     def reconfigure(self, config: dict) -> None:
         self.paths = {name: b["path"] for name, b in config["bundles"].items()}
@@ -59,15 +75,25 @@ class OvdocScorer:
             raise RuntimeError(f"bundle {name} changed on disk while loading; retry")
         return det
 
-    async def score(self, uploads: list[tuple[str, bytes]], want_map: bool) -> dict:
-        """One request's images -> {"results": [...]} or {"error": line, "status": code}."""
+    async def score(self, requests: list[tuple[list[tuple[str, bytes]], bool]]) -> list[dict]:
+        """Several requests' images (grouped by the ingress: one Ray call for all of them) -> per request
+        {"results": [...]} or {"error": line, "status": code}; a bad image fails only its own request."""
         mid = serve.get_multiplexed_model_id()
-        try:
-            images = await asyncio.to_thread(decode_all, [Upload(n, d) for n, d in uploads])
-        except BadInput as exc:
-            return {"error": str(exc), "status": exc.status}
-        results = await asyncio.gather(*(self._batched(mid, im, want_map) for im in images))
-        return {"results": list(results)}
+        decoded = await asyncio.to_thread(_decode_requests, requests)  # one thread hop for the group
+        answers: list[dict] = []
+        pending = []
+        for (_, want_map), images in zip(requests, decoded, strict=True):
+            if isinstance(images, BadInput):
+                answers.append({"error": str(images), "status": images.status})
+                continue
+            answers.append({})
+            pending.append((len(answers) - 1, [self._batched(mid, im, want_map) for im in images]))
+        flat = await asyncio.gather(*(c for _, calls in pending for c in calls))
+        at = 0
+        for i, calls in pending:
+            answers[i] = {"results": list(flat[at : at + len(calls)])}
+            at += len(calls)
+        return answers
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def _batched(self, mids: list[str], images: list, want_maps: list[bool]) -> list[dict]:
@@ -88,9 +114,12 @@ class OvdocScorer:
 
 @serve.deployment(name="OvdocIngress", ray_actor_options={"num_cpus": 0})
 class OvdocIngress:
-    def __init__(self, scorer, token: str | None = None, version: str = "", max_images: int = 64) -> None:
+    def __init__(self, scorer, token: str | None = None, version: str = "", max_images: int = 64,
+                 batch: int = 8, max_wait_ms: float = 5.0) -> None:
         from ovdoc.runtime.serve.metrics import Metrics
 
+        self._grouped.set_max_batch_size(batch)
+        self._grouped.set_batch_wait_timeout_s(max_wait_ms / 1000.0)
         self.scorer, self.token, self.version, self.max_images = scorer, token, version, max_images
         self.metrics = Metrics()
         self.bundles: dict[str, dict] = {}
@@ -158,12 +187,31 @@ class OvdocIngress:
         return JSONResponse({"results": results})
 
     async def _call_scorer(self, name: str, uploads: list[tuple[str, bytes]], want_map: bool) -> dict:
-        mid = model_id(name, self.bundles[name]["hash"])
+        return await self._grouped((model_id(name, self.bundles[name]["hash"]), uploads, want_map))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, max_concurrent_batches=GROUPS_IN_FLIGHT)
+    async def _grouped(self, items: list[tuple[str, list[tuple[str, bytes]], bool]]) -> list[dict]:
+        """Concurrent requests, one scorer call per bundle: the ingress->replica hop (a Ray actor call,
+        after the proxy the dearest step per request) is paid once per group, not once per request."""
+        out: list[dict] = [{}] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, (mid, _, _) in enumerate(items):
+            groups.setdefault(mid, []).append(i)
+
+        async def send(mid: str, at: list[int]) -> None:
+            answers = await self._send(mid, [(items[i][1], items[i][2]) for i in at])
+            for i, answer in zip(at, answers, strict=True):
+                out[i] = answer
+
+        await asyncio.gather(*(send(mid, at) for mid, at in groups.items()))
+        return out
+
+    async def _send(self, mid: str, requests: list[tuple[list[tuple[str, bytes]], bool]]) -> list[dict]:
         problem = ""
-        deadline = time.monotonic() + SCORE_TIMEOUT_S  # for the request, retry included
+        deadline = time.monotonic() + SCORE_TIMEOUT_S  # for the call, retry included
         for attempt in range(RETRIES + 1):
             try:
-                call = self.scorer.options(multiplexed_model_id=mid).score.remote(uploads, want_map)
+                call = self.scorer.options(multiplexed_model_id=mid).score.remote(requests)
                 return await asyncio.wait_for(call, max(0.1, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 problem = f"no answer within {SCORE_TIMEOUT_S:g} s"
@@ -172,4 +220,4 @@ class OvdocIngress:
                 problem = first_line(exc, 160)
                 if attempt < RETRIES:
                     await asyncio.sleep(0.2)
-        raise BadInput(f"scoring unavailable, retry: {problem}", status=503)
+        return [{"error": f"scoring unavailable, retry: {problem}", "status": 503}] * len(requests)
