@@ -5,6 +5,7 @@ camera_moved event, every frame delivered once and every episode started and end
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import threading
@@ -38,6 +39,24 @@ def _line(tmp_path: Path, cameras: list[dict]) -> Path:
     config.write_text(json.dumps({"bundle": str(bundle),
                                   "cameras": [{"source": str(stream)} | c for c in cameras]}))
     return config
+
+
+def test_grouping_rule():
+    """Same bundle and same label share an actor, as many as fit the biggest able node at --ray-cpus
+    each, spread evenly over the able nodes; another bundle or label is another actor."""
+    from ovdoc.cluster.line import plan_groups
+    from ovdoc.runtime.stream.line_config import CameraSpec
+
+    def specs(*cams):
+        return [CameraSpec(source=str(i), bundle=b, node=n) for i, (b, n) in enumerate(cams)]
+
+    eight = [{"CPU": 8.0, "hall-1": 1000.0}, {"CPU": 8.0, "hall-2": 1000.0}, {"CPU": 4.0}]
+    line = specs(("x", "hall-1"), ("x", "hall-1"), ("y", "hall-1"), ("x", "hall-2"), ("x", "hall-1"))
+    assert plan_groups(line, 1.0, eight) == [[0, 1, 4], [2], [3]]
+    assert plan_groups(line, 4.0, eight) == [[0, 1], [2], [3], [4]]  # 8 CPUs hold two at 4 each
+    assert plan_groups(specs(*[("x", None)] * 6), 1.0, eight) == [[0, 1], [2, 3], [4, 5]]  # three nodes
+    assert plan_groups(specs(*[("x", None)] * 3), 0.5, [{"CPU": 1.0}] * 2) == [[0, 1], [2]]
+    assert plan_groups(specs(("x", None), ("x", None)), 2.0, [{"CPU": 1.0}]) == [[0], [1]]  # none fits
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +165,120 @@ def _wait(condition, thread, result, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline and thread.is_alive(), (what, result)
         time.sleep(0.05)
+
+
+class _Hook(http.server.ThreadingHTTPServer):
+    """A real webhook receiver on loopback: keeps every POSTed JSON body."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/hook"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def _first_jpeg(url: str) -> bytes:
+    """The first picture of the web view's MJPEG stream of one camera."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        data = b""
+        while b"\xff\xd9" not in data.partition(b"\r\n\r\n")[2]:
+            chunk = response.read1(65536)
+            assert chunk, "the stream ended before a picture"
+            data += chunk
+    body = data.partition(b"\r\n\r\n")[2]
+    return body[: body.index(b"\xff\xd9") + 2]
+
+
+def test_cameras_sharing_a_bundle_share_an_actor(line_cluster, tmp_path):
+    """Two cameras of one bundle on hall-1 run in one actor (one compile, both cameras' events); the web
+    view's picture of a camera is a real frame from its node; the webhook gets every episode of both;
+    a bundle replaced on disk and the web view's reload button both reach the node."""
+    import shutil
+    import urllib.request
+
+    import cv2
+    import numpy as np
+
+    from ovdoc.cluster.line import run_line
+    from ovdoc.runtime.bundle import save_threshold
+    from ovdoc.runtime.stream.line_config import load_line_config
+
+    bundle, stream = _demo()
+    own = tmp_path / "own.bundle"
+    shutil.copytree(bundle, own)
+    config = tmp_path / "line.json"
+    config.write_text(json.dumps({"bundle": str(own), "res": "288x192", "cameras": [
+        {"source": str(stream), "name": "a", "node": "hall-1"},
+        {"source": str(stream), "name": "b", "node": "hall-1"}]}))
+    events = tmp_path / "events.jsonl"
+    cluster, nodes = line_cluster
+    hook = _Hook()
+    started: list = []
+    result: dict = {}
+
+    def drive() -> None:
+        try:
+            result["summary"] = run_line(cluster.address, load_line_config(config),
+                                         {"events": str(events), "realtime": True, "smooth": 3},
+                                         {"serve": "127.0.0.1:0", "webhook": hook.url}, cpus=0.5,
+                                         on_start=started.append)
+        except BaseException as exc:  # surfaced below
+            result["error"] = exc
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    try:
+        scored = lambda name: any(r.get("source") == name and "score" in r  # noqa: E731
+                                  for r in _records(events))
+        _wait(lambda: started and scored("a") and scored("b"), thread, result, "frames of both")
+        api = f"http://127.0.0.1:{started[0].web.port}"
+        cams = _http(f"{api}/api/status")["cameras"]
+        assert cams[0]["actor"] == cams[1]["actor"] and cams[0]["actor_cameras"] == 2
+        assert cams[0]["compiles"] == 1 and cams[0]["node_id"] == nodes[0].node_id
+        assert started[0].status()[0]["pid"] == started[0].status()[1]["pid"]  # one process, one compile
+        # the live picture: a real frame of camera b, at its --res (not the driver's 320x240 placeholder),
+    # drawn on hall-1's node
+        picture = cv2.imdecode(np.frombuffer(_first_jpeg(f"{api}/stream/1"), np.uint8), cv2.IMREAD_COLOR)
+        assert picture is not None and picture.shape == (192, 288, 3)
+        assert float(picture.std()) > 20  # a scene, not the flat placeholder
+        # hot reload 1: the bundle replaced on disk (a new threshold, re-hashed) is seen by the node
+        save_threshold(own, 9.5, by="test")
+        reloaded = lambda by: {r["source"] for r in _records(events)  # noqa: E731
+                               if r.get("event") == "bundle_reloaded" and r["by"] == by}
+        _wait(lambda: reloaded("bundle changed on disk") == {"a", "b"}, thread, result, "reload from disk")
+        assert all(r["threshold"] == 9.5 for r in _records(events) if r.get("event") == "bundle_reloaded")
+        # hot reload 2: the web view's button
+        request = urllib.request.Request(f"{api}/api/reload", data=b"{}", method="POST")
+        urllib.request.urlopen(request, timeout=10).read()
+        _wait(lambda: reloaded("web") == {"a", "b"}, thread, result, "reload from the web view")
+        thread.join(TIMEOUT_S)
+        assert not thread.is_alive() and "error" not in result, result
+    finally:
+        hook.shutdown()
+    summary = result["summary"]
+    assert summary["actors"] == 1 and summary["cameras"][0]["compiles"] == 3  # the first, and two reloads
+    records = _records(events)
+    for name in ("a", "b"):
+        frames = [r["frame"] for r in records if r.get("source") == name and "event" not in r]
+        assert frames == list(range(249)), name
+        sent = [b for b in hook.bodies if b.get("source") == name]
+        starts = [b["episode"] for b in sent if b["event"] == "anomaly_start"]
+        ends = [b for b in sent if b["event"] == "anomaly_end"]
+        assert starts and sorted(starts) == sorted(b["episode"] for b in ends), name
+        assert all(b["snapshot_jpeg"] for b in ends)  # each end's peak frame, from the node
 
 
 def test_a_removed_node_moves_its_camera(line_cluster, tmp_path):
