@@ -42,21 +42,21 @@ def _line(tmp_path: Path, cameras: list[dict]) -> Path:
 
 
 def test_grouping_rule():
-    """Same bundle and same label share an actor, as many as fit the biggest able node at --ray-cpus
-    each, spread evenly over the able nodes; another bundle or label is another actor."""
+    """Same bundle and same label share an actor, as many as fit the biggest node that carries the label
+    at --ray-cpus each; another bundle or label is another actor."""
     from ovdoc.cluster.line import plan_groups
     from ovdoc.runtime.stream.line_config import CameraSpec
 
     def specs(*cams):
         return [CameraSpec(source=str(i), bundle=b, node=n) for i, (b, n) in enumerate(cams)]
 
-    eight = [{"CPU": 8.0, "hall-1": 1000.0}, {"CPU": 8.0, "hall-2": 1000.0}, {"CPU": 4.0}]
+    nodes = [{"CPU": 4.0, "hall-1": 1000.0}, {"CPU": 8.0, "hall-2": 1000.0}, {"CPU": 2.0}, {"CPU": 0.0}]
     line = specs(("x", "hall-1"), ("x", "hall-1"), ("y", "hall-1"), ("x", "hall-2"), ("x", "hall-1"))
-    assert plan_groups(line, 1.0, eight) == [[0, 1, 4], [2], [3]]
-    assert plan_groups(line, 4.0, eight) == [[0, 1], [2], [3], [4]]  # 8 CPUs hold two at 4 each
-    assert plan_groups(specs(*[("x", None)] * 6), 1.0, eight) == [[0, 1], [2, 3], [4, 5]]  # three nodes
-    assert plan_groups(specs(*[("x", None)] * 3), 0.5, [{"CPU": 1.0}] * 2) == [[0, 1], [2]]
-    assert plan_groups(specs(("x", None), ("x", None)), 2.0, [{"CPU": 1.0}]) == [[0], [1]]  # none fits
+    assert plan_groups(line, 1.0, nodes) == [[0, 1, 4], [2], [3]]
+    assert plan_groups(line, 2.0, nodes) == [[0, 1], [2], [3], [4]]  # hall-1's 4 CPUs hold two at 2 each
+    assert plan_groups(specs(*[("x", None)] * 20), 1.0, nodes) == [list(range(8)), list(range(8, 16)),
+                                                                    list(range(16, 20))]  # the 8-CPU node
+    assert plan_groups(specs(("x", None), ("x", None)), 16.0, nodes) == [[0], [1]]  # none fits: alone
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +248,7 @@ def test_cameras_sharing_a_bundle_share_an_actor(line_cluster, tmp_path):
         cams = _http(f"{api}/api/status")["cameras"]
         assert cams[0]["actor"] == cams[1]["actor"] and cams[0]["actor_cameras"] == 2
         assert cams[0]["compiles"] == 1 and cams[0]["node_id"] == nodes[0].node_id
+        assert cams[0]["threads"] == 1  # 2 x 0.5 CPU: OpenVINO limited to one thread (this box has two)
         assert started[0].status()[0]["pid"] == started[0].status()[1]["pid"]  # one process, one compile
         # the live picture: a real frame of camera b, at its --res (not the driver's 320x240 placeholder),
     # drawn on hall-1's node

@@ -160,7 +160,8 @@ class CameraActor:
 
         context = ray.get_runtime_context()
         return {"node_id": context.get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
-                "actor_id": context.get_actor_id(), "compiles": self.compiles}
+                "actor_id": context.get_actor_id(), "compiles": self.compiles,
+                "threads": _inference_threads(self.detector)}
 
     def start(self, resume_after: list[int] | None = None) -> dict:
         """Open the sources (past `resume_after[i]` for a replayed file) and start the loop; where it runs."""
@@ -263,3 +264,12 @@ class CameraActor:
             from ovdoc.runtime.stream.messages import Control
 
             self.loop.post(Control.QUIT)
+
+
+def _inference_threads(detector) -> int | None:
+    """The OpenVINO threads the compiled model really uses (what `limit_threads` asked for)."""
+    compiled = getattr(getattr(detector, "extractor_", None), "compiled", None)
+    try:
+        return int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    except Exception:  # another device or layout: not known
+        return None

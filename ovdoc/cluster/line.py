@@ -110,18 +110,16 @@ class Group:
 def plan_groups(specs: list[CameraSpec], cpus: float, nodes: list[dict]) -> list[list[int]]:
     """Which cameras share an actor: cameras with the same bundle and the same `node:` label (none is a
     label too), in config order, as many per actor as fit the biggest node that may run them at `cpus`
-    each, and no more than spreads them evenly over those nodes (so a node that dies takes no more
-    cameras than it must). `nodes`: the alive nodes' resources (`ray.nodes()[i]["Resources"]`)."""
+    each. Packed, not spread: a node that dies loses its cameras either way, and whole nodes left free
+    are where a dead node's actor can move (it needs all its CPUs on one node).
+    `nodes`: the alive nodes' resources (`ray.nodes()[i]["Resources"]`)."""
     keyed: dict[tuple[str, str | None], list[int]] = {}
     for i, spec in enumerate(specs):
         keyed.setdefault((spec.bundle, getattr(spec, "node", None)), []).append(i)
     groups = []
     for (_bundle, label), members in keyed.items():
         able = [n.get("CPU", 0.0) for n in nodes if label is None or n.get(label, 0) > 0]
-        able = [c for c in able if c >= cpus - 1e-9] or [cpus]  # none fits: one camera per actor
-        fit = max(1, int(max(able) / cpus + 1e-9))
-        even = -(-len(members) // len(able))
-        size = max(1, min(fit, even))
+        size = max(1, int(max(able, default=0.0) / cpus + 1e-9))  # none fits: one camera per actor
         groups += [members[at:at + size] for at in range(0, len(members), size)]
     return sorted(groups)
 
@@ -329,7 +327,8 @@ class ClusterLine:
             out.append({"camera": cam.index, "name": cam.name, "node_id": group.node.get("node_id"),
                         "host": group.node.get("host"), "label": getattr(cam.spec, "node", None),
                         "actor": group.index, "actor_cameras": len(group.cameras),
-                        "pid": group.node.get("pid"), "compiles": group.compiles,
+                        "pid": group.node.get("pid"), "threads": group.node.get("threads"),
+                        "compiles": group.compiles,
                         "frames": cam.frames, "anomalies": cam.anomalies, "episodes": cam.episodes,
                         "moves": group.moves, "actor_cpu_s": round(group.cpu_s, 3),
                         "state": "ended" if group.done else "running", "stopped": group.stopped})
@@ -404,7 +403,7 @@ def open_outputs(line: LineConfig, cluster: ClusterLine, options: dict, outputs=
 
     values = output_registry.resolve(outputs, {"events": options.get("events")})
     values.update(show=False, save_video=None)
-    where = {"node_id", "host", "label", "moves", "state", "actor", "actor_cameras", "compiles"}
+    where = {"node_id", "host", "label", "moves", "state", "actor", "actor_cameras", "compiles", "threads"}
     thresholds = [cam.spec.threshold if cam.spec.threshold is not None else _bundle_threshold(cam.spec.bundle)
                   for cam in cluster.cameras]
     run = RunContext(
