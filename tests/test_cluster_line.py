@@ -282,13 +282,15 @@ def test_cameras_sharing_a_bundle_share_an_actor(line_cluster, tmp_path):
         assert all(b["snapshot_jpeg"] for b in ends)  # each end's peak frame, from the node
 
 
-def test_a_removed_node_moves_its_camera(line_cluster, tmp_path):
-    """Also the driver's web view: /api/status names the node, its threshold slider reaches the node.
-    Runs last in this file: it removes a node of the module's cluster."""
+def test_a_removed_node_moves_its_cameras(line_cluster, tmp_path):
+    """Two cameras in one actor (0.5 CPU each, no label) on a node that is removed mid-episode: the actor
+    moves whole, each camera resumes after its own last frame. Also the driver's web view: /api/status
+    names the node, its threshold slider reaches the node. Runs last in this file: it removes a node of
+    the module's cluster."""
     from ovdoc.cluster.line import run_line
     from ovdoc.runtime.stream.line_config import load_line_config
 
-    config = _line(tmp_path, [{"name": "belt"}])
+    config = _line(tmp_path, [{"name": "belt"}, {"name": "dock"}])
     line = load_line_config(config)
     events = tmp_path / "events.jsonl"
     cluster, nodes = line_cluster
@@ -299,7 +301,7 @@ def test_a_removed_node_moves_its_camera(line_cluster, tmp_path):
         try:
             result["summary"] = run_line(cluster.address, line, {"events": str(events), "realtime": True,
                                                                  "smooth": 3},
-                                         {"serve": "127.0.0.1:0"}, cpus=1,
+                                         {"serve": "127.0.0.1:0"}, cpus=0.5,
                                          on_start=started.append)
         except BaseException as exc:  # surfaced below
             result["error"] = exc
@@ -309,38 +311,44 @@ def test_a_removed_node_moves_its_camera(line_cluster, tmp_path):
     _wait(lambda: started and any("score" in r for r in _records(events)), thread, result, "frames")
     api = f"http://127.0.0.1:{started[0].web.port}/api"
     first = started[0].status()[0]["node_id"]
-    assert _http(f"{api}/status")["cameras"][0]["node_id"] == first
-    _http(f"{api}/threshold", {"camera": 0, "value": 7.0})  # applied by the loop on the node
+    status = _http(f"{api}/status")["cameras"]
+    assert [c["node_id"] for c in status] == [first, first] and status[0]["actor_cameras"] == 2
+    _http(f"{api}/threshold", {"camera": 1, "value": 7.0})  # applied by the loop on the node, to dock only
     _wait(lambda: any(r.get("event") == "threshold_changed" and r["threshold"] == 7.0
                       for r in _records(events)), thread, result, "threshold")
+    changed = [r for r in _records(events) if r.get("event") == "threshold_changed"]
+    assert [r["source"] for r in changed] == ["dock"]
     # the demo clip's longest episode (frames 132-152 at 15 FPS, 1.3 s) has started: the node dies
     # with an episode open
-    _wait(lambda: any(r.get("event") == "anomaly_start" and r["frame"] >= LONG_EPISODE[0]
-                      for r in _records(events)), thread, result, "episode")
+    _wait(lambda: {r["source"] for r in _records(events) if r.get("event") == "anomaly_start"
+                   and r["frame"] >= LONG_EPISODE[0]} == {"belt", "dock"}, thread, result, "episode")
     victim = next(n for n in nodes if n.node_id == first)
     cluster.remove_node(victim, allow_graceful=False)
-    _wait(lambda: any(r.get("event") == "camera_moved" for r in _records(events)), thread, result,
+    _wait(lambda: sum(r.get("event") == "camera_moved" for r in _records(events)) == 2, thread, result,
           "moved")
-    now = _http(f"{api}/status")["cameras"][0]
-    assert now["node_id"] != first and now["moves"] == 1
+    now = _http(f"{api}/status")["cameras"]
+    assert all(c["node_id"] != first and c["moves"] == 1 for c in now)
     thread.join(TIMEOUT_S)
     assert not thread.is_alive() and "error" not in result, result
     records = _records(events)
-    moved = [r for r in records if r.get("event") == "camera_moved"]
-    assert len(moved) == 1 and moved[0]["from_node"] == first and moved[0]["to_node"] != first
-    assert moved[0]["down_s"] < 90
-    frames = [r["frame"] for r in records if "score" in r and "event" not in r]
-    assert frames == list(range(249))  # every frame of the clip once, in order, across the two nodes
-    starts = [r["episode"] for r in records if r.get("event") == "anomaly_start"]
-    ends = [r["episode"] for r in records if r.get("event") == "anomaly_end"]
-    assert starts and sorted(starts) == sorted(ends) == list(range(1, len(starts) + 1))
-    interrupted = [r for r in records if r.get("interrupted") == "camera_moved"]
-    if moved[0]["resumed_after_frame"] < LONG_EPISODE[1]:  # the node died inside the episode (the usual case)
-        assert len(interrupted) == 1 and interrupted[0]["frame"] == moved[0]["resumed_after_frame"]
-        # the replacement's episode (if the anomaly is still on screen) has the next number, not the same
-        assert all(r["episode"] > interrupted[0]["episode"] for r in records
-                   if r.get("event") == "anomaly_start" and r["frame"] > interrupted[0]["frame"])
-    else:
-        assert not interrupted
+    for name in ("belt", "dock"):
+        mine = [r for r in records if r.get("source") == name]
+        moved = [r for r in mine if r.get("event") == "camera_moved"]
+        assert len(moved) == 1 and moved[0]["from_node"] == first and moved[0]["to_node"] != first
+        assert moved[0]["down_s"] < 90
+        frames = [r["frame"] for r in mine if "score" in r and "event" not in r]
+        assert frames == list(range(249)), name  # every frame of the clip once, in order, over two nodes
+        starts = [r["episode"] for r in mine if r.get("event") == "anomaly_start"]
+        ends = [r["episode"] for r in mine if r.get("event") == "anomaly_end"]
+        assert starts and sorted(starts) == sorted(ends) == list(range(1, len(starts) + 1)), name
+        interrupted = [r for r in mine if r.get("interrupted") == "camera_moved"]
+        if moved[0]["resumed_after_frame"] < LONG_EPISODE[1]:  # the node died inside the episode (usual)
+            assert len(interrupted) == 1 and interrupted[0]["frame"] == moved[0]["resumed_after_frame"]
+            # the replacement's episode (if the anomaly is still on screen) has the next number
+            assert all(r["episode"] > interrupted[0]["episode"] for r in mine
+                       if r.get("event") == "anomaly_start" and r["frame"] > interrupted[0]["frame"])
+        else:
+            assert not interrupted
     summary = result["summary"]
-    assert summary["moved"] == 1 and summary["cameras"][0]["moves"] == 1
+    assert summary["moved"] == 1 and summary["actors"] == 1  # one actor moved, with both cameras
+    assert all(c["moves"] == 1 for c in summary["cameras"])
