@@ -282,6 +282,28 @@ def test_cameras_sharing_a_bundle_share_an_actor(line_cluster, tmp_path):
         assert all(b["snapshot_jpeg"] for b in ends)  # each end's peak frame, from the node
 
 
+def test_a_moved_actor_resumes_each_camera_where_it_was(line_cluster):
+    """What a replacement actor does with its cameras' last delivered frames (run here, in-process): a
+    file that had already ended has nothing left (not a failure), another resumes after its frame and
+    plays what is left of --max-frames."""
+    from ovdoc.cluster.camera import CameraActor
+
+    bundle, stream = _demo()
+    cameras = [{"source": str(stream), "bundle": str(bundle), "name": name} for name in ("done", "half")]
+    # with --max-frames 20 ("done" had all 20), and without (the clip's end: "done" had its last frame)
+    for max_frames, resume, wanted in ((20, [19, 10], range(11, 20)), (None, [248, 240], range(241, 249))):
+        actor = CameraActor(cameras, {"max_frames": max_frames, "smooth": 3, "cpus": 1})
+        actor.start(resume)
+        deadline = time.monotonic() + 60
+        while not actor.poll(0)["done"]:
+            assert time.monotonic() < deadline, "the actor's loop did not end"
+            time.sleep(0.05)
+        reply = actor.poll(0)
+        assert reply["error"] is None and reply["stopped"] in ("end", "max_frames"), reply["error"]
+        frames = [(r["camera"], r["frame"]) for _, r in reply["records"] if r["kind"] == "frame"]
+        assert frames == [(1, i) for i in wanted]
+
+
 def test_a_removed_node_moves_its_cameras(line_cluster, tmp_path):
     """Two cameras in one actor (0.5 CPU each, no label) on a node that is removed mid-episode: the actor
     moves whole, each camera resumes after its own last frame. Also the driver's web view: /api/status
