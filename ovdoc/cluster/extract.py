@@ -100,6 +100,17 @@ def _row(pos: int, item: np.ndarray | Path) -> dict:
     return {"pos": pos, "path": "", "pixels": image.tobytes(), "shape": shape}
 
 
+def _blocks(rows: list[dict], batch: int, most: int) -> list:
+    """The rows as at most `most` Arrow tables (Ray Data blocks) of a whole number of batches each: an
+    actor batches within a block, and a block ending in a partial batch would pad it to a full one
+    (even blocks of 25 rows at batch 8 computed 32 images for every 25)."""
+    import pyarrow as pa
+
+    batches = -(-len(rows) // batch)
+    per_block = batch * -(-batches // max(1, most))
+    return [pa.Table.from_pylist(rows[at:at + per_block]) for at in range(0, len(rows), per_block)]
+
+
 class RayExtract:
     """`Extract` on a Ray cluster: a pool of `actors` FeatureActors of `cpus` CPUs each (default: one
     actor per CPU the cluster has)."""
@@ -131,8 +142,7 @@ class RayExtract:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.execution_options.preserve_order = True
-        blocks = max(1, min(-(-len(rows) // batch), self.actors * 4))
-        dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+        dataset = ray.data.from_arrow(_blocks(rows, batch, self.actors * 4)).map_batches(
             FeatureActor, batch_size=batch, batch_format="numpy", num_cpus=self.cpus,
             compute=ray.data.ActorPoolStrategy(size=self.actors),
             fn_constructor_kwargs={"ir": ir, "spec": spec.to_dict(), "device": device, "batch": batch,
