@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -89,7 +90,9 @@ class FeatureActor:
             feats[ok] = self.extractor.extract_prepared(prepared[ok])
         precision = str(self.extractor.inference_precision or "")
         return {"pos": rows["pos"], "ok": ok, "features": feats,
-                "precision": np.array([precision] * n, dtype=object)}
+                "precision": np.array([precision] * n, dtype=object),
+                # this worker's CPU so far: the driver adds up its workers' (a benchmark's images per CPU-s)
+                "pid": np.full(n, os.getpid(), np.int64), "cpu_s": np.full(n, time.process_time())}
 
 
 def _row(pos: int, item: np.ndarray | Path) -> dict:
@@ -122,6 +125,7 @@ class RayExtract:
         self.cpus = max(1, int(cpus))
         total = int(ray.cluster_resources().get("CPU", 1))
         self.actors = max(1, actors if actors else total // self.cpus)
+        self.worker_cpu_s = 0.0  # CPU seconds of the last call's worker processes (their lives so far)
 
     def __call__(self, model: ov.Model, spec: PreprocessSpec, images: Iterable[np.ndarray | Path], *,
                  device: str, batch: int, progress: bool, total: int | None = None,
@@ -148,7 +152,7 @@ class RayExtract:
             fn_constructor_kwargs={"ir": ir, "spec": spec.to_dict(), "device": device, "batch": batch,
                                    "cpus": self.cpus},
         )
-        positions, oks, parts, precision = [], [], [], None
+        positions, oks, parts, precision, cpu = [], [], [], None, {}
         bar = progress_bar(total=total or len(rows), desc=desc, enabled=progress)
         try:
             for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
@@ -156,6 +160,8 @@ class RayExtract:
                 oks.append(out["ok"])
                 parts.append(out["features"])
                 precision = precision or (str(out["precision"][0]) or None)
+                for pid, used in zip(out["pid"].tolist(), out["cpu_s"].tolist(), strict=True):
+                    cpu[pid] = max(cpu.get(pid, 0.0), used)
                 bar.update(len(out["pos"]))
         except self.ray.exceptions.RayError as exc:
             from ovdoc.cluster.connect import cluster_error
@@ -163,6 +169,7 @@ class RayExtract:
             raise cluster_error(exc, "feature extraction on the cluster failed") from None
         finally:
             bar.close()
+        self.worker_cpu_s = sum(cpu.values())
         pos, ok, feats = np.concatenate(positions), np.concatenate(oks), np.concatenate(parts)
         order = np.argsort(pos, kind="stable")
         pos, ok, feats = pos[order], ok[order], feats[order]
