@@ -17,7 +17,7 @@
    trivial actor pool included, plus the worker's imports and compile); its per-image rate apart from
    that is the throughput a big image set approaches (goal: >= 0.8 of local), both are recorded.
 
-    python benchmarks/cluster.py [--frames 249] [--long-frames 1245] [--images 200] [--repeats 3]
+    python benchmarks/cluster.py [--frames 249] [--long-frames 1245] [--images 800] [--repeats 3]
                                  [--out benchmarks/results]
 
 Writes cluster.json and cluster.md under --out. On a shared machine the figures are noise: run a smoke
@@ -171,7 +171,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=249)
     parser.add_argument("--long-frames", type=int, default=1245)
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--images", type=int, default=800)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
