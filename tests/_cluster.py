@@ -26,6 +26,10 @@ def local_cluster(workers: int = 2, resources: list[dict] | None = None):
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # a node's raylet waits this long for its dashboard agent (a Python process) to start: on a loaded
+    # 2-core box it can take longer than Ray's default, and the node fails to start (seen with another
+    # Ray cluster starting beside this one)
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     faulthandler.dump_traceback_later(BOUND_S, exit=True)
     try:
         # a dead node is noticed within ~3 s (the default health check takes ~15 s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -91,7 +92,9 @@ class FeatureActor:
             feats[ok] = self.extractor.extract_prepared(prepared[ok])
         precision = str(self.extractor.inference_precision or "")
         return {"pos": rows["pos"], "ok": ok, "features": feats,
-                "precision": np.array([precision] * n, dtype=object)}
+                "precision": np.array([precision] * n, dtype=object),
+                # this worker's CPU so far: the driver adds up its workers' (a benchmark's images per CPU-s)
+                "pid": np.full(n, os.getpid(), np.int64), "cpu_s": np.full(n, time.process_time())}
 
 
 def _row(pos: int, item: np.ndarray | Path) -> dict:
@@ -100,6 +103,17 @@ def _row(pos: int, item: np.ndarray | Path) -> dict:
     image = np.ascontiguousarray(item, dtype=np.uint8)
     shape = list(image.shape) + [0] * (3 - image.ndim)  # grey images keep their 2-d shape (0 = absent)
     return {"pos": pos, "path": "", "pixels": image.tobytes(), "shape": shape}
+
+
+def _blocks(rows: list[dict], batch: int, most: int) -> list:
+    """The rows as at most `most` Arrow tables (Ray Data blocks) of a whole number of batches each: an
+    actor batches within a block, and a block ending in a partial batch would pad it to a full one
+    (even blocks of 25 rows at batch 8 computed 32 images for every 25)."""
+    import pyarrow as pa
+
+    batches = -(-len(rows) // batch)
+    per_block = batch * -(-batches // max(1, most))
+    return [pa.Table.from_pylist(rows[at:at + per_block]) for at in range(0, len(rows), per_block)]
 
 
 class RayExtract:
@@ -115,6 +129,7 @@ class RayExtract:
         self.inference_precision = inference_precision  # every worker computes in the one precision
         total = int(ray.cluster_resources().get("CPU", 1))
         self.actors = max(1, actors if actors else total // self.cpus)
+        self.worker_cpu_s = 0.0  # CPU seconds of the last call's worker processes (their lives so far)
 
     def __call__(self, model: ov.Model, spec: PreprocessSpec, images: Iterable[np.ndarray | Path], *,
                  device: str, batch: int, progress: bool, total: int | None = None,
@@ -135,14 +150,13 @@ class RayExtract:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.execution_options.preserve_order = True
-        blocks = max(1, min(-(-len(rows) // batch), self.actors * 4))
-        dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+        dataset = ray.data.from_arrow(_blocks(rows, batch, self.actors * 4)).map_batches(
             FeatureActor, batch_size=batch, batch_format="numpy", num_cpus=self.cpus,
             compute=ray.data.ActorPoolStrategy(size=self.actors),
             fn_constructor_kwargs={"ir": ir, "spec": spec.to_dict(), "device": device, "batch": batch,
                                    "cpus": self.cpus, "inference_precision": self.inference_precision},
         )
-        positions, oks, parts, precision = [], [], [], None
+        positions, oks, parts, precision, cpu = [], [], [], None, {}
         bar = progress_bar(total=total or len(rows), desc=desc, enabled=progress)
         try:
             for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
@@ -150,6 +164,8 @@ class RayExtract:
                 oks.append(out["ok"])
                 parts.append(out["features"])
                 precision = precision or (str(out["precision"][0]) or None)
+                for pid, used in zip(out["pid"].tolist(), out["cpu_s"].tolist(), strict=True):
+                    cpu[pid] = max(cpu.get(pid, 0.0), used)
                 bar.update(len(out["pos"]))
         except self.ray.exceptions.RayError as exc:
             from ovdoc.cluster.connect import cluster_error
@@ -157,6 +173,7 @@ class RayExtract:
             raise cluster_error(exc, "feature extraction on the cluster failed") from None
         finally:
             bar.close()
+        self.worker_cpu_s = sum(cpu.values())
         pos, ok, feats = np.concatenate(positions), np.concatenate(oks), np.concatenate(parts)
         order = np.argsort(pos, kind="stable")
         pos, ok, feats = pos[order], ok[order], feats[order]

@@ -28,7 +28,8 @@ def run_on_cluster(address: str, config: str | None, line, outputs, *, cpus: flo
                        f"{cam['episodes']} "
                        f"episodes on {cam['host']} (node {str(cam['node_id'])[:8]})"
                        + (f", moved {cam['moves']}x" if cam["moves"] else ""))
-        click.echo(f"{summary['frames']} frames from {len(summary['cameras'])} cameras on "
-                   f"{len(summary['nodes'])} nodes, {summary['episodes']} episodes, start-up "
+        click.echo(f"{summary['frames']} frames from {len(summary['cameras'])} cameras in "
+                   f"{summary['actors']} actors on {len(summary['nodes'])} nodes, {summary['episodes']} "
+                   f"episodes, start-up "
                    f"{summary['startup_s']:.1f} s, {summary['wall_s']:.1f} s")
     return 0

@@ -179,7 +179,8 @@ def resolve_sources(bundle: str | None, sources: list[str]) -> tuple[str, list[s
     "'ovdoc[cluster]'` on every node.",
 )
 @click.option("--ray-cpus", type=click.FloatRange(0.01, 64), default=1.0, show_default=True,
-              help="With --ray: CPUs each camera's actor takes (its OpenVINO, OpenCV and FAISS threads).")
+              help="With --ray: CPUs each camera takes; cameras of one bundle and one node label share an "
+              "actor of their sum (its OpenVINO, OpenCV and FAISS threads).")
 @click.option("--verbose", is_flag=True, help="Let OpenCV's and FFmpeg's own log lines through to stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout.")
 def run(

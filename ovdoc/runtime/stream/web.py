@@ -135,6 +135,8 @@ class WebState:
         self.scoring = scoring
         self.started = time.time()
         self.outputs: list[str] = []  # every output on in this run (output_registry), for /api/status
+        # (camera id, after_seq) -> (seq, JPEG) | None, where the frames are not here (a Ray cluster's nodes)
+        self.pictures: Callable[[int, int], tuple[int, bytes] | None] | None = None
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
 
     # --- from the live loop's thread ---------------------------------------------------------------
@@ -259,6 +261,8 @@ class WebState:
         """The camera's latest frame, annotated, as JPEG — if newer than `after_seq`."""
         import cv2
 
+        if self.pictures is not None:
+            return self.pictures(camera_id, after_seq)
         cam = self.cameras[camera_id]
         with self.lock:
             result, seq = cam.latest, cam.latest_seq
