@@ -45,6 +45,7 @@ RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("OVDOC_SHARED", REPO.parent / "shared"))
 EXPERIMENTS = ("global-cifar10", "global-fmnist", "global-mt", "patch-mt", "cost")
 MT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+SECONDS_NOTE = "wall clock of the whole experiment (shared host, niced): not a timing result"
 SIZE = 224  # global mode: every backbone at 224x224 (Lite2's own 260 would cost 35 % more pixels)
 say = get_logger("ovdoc.benchmarks.backbones").info
 
@@ -492,6 +493,7 @@ def main(experiments, backbones, seeds, cifar_pool, cifar_sizes, fmnist_pool, fm
         else:
             result = cost_experiment(names, fps_seconds)
         result["seconds"] = round(time.perf_counter() - t0, 1)
+        result["seconds_note"] = SECONDS_NOTE
         if no_record:
             click.echo(json.dumps(result, indent=2, default=str))
         else:
