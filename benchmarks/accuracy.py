@@ -25,6 +25,7 @@ import click
 import numpy as np
 
 from ovdoc.commands.options import metric_option
+from ovdoc.irmodels.backbones import get_backbone
 from ovdoc.log import get_logger
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1302,7 +1303,7 @@ def patch_tables(result: dict) -> str:
 )
 @click.option("--size", default=160, show_default=True, type=int)
 @click.option("--epochs", default=2, show_default=True, type=int)
-@click.option("--freeze-until", default="block_13_expand", show_default=True)
+@click.option("--freeze-until", default=get_backbone("mobilenetv2").finetune_from, show_default=True)
 @click.option("--reference-per-class", default=2000, show_default=True, type=int)
 @click.option("--lambda", "lam", default=1.0, show_default=True, type=float)
 @click.option("--lr", default=1e-4, show_default=True, type=float)

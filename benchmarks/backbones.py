@@ -13,11 +13,12 @@ Protocol (no test split is scored here; that belongs to the frozen-defaults prot
   normals are other images of that class and the anomalies images of the other nine. Features are the
   backbone's pooled output at 224x224 (the IR's centre crop), scored as `ovdoc fit --metric cosine`
   does: mean cosine distance to the 5 nearest bank vectors. AUROC, and TPR/FPR at the threshold.
-- patch-mt: magnetic tiles split by *tile*: MT_Free sorted by the number after `num_`, a new tile where the
-  exposure index (`expN`) stops increasing (a tile's 5-6 exposures have neighbouring numbers); whole tiles
-  go 60 % fit / 20 % validation / 20 % never read here. Defects: each type grouped the same way, its first
-  third of tiles. `ovdoc fit --mode patch` with the product defaults; seeds vary the coreset start, the
-  calibration split and the PCA images. Image AUROC, pooled pixel AUROC, TPR/FPR at the bundle threshold.
+- patch-mt: magnetic tiles split by *tile*, the product's rule (`ovdoc.runtime.groups.tile_groups` over
+  every folder at once: a gap of more than 150 in `num_` starts a tile, look-alike nearby runs merge).
+  Defect-free tiles (no shot in a defect folder), in `num_` order: whole tiles go 60 % fit / 20 %
+  validation / 20 % never read here. Defects: each type's tiles in `num_` order, its first third.
+  `ovdoc fit --mode patch` with the product defaults; seeds vary the coreset start, the calibration
+  split and the PCA images. Image AUROC, pooled pixel AUROC, TPR/FPR at the bundle threshold.
 - cost: IR bytes, wheel bytes (compressed size of each backbone's files in a freshly built wheel), peak RSS
   of a process that compiles and runs the model; FPS at batch 1 and 8 relative to MobileNetV2, measured
   interleaved in one process. The machine this was recorded on is shared (its load average is recorded):
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -45,6 +45,7 @@ RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("OVDOC_SHARED", REPO.parent / "shared"))
 EXPERIMENTS = ("global-cifar10", "global-fmnist", "global-mt", "patch-mt", "cost")
 MT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+SECONDS_NOTE = "wall clock of the whole experiment (shared host, niced): not a timing result"
 SIZE = 224  # global mode: every backbone at 224x224 (Lite2's own 260 would cost 35 % more pixels)
 say = get_logger("ovdoc.benchmarks.backbones").info
 
@@ -168,23 +169,29 @@ def summarise(runs: list[dict], seeds: list[int]) -> dict:
 
 
 # --- patch mode on magnetic tiles, split by tile -------------------------------------------------------
-def tile_groups(paths: list[Path]) -> list[list[Path]]:
-    """Files sorted by `num_`; a new tile starts where the exposure index does not increase."""
-    def key(p: Path) -> tuple[int, int]:
-        m = re.search(r"exp(\d+)_num_(\d+)", p.name)
-        if m is None:
-            raise SystemExit(f"unexpected magnetic-tile file name {p.name}")
-        return int(m.group(2)), int(m.group(1))
+def mt_tiles(root: Path) -> dict[str, list[list[Path]]]:
+    """Per folder ('Free' and each defect type) its images as whole physical tiles, tiles in num_ order.
 
-    groups: list[list[Path]] = []
-    last = None
-    for p in sorted(paths, key=key):
-        num, exp = key(p)
-        if last is None or exp <= last:
-            groups.append([])
-        groups[-1].append(p)
-        last = exp
-    return groups
+    Tiles are the product's rule, `ovdoc.runtime.groups.tile_groups` (gap + look-alike merge), run over
+    every folder at once because one tile's shots can sit in MT_Free and in a defect folder. 'Free' keeps
+    only tiles with no defect shot: a defective tile's clean shots would otherwise put that very tile in
+    the bank while its defect shots are scored as anomalies.
+    """
+    from ovdoc.runtime.groups import tile_groups, tile_number
+
+    paths = sorted(root.glob("MT_*/Imgs/*.jpg"))
+    kinds = [p.parent.parent.name.removeprefix("MT_") for p in paths]
+    keys = tile_groups(paths)
+    defective = {k for k, kind in zip(keys, kinds, strict=True) if kind != "Free"}
+    num = lambda p: tile_number(p)[1]  # noqa: E731
+    out: dict[str, list[list[Path]]] = {}
+    for folder in ("Free", *MT_TYPES):
+        tiles: dict[str, list[Path]] = {}
+        for p, kind, key in zip(paths, kinds, keys, strict=True):
+            if kind == folder and (folder != "Free" or key not in defective):
+                tiles.setdefault(key, []).append(p)
+        out[folder] = sorted((sorted(g, key=num) for g in tiles.values()), key=lambda g: num(g[0]))
+    return out
 
 
 def split_groups(groups: list[list[Path]], fractions: tuple[float, ...]) -> list[list[Path]]:
@@ -205,13 +212,16 @@ def mt_tile_split() -> dict:
     root = SHARED / "data" / "magnetic-tile"
     if not root.is_dir():
         raise SystemExit(f"magnetic-tile data not found at {root}")
-    free = tile_groups(list((root / "MT_Free").glob("Imgs/*.jpg")))
+    tiles = mt_tiles(root)
+    free = tiles["Free"]
     fit, val, _never = split_groups(free, (0.6, 0.2, 0.2))
     read = lambda paths: [cv2.imread(str(p)) for p in paths]  # noqa: E731
     out = {"fit": read(fit), "val_normal": read(val), "val": {},
-           "counts": {"free_tiles": len(free), "fit_images": len(fit), "val_normal_images": len(val)}}
+           "counts": {"free_tiles": len(free), "fit_images": len(fit), "val_normal_images": len(val),
+                      "free_images_of_defective_tiles_unused":
+                          len(list((root / "MT_Free").glob("Imgs/*.jpg"))) - sum(map(len, free))}}
     for kind in MT_TYPES:
-        groups = tile_groups(list((root / f"MT_{kind}").glob("Imgs/*.jpg")))
+        groups = tiles[kind]
         chosen = split_groups(groups, (1 / 3, 2 / 3))[0]
         masks = [cv2.imread(str(p.with_suffix(".png")), cv2.IMREAD_GRAYSCALE) > 127 for p in chosen]
         out["val"][kind] = (read(chosen), masks)
@@ -286,8 +296,9 @@ def patch_experiment(backbones: list[str], seeds: list[int], pixels: bool, runs_
             t: round(float(np.mean([r["per_type_image_auroc"][t] for r in runs])), 4) for t in MT_TYPES}
         rows[name] |= {"layers": runs[0]["layers"], "size": runs[0]["size"], "runs": runs,
                        "seeds": [r["seed"] for r in runs]}
-    return {"split": "MT_Free tiles (exposure runs in num_ order) 60 % fit / 20 % validation / last 20 % "
-            "unread; defects: first third of each type's tiles", "counts": data["counts"],
+    return {"split": "defect-free tiles (ovdoc.runtime.groups.tile_groups, num_ order) 60 % fit / 20 % "
+            "validation / last 20 % unread; defects: first third of each type's tiles",
+            "counts": data["counts"],
             "settings": "ovdoc fit --mode patch defaults (PatchConfig()), seed per run; threshold = the "
             "bundle's (1 % target FPR on held-out fit normals)", "backbones": rows}
 
@@ -482,6 +493,7 @@ def main(experiments, backbones, seeds, cifar_pool, cifar_sizes, fmnist_pool, fm
         else:
             result = cost_experiment(names, fps_seconds)
         result["seconds"] = round(time.perf_counter() - t0, 1)
+        result["seconds_note"] = SECONDS_NOTE
         if no_record:
             click.echo(json.dumps(result, indent=2, default=str))
         else:

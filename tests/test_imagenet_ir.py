@@ -77,7 +77,7 @@ def test_resolve_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "imagenet").mkdir()  # a real folder of that name wins
     assert resolve_model("imagenet") == Path("imagenet")
-    monkeypatch.setattr("ovdoc.irmodels.ROOT", tmp_path / "nowhere")
+    monkeypatch.setattr("ovdoc.irmodels.backbones.ROOT", tmp_path / "nowhere")
     with pytest.raises(OvdocError, match="reinstall"):
         imagenet_backbone()
 

@@ -53,3 +53,31 @@ def test_progress_bar_is_lines_off_a_terminal_and_silent_when_disabled(monkeypat
     assert isinstance(progress_bar(total=3), LineProgress)
     bar = progress_bar(total=3, enabled=False)
     assert not isinstance(bar, LineProgress) and bar.disable
+
+
+_FD2_PROBE = """
+import os, sys
+from ovdoc.log import native_logs, native_stderr_dropped, native_stderr_silenced
+os.write(2, b"before-verbose\\n")
+with native_stderr_dropped():  # native_logs(False) not called yet: nothing is redirected
+    os.write(2, b"native-while-verbose\\n")
+native_logs(False)
+for name, block in (("dropped", native_stderr_dropped), ("silenced", native_stderr_silenced)):
+    with block():
+        os.write(2, f"native-{name}\\n".encode())
+        print(f"python-{name}", file=sys.stderr, flush=True)
+    os.write(2, f"after-{name}\\n".encode())
+print("stderr-is-restored", file=sys.stderr, flush=True)
+"""
+
+
+def test_native_stderr_redirects_drop_fd2_and_put_it_back():
+    """Both redirects, on a real fd 2 (a child process): native writes vanish inside the block, fd 2 is
+    whole again after it; `dropped` keeps Python's own stderr lines, `silenced` drops them too."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FD2_PROBE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["before-verbose", "native-while-verbose", "python-dropped",
+                                        "after-dropped", "after-silenced", "stderr-is-restored"]

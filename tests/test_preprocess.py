@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -10,12 +12,9 @@ from ovdoc.runtime.preprocess import PreprocessSpec, center_crop_box, fit_to
 
 
 def _frame(video_dir) -> np.ndarray:
-    cap = cv2.VideoCapture(str(video_dir / "vtest.avi"))
-    for _ in range(30):
-        ok, frame = cap.read()
-    cap.release()
-    assert ok
-    return frame  # 768x576 street scene
+    from ovdoc.runtime.images import iter_video_frames
+
+    return next(itertools.islice(iter_video_frames(video_dir / "vtest.avi"), 29, None))  # 768x576 street
 
 
 @pytest.mark.parametrize("resize", ["center_crop", "stretch"])

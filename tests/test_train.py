@@ -161,6 +161,14 @@ def test_train_to_bundle_round_trip(tmp_path, capsys, fashion_mnist_dir, mobilen
     ):
         assert (out / name).is_file(), name
     assert report["convert"]["precisions"]["FP32"]["cosine_min"] > 0.999
+    # the trained IR carries its backbone's taps by role (the registry's description): patch mode reads them
+    from ovdoc.irmodels.backbones import get_backbone
+    from ovdoc.runtime.ir import backbone_info, read_ir
+
+    info = backbone_info(read_ir(out / "ir" / "FP32" / "model.xml")[0])
+    assert info["name"] == "mobilenetv2" and info["taps"] == get_backbone("mobilenetv2").taps
+    kept = report["selection"]["kept"]
+    assert info["weights"] == f"ovdoc train ({'doc' if kept == 'trained' else kept}, --weights offline)"
     det = Detector.load(out / "bundle")
     assert det.spec_.height == 32 and det.spec_.mean[0] == pytest.approx(0.485 * 255)
     boots = load_unlabelled("fashion-mnist-test:ankle_boot").images[:20]

@@ -10,6 +10,7 @@ import click
 from ovdoc.commands.options import metric_option
 from ovdoc.errors import OvdocError
 from ovdoc.host import require_tensorflow
+from ovdoc.irmodels.backbones import get_backbone
 
 EPILOG = """\b
 Examples:
@@ -92,7 +93,7 @@ Weights (--weights):
 @click.option("--lr", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
 @click.option(
     "--freeze-until",
-    default="block_13_expand",
+    default=get_backbone("mobilenetv2").finetune_from,
     show_default=True,
     help="Layers before this one stay frozen (ImageNet features); 'none' trains everything.",
 )

