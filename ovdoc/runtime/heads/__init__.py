@@ -2,7 +2,7 @@
 
 `head_class("patch")` gives the class; `register(cls)` adds one (a new mode is one file with a class
 that follows `ovdoc.runtime.heads.base.Head`, plus one entry in HEADS). Built-in heads are imported
-when first asked for, so loading a global bundle never imports the patch graph code.
+when first asked for.
 """
 
 from __future__ import annotations
