@@ -73,7 +73,7 @@ class GlobalHead:
         resized = config.size is not None or config.resize is not None
         # an IR from `ovdoc train` names its model.keras: a bundle fitted from it alone exports as well
         export_source = inputs.export_source
-        if export_source is None and inputs.out_dir is not None:
+        if not export_source and inputs.out_dir is not None:
             export_source = export_source_of(inputs.model, inputs.xml, inputs.out_dir)
         return FitPlan(model=inputs.model, spec=sized(inputs.spec, config, inputs.spec.resize),
                        xml=inputs.xml, images=images, total=inputs.total, desc="normal features",
