@@ -28,12 +28,12 @@ from ovdoc.runtime.fit_groups import group_keys as _group_keys
 from ovdoc.runtime.fit_groups import near_groups as _near_groups
 from ovdoc.runtime.fitting import FitConfig, append_bundle, fit_bundle, fit_bundle_images, parse_size
 from ovdoc.runtime.heads.global_head import bundle_vectors
-from ovdoc.runtime.heads.patch_head import FEW_GROUPS, PATCH_AREA, default_patch_size
+from ovdoc.runtime.heads.patch_head import PATCH_AREA, default_patch_size
 
 MODES = ("global", "patch")  # the built-in heads (ovdoc.runtime.heads.modes() lists registered ones too)
 
 __all__ = [
-    "FEW_GROUPS", "FORMAT", "FORMAT_VERSION", "MANIFEST", "MODES", "PATCH_AREA", "READABLE_VERSIONS",
+    "FORMAT", "FORMAT_VERSION", "MANIFEST", "MODES", "PATCH_AREA", "READABLE_VERSIONS",
     "SELF_HASH_KEY", "FitConfig", "_canonical", "_group_keys", "_near_groups", "append_bundle",
     "bundle_vectors", "check_mode", "default_patch_size", "fit_bundle", "fit_bundle_images",
     "library_versions", "load_manifest", "parse_size", "save_threshold", "sha256_file", "weight_precision",
