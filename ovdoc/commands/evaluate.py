@@ -62,7 +62,7 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, ray_
     (per-region overlap, integrated up to 30% pixel FPR; maps and masks at <= 256 px).
     """
     from ovdoc.errors import OvdocError
-    from ovdoc.runtime.bundle import load_manifest
+    from ovdoc.runtime.bundle_format import load_manifest
     from ovdoc.runtime.datasets import load_unlabelled
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.evaluation import evaluate_detector
@@ -72,11 +72,16 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, ray_
     if ray_address and groups != "none":
         raise OvdocError("--ray computes scores only: part-level figures (--groups) need the files here "
                          "(drop --ray or --groups)")
-    mode = str(load_manifest(bundle)[0].get("mode", "global")) if masks else None
-    if masks and mode != "patch":
-        raise OvdocError(
-            f"--masks needs a patch-mode bundle (anomaly maps; `ovdoc fit --mode patch`): {bundle} is {mode}"
-        )
+    if masks:
+        from ovdoc.runtime.heads import head_of
+
+        manifest = load_manifest(bundle)[0]
+        if not head_of(manifest, bundle).has_maps:
+            mode = manifest.get("mode", "global")
+            raise OvdocError(
+                f"--masks needs a patch-mode bundle (anomaly maps; `ovdoc fit --mode patch`): {bundle} "
+                f"is {mode}"
+            )
     from ovdoc.runtime.groups import group_keys, parse_groups
 
     grouped = parse_groups(groups)[0] != "none"
@@ -116,7 +121,7 @@ def evaluate(bundle, normal, anomalous, device, roc_path, grid_path, masks, ray_
         f"scoring {len(normal_data)} normal and {len(anomalous_data)} anomalous images on {device}", err=True
     )
     pixel_eval = None
-    if mode == "patch" and (masks or grid_path):
+    if detector.has_maps_ and (masks or grid_path):
         from ovdoc.runtime.evaluation import evaluate_patch_detector
 
         pixel_eval = evaluate_patch_detector(

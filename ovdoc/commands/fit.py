@@ -197,8 +197,7 @@ def fit(
     own patches).
     """
     from ovdoc.irmodels import resolve_model
-    from ovdoc.runtime.bundle import FitConfig, append_bundle, fit_bundle, parse_size
-    from ovdoc.runtime.patch import PatchConfig, parse_coreset
+    from ovdoc.runtime.fitting import FitConfig, append_bundle, fit_bundle, parse_size
 
     if backbone is not None and (model is not None or append is not None):
         raise OvdocError("--backbone names the model: give no MODEL (and no --append) with it")
@@ -212,25 +211,21 @@ def fit(
     elif out is None:
         raise OvdocError("--out is required: the bundle folder to write")
 
-    patch_opts = {"layers": tuple(v.strip() for v in layers.split(",") if v.strip()) if layers else None,
-                  "dim": dim, "reduce": reduce, "nprobe": nprobe, "neighbourhood": neighbourhood,
-                  "aggregate": aggregate, "topk": topk}
-    if mode != "patch" and any(v is not None for v in patch_opts.values()):
-        raise OvdocError("--layers, --dim, --reduce, --nprobe, --neighbourhood, --aggregate and --topk need "
-                         "--mode patch")
-    if mode == "patch":
-        if index == "hnsw":
-            raise OvdocError("patch mode's bank index is flat or ivf (--index hnsw is for global bundles)")
-        patch_opts["index"] = index
-        index = "auto"
-    elif index == "ivf":
-        raise OvdocError("--index ivf is for patch bundles (--mode patch); global bundles use flat or hnsw")
+    from ovdoc.runtime.heads import head_class, modes
+
+    values = {"index": index, "k": k, "scorer": scorer, "metric": metric, "coreset": coreset, "seed": seed,
+              "layers": layers, "dim": dim, "reduce": reduce, "nprobe": nprobe,
+              "neighbourhood": neighbourhood,
+              "aggregate": aggregate, "topk": topk}
+    for other in (head_class(m) for m in modes() if m != mode):  # options only another mode reads
+        if any(values.get(name) is not None for name in other.cli_options):
+            names = [f"--{name}" for name in other.cli_options]
+            raise OvdocError(f"{', '.join(names[:-1])} and {names[-1]} need --mode {other.mode}")
     config = FitConfig(
-        mode=mode, k=k, index=index, fpr=fpr, scorer=scorer, metric=metric, batch=batch, device=device,
-        size=parse_size(size) if size else None, resize=resize, calibration=calibration, groups=groups,
-        near_duplicates=near_duplicates,
-        patch=PatchConfig(coreset=parse_coreset(coreset), seed=seed,
-                          **{key: v for key, v in patch_opts.items() if v is not None}),
+        mode=mode, fpr=fpr, batch=batch, device=device, size=parse_size(size) if size else None,
+        resize=resize,
+        calibration=calibration, groups=groups, near_duplicates=near_duplicates,
+        **head_class(mode).options_from_cli(values),
     )
     if append is not None and precision != "auto":
         raise OvdocError("--append computes the new features in the bundle's own precision: no --precision")
@@ -282,24 +277,15 @@ def fit(
     if append is not None:
         result["appended"] = manifest["added"]
         result["previous_threshold"] = manifest["appended"][-1]["previous_threshold"]
-    if manifest.get("mode") == "patch":
-        p = manifest["patch"]
-        result["mode"] = "patch"
-        result["patch"] = {"size": [manifest["preprocess"]["width"], manifest["preprocess"]["height"]],
-                           "resize": manifest["preprocess"]["resize"], "grid": p["grid"], "dim": p["dim"],
-                           "layers": p["layers"], "reduce": p.get("reduce", "project"),
-                           "coreset": p["coreset"]["size"], "index": s.get("index"),
-                           "aggregate": p["aggregate"], "bank_mb": round(p["bank_bytes"] / 1e6, 2)}
+    from ovdoc.runtime.heads import head_of
+
+    extra, lines = head_of(manifest).fit_summary(manifest)
+    result |= extra
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    if manifest.get("mode") == "patch":
-        p = result["patch"]
-        click.echo(f"patch mode: {p['size'][0]}x{p['size'][1]} ({p['resize']}) -> "
-                   f"{p['grid'][0]}x{p['grid'][1]} "
-                   f"patches of {p['dim']}-d ({p['reduce']}) from {', '.join(p['layers'])}; bank "
-                   f"{p['coreset']} patches ({p['bank_mb']} MB, greedy k-center, {p['index']} index); "
-                   f"score = {p['aggregate']}")
+    for line in lines:
+        click.echo(line)
     where = f" ({s['index']} index, {s['metric']})" if s["kind"] == "knn" else ""
     added = f" ({result['appended']} added)" if append is not None else ""
     neighbours = f", k={s['k']}" if s["kind"] != "mean-cosine" else " (one mean vector)"

@@ -8,38 +8,30 @@ det.predict(images)         # 1 = anomaly, 0 = normal
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
 from ovdoc.errors import OvdocError
-from ovdoc.runtime.bundle import load_manifest
+from ovdoc.runtime.bundle_format import load_manifest
+from ovdoc.runtime.heads import Head, Scored, head_of
 from ovdoc.runtime.preprocess import PreprocessSpec
+
+__all__ = ["Detector", "ImagesLike", "Scored"]
 
 ImagesLike = np.ndarray | Iterable[np.ndarray] | str | Path
 
 
-@dataclass
-class Scored:
-    """What `Detector.score_outputs` returns for one batch (live-loop API).
-
-    scores: [n] float32, higher = more anomalous. maps: [n, h, w] float32 patch scores in the model
-    input's geometry (patch mode), None in global mode; `Detector.map_to_frame` maps them onto a frame.
-    """
-
-    scores: np.ndarray
-    maps: np.ndarray | None = None
-
-
 class Detector:
-    """Features from the bundle's IR, scores from its index, decisions from its calibrated threshold."""
+    """Features from the bundle's IR, scores from its head (index / bank), decisions from its calibrated
+    threshold. Everything that depends on the mode is the head's (`ovdoc.runtime.heads`)."""
 
-    def __init__(self, manifest: dict, folder: Path, scorer, extractor) -> None:
+    def __init__(self, manifest: dict, folder: Path, head: Head, extractor) -> None:
         self.manifest_ = manifest
         self.bundle_ = folder
-        self.scorer_ = scorer
+        self.head_ = head
+        self.scorer_ = head.scorer
         self.extractor_ = extractor
         self.spec_ = PreprocessSpec.from_dict(manifest["preprocess"])
         self.threshold_ = float(manifest["threshold"]["value"])
@@ -61,7 +53,6 @@ class Detector:
         """Verify the bundle (format version, hashes), compile its IR for `device`, load its index."""
         from ovdoc.runtime.features import FeatureExtractor, default_cache_dir
         from ovdoc.runtime.ir import read_ir
-        from ovdoc.runtime.scoring import load_scorer
 
         manifest, folder = load_manifest(bundle)
         core = core or ov.Core()
@@ -78,24 +69,9 @@ class Detector:
             inference_precision=precision,
             cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
         )
-        if manifest.get("mode") == "patch":
-            from ovdoc.runtime.patch import PatchScorer
-
-            grid, dim = manifest["patch"]["grid"], int(manifest["patch"]["dim"])
-            if extractor.dim != grid[0] * grid[1] * dim:
-                raise OvdocError(
-                    f"bundle {folder}: the IR outputs {extractor.dim} values per image, the manifest's patch "
-                    f"grid is {grid[0]}x{grid[1]}x{dim}; rebuild it with `ovdoc fit --mode patch`"
-                )
-            return cls(manifest, folder, PatchScorer.load(folder, manifest["scorer"], manifest["patch"]),
-                       extractor)
-        if extractor.dim != int(manifest["feature_dim"]):
-            raise OvdocError(
-                f"bundle {folder}: the IR outputs {extractor.dim}-d features, the index holds "
-                f"{manifest['feature_dim']}-d; rebuild it with `ovdoc fit`"
-            )
-        scorer = load_scorer(folder, manifest["scorer"])
-        return cls(manifest, folder, scorer, extractor)
+        head_cls = head_of(manifest, folder)
+        head_cls.check_outputs(manifest, extractor.dim, folder)
+        return cls(manifest, folder, head_cls.load(folder, manifest), extractor)
 
     # --- live-loop API (used by ovdoc.runtime.stream) ---------------------------------------------------
     # The live loop talks to a Detector only through these — mode_, preprocess, prepare, prepare_at, batch,
@@ -147,16 +123,13 @@ class Detector:
         self.extractor_.wait()
 
     def score_outputs(self, outputs: np.ndarray) -> Scored:
-        """Scores (and, in patch mode, patch-score maps) of the outputs a callback received."""
-        if self.mode_ == "patch":
-            return self._score_patch_outputs(outputs)
-        scores = np.asarray(self.scorer_.score_samples(outputs), dtype=np.float32)
-        return Scored(scores=scores, maps=None)
+        """Scores (and, for a head with maps, patch-score maps) of the outputs a callback received."""
+        return self.head_.score_outputs(outputs)
 
-    def _score_patch_outputs(self, outputs: np.ndarray) -> Scored:
-        """Nearest-normal-patch distance per patch (one batched FAISS search) -> maps, robust-max scores."""
-        maps = self.scorer_.patch_maps(outputs)
-        return Scored(scores=self.scorer_.image_scores(maps), maps=maps)
+    @property
+    def has_maps_(self) -> bool:
+        """True if the bundle's head gives anomaly maps (patch mode): maps, regions, pixel metrics."""
+        return bool(self.head_.has_maps)
 
     # --- patch mode: where is the anomaly? ----------------------------------------------------------
     @property
@@ -174,48 +147,26 @@ class Detector:
         """The scorer's level of a typical normal patch; smoothed maps are returned relative to it, so a
         map reads ~0 where the part looks normal and `map_threshold_` where it is anomalous, whatever the
         per-position normalisation (a heatmap drawn from 0 would otherwise colour every ratio-scaled map)."""
-        return float(getattr(self.scorer_, "map_baseline", 0.0)) if self.mode_ == "patch" else 0.0
+        return float(self.head_.map_baseline)
 
     def smooth_map(self, map_hw: np.ndarray) -> np.ndarray:
         """Gaussian smoothing of a patch-score grid (sigma recorded in the bundle, in grid cells), relative
         to the typical normal level (`map_baseline_`)."""
-        from ovdoc.runtime.patch import gaussian_smooth
-
-        sigma = float((self.manifest_.get("patch") or {}).get("map_sigma_cells", 1.0))
-        return gaussian_smooth(np.asarray(map_hw, np.float32)[None], sigma)[0] - self.map_baseline_
+        self._need_maps("smooth_map")
+        return self.head_.smooth_map(map_hw)
 
     def peak_point(self, map_hw: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[int, int]:
         """(x, y) in frame pixels where the anomaly is: the peak of the grid smoothed lightly
         (PEAK_SIGMA_CELLS), which keeps small defects in place where the area map blurs them."""
-        from ovdoc.runtime.patch import PEAK_SIGMA_CELLS, gaussian_smooth
-
-        grid = gaussian_smooth(np.asarray(map_hw, np.float32)[None], PEAK_SIGMA_CELLS)[0]
-        gy, gx = np.unravel_index(int(np.argmax(grid)), grid.shape)
-        gh, gw = grid.shape
-        x0, y0, cw, ch = self._grid_area(frame_shape)
-        fh, fw = int(frame_shape[0]), int(frame_shape[1])
-        x = min(fw - 1, int(x0 + (gx + 0.5) * cw / gw))
-        y = min(fh - 1, int(y0 + (gy + 0.5) * ch / gh))
-        return x, y
+        self._need_maps("peak_point")
+        return self.head_.peak_point(map_hw, frame_shape)
 
     def hottest_points(self, images: ImagesLike) -> list[tuple[int, int]]:
         """Per image, (x, y) of its anomaly's centre in image pixels (see peak_point)."""
-        self._need_patch("hottest_points")
+        self._need_maps("hottest_points")
         frames = self._as_images(images)
-        maps = self.scorer_.patch_maps(self.extractor_.extract(frames, progress=False))
+        maps = self.head_.patch_maps(self.extractor_.extract(frames, progress=False))
         return [self.peak_point(m, f.shape) for m, f in zip(maps, frames, strict=True)]
-
-    def _grid_area(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-        """(x0, y0, w, h) of the frame the patch grid covers: all of it (stretch) or the centred crop."""
-        fh, fw = int(frame_shape[0]), int(frame_shape[1])
-        if self.spec_.resize == "stretch":
-            return 0, 0, fw, fh
-        aspect = self.spec_.width / self.spec_.height
-        if fw / fh > aspect:
-            cw, ch = max(1, round(fh * aspect)), fh
-        else:
-            cw, ch = fw, max(1, round(fw / aspect))
-        return (fw - cw) // 2, (fh - ch) // 2, cw, ch
 
     def map_to_frame(self, map_hw: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
         """A [h, w] map in model-input geometry -> float32 map of the frame's size, undoing crop/resize.
@@ -223,33 +174,25 @@ class Detector:
         stretch: the grid covers the whole frame; center_crop: it covers the centred crop, and the
         cropped-away margins (never scored) get the map's minimum.
         """
-        import cv2
-
-        fh, fw = int(frame_shape[0]), int(frame_shape[1])
-        m = np.asarray(map_hw, np.float32)
-        if self.spec_.resize == "stretch":
-            return cv2.resize(m, (fw, fh), interpolation=cv2.INTER_LINEAR)
-        x0, y0, cw, ch = self._grid_area(frame_shape)
-        out = np.full((fh, fw), float(m.min()) if m.size else 0.0, np.float32)
-        out[y0 : y0 + ch, x0 : x0 + cw] = cv2.resize(m, (cw, ch), interpolation=cv2.INTER_LINEAR)
-        return out
+        self._need_maps("map_to_frame")
+        return self.head_.map_to_frame(map_hw, frame_shape)
 
     def patch_maps(self, images: ImagesLike) -> np.ndarray:
         """Raw patch-score grids [n, h, w] of images (patch mode only)."""
-        self._need_patch("patch_maps")
-        return self.scorer_.patch_maps(self.features(images))
+        self._need_maps("patch_maps")
+        return self.head_.patch_maps(self.features(images))
 
     def anomaly_map(self, images: ImagesLike) -> list[np.ndarray]:
         """Per image, a frame-sized float32 anomaly map (smoothed patch scores; see map_threshold_)."""
-        self._need_patch("anomaly_map")
+        self._need_maps("anomaly_map")
         frames = self._as_images(images)
-        maps = self.scorer_.patch_maps(self.extractor_.extract(frames, progress=False))
+        maps = self.head_.patch_maps(self.extractor_.extract(frames, progress=False))
         return [self.map_to_frame(self.smooth_map(m), f.shape) for m, f in zip(maps, frames, strict=True)]
 
-    def _need_patch(self, what: str) -> None:
-        if self.mode_ != "patch":
+    def _need_maps(self, what: str) -> None:
+        if not self.head_.has_maps:
             raise OvdocError(
-                f"{what} needs a patch-mode bundle (`ovdoc fit --mode patch`); {self.bundle_} is global"
+                f"{what} needs a patch-mode bundle (`ovdoc fit --mode patch`); {self.bundle_} is {self.mode_}"
             )
 
     @staticmethod
@@ -278,9 +221,8 @@ class Detector:
         return self.extractor_.extract(list(images), progress=False)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
-        if self.mode_ == "patch":
-            return self._score_patch_outputs(features).scores
-        return self.scorer_.score_samples(features)
+        """Anomaly score per image from its features (the model's outputs)."""
+        return self.head_.score_outputs(features).scores
 
     def score_samples(self, images: ImagesLike) -> np.ndarray:
         """Anomaly score per image: higher = more anomalous (kNN distance or LOF)."""

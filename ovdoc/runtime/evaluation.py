@@ -235,7 +235,7 @@ def evaluate_patch_detector(
 
     if len(normal) == 0 or len(anomalous) == 0:
         raise OvdocError("evaluation needs at least one normal and one anomalous image")
-    if detector.mode_ != "patch":
+    if not detector.has_maps_:
         raise OvdocError("anomaly maps need a patch-mode bundle (`ovdoc fit --mode patch`)")
     side = max_side or MAX_SIDE
 

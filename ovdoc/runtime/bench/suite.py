@@ -24,7 +24,7 @@ from ovdoc.log import get_logger, quiet
 from ovdoc.runtime.arrays import spread
 from ovdoc.runtime.bench import measure
 from ovdoc.runtime.bench.rows import failed_row
-from ovdoc.runtime.bundle import bundle_vectors
+from ovdoc.runtime.heads.global_head import GlobalHead, bundle_vectors
 from ovdoc.runtime.preprocess import PreprocessSpec
 from ovdoc.runtime.scoring import ScorerSpec
 
@@ -137,14 +137,18 @@ def run_bench(cfg: BenchConfig) -> dict:
 
 def _run(cfg: BenchConfig) -> dict:
     from ovdoc.runtime.bench.machine import describe_machine
-    from ovdoc.runtime.bundle import load_manifest
+    from ovdoc.runtime.bundle_format import load_manifest
+    from ovdoc.runtime.heads import head_of
     from ovdoc.runtime.ir import read_ir
     from ovdoc.runtime.stream.runtime import tune_threads
 
     started = time.perf_counter()
     load_at_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     manifest, folder = load_manifest(cfg.bundle)
-    patch_mode = manifest.get("mode", "global") == "patch"
+    head = head_of(manifest, folder)
+    # a head whose vectors cannot be re-indexed (patch: the bank belongs to the IR that fitted it) is timed
+    # as fitted: no other scorers, no INT8 copy, no normal images, no 2019 baselines
+    fixed = not head.reindexable
     core = ov.Core()
     model, spec, xml = read_ir(folder / manifest["model"]["file"], core)
     k = cfg.k or int(manifest.get("k") or manifest["scorer"].get("k", 5))
@@ -158,7 +162,7 @@ def _run(cfg: BenchConfig) -> dict:
     log.info(f"  decode + resize ceiling: {ceiling['decode_fps']} FPS")
 
     notes: list[str] = []
-    if patch_mode:  # its memory bank belongs to the model that fitted it: no re-indexing, no normal images
+    if fixed:  # its memory bank belongs to the model that fitted it: no re-indexing, no normal images
         normal_images, normal_from = None, "bundle memory bank"
     else:
         normal_images, normal_from = _normal_images(cfg, manifest, notes)
@@ -168,7 +172,7 @@ def _run(cfg: BenchConfig) -> dict:
         if not ev_n or not ev_a:
             raise OvdocError("evaluation needs at least one normal and one anomalous image")
     int8_eval = None
-    if ev_n is not None and "INT8" in cfg.precisions and not patch_mode:
+    if ev_n is not None and "INT8" in cfg.precisions and not fixed:
         int8_eval, (ev_n, ev_a) = split_for_int8(ev_n, ev_a)
         log.info(f"  INT8 is accepted on {len(int8_eval[0])}+{len(int8_eval[1])} eval images; every AUC is "
                  f"reported on the other {len(ev_n)}+{len(ev_a)}")
@@ -176,14 +180,14 @@ def _run(cfg: BenchConfig) -> dict:
         core=core, manifest=manifest, folder=folder, spec=spec, frames=frames,
         prepared=spec.prepare_batch(frames), normal_images=normal_images, eval_normal=ev_n,
         eval_anomalous=ev_a, int8_eval=int8_eval,
-        scorers=[] if patch_mode else [_scorer_spec(s, k, metric) for s in cfg.scorers],
+        scorers=[] if fixed else [_scorer_spec(s, k, metric) for s in cfg.scorers],
     )
 
     results: list[dict] = []
     skipped: list[dict] = []
     fp32_reference = None
     with tempfile.TemporaryDirectory(prefix="ovdoc-bench-") as tmp:
-        if patch_mode:
+        if fixed:
             models, int8_report = _patch_precisions(cfg, skipped), None
         else:
             models, int8_report = _precision_models(cfg, inputs, model, xml, Path(tmp), skipped)
@@ -194,7 +198,7 @@ def _run(cfg: BenchConfig) -> dict:
             for precision, pmodel in models.items():
                 log.info(f"  {device} {precision}")
                 try:
-                    if patch_mode:
+                    if fixed:
                         from ovdoc.runtime.bench.patch_rows import patch_rows
 
                         rows, ref = patch_rows(cfg, inputs, device_name), None
@@ -217,8 +221,9 @@ def _run(cfg: BenchConfig) -> dict:
             row["fraction_of_ceiling"] = round(row["pipeline_fps"] / ceiling["decode_fps"], 3)
 
     baselines = _baselines(cfg, model, spec, fp32_reference, normal_images, results)
-    if patch_mode and cfg.baselines:
-        baselines["note"] = "the 2019 loops score one global vector per frame: no baseline for patch mode"
+    if fixed and cfg.baselines:
+        baselines["note"] = (f"the 2019 loops score one global vector per frame: no baseline for {head.mode} "
+                             "mode")
 
     machine = describe_machine(core)
     machine["load_average_1m_at_start"] = load_at_start
@@ -233,8 +238,8 @@ def _run(cfg: BenchConfig) -> dict:
             "precisions": cfg.precisions,
             "batches": cfg.batches,
             "hints": cfg.hints,
-            "scorers": ["patch:knn"] if patch_mode else [s.label for s in inputs.scorers],
-            "mode": "patch" if patch_mode else "global",
+            "scorers": [f"{head.mode}:knn"] if fixed else [s.label for s in inputs.scorers],
+            "mode": head.mode,
             "k": k,
             "metric": metric,
             "normal_images": len(normal_images) if normal_images else 0,
@@ -440,7 +445,7 @@ def _detector(manifest: dict, folder: Path, scorer, threshold: dict, extractor):
     m["scorer"] = scorer.describe()
     m["threshold"] = threshold
     m["feature_dim"] = extractor.dim
-    return Detector(m, folder, scorer, extractor)
+    return Detector(m, folder, GlobalHead(scorer), extractor)
 
 
 # --- baselines ---------------------------------------------------------------------------------------
