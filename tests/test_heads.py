@@ -338,3 +338,19 @@ def test_no_mode_branches_outside_the_heads():
                 found[rel] = hits
     extra = {rel: n for rel, n in found.items() if n > ALLOWED.get(rel, 0)}
     assert not extra, f"mode branches outside ovdoc/runtime/heads (delegate to the head instead): {extra}"
+
+
+def test_patch_groups_named_by_a_pattern_are_not_called_folders(tmp_path):
+    """`--groups pattern:` groups are parts named in file names, not folders: the fit's messages say so."""
+    from ovdoc.runtime.bundle import FitConfig
+    from ovdoc.runtime.heads.patch_head import patch_groups
+
+    images = [np.zeros((8, 8, 3), np.uint8)] * 4
+    config = FitConfig(mode="patch", near_duplicates="off")
+    labels, unit = patch_groups(images, [("file", "part1")] * 2 + [("file", "part2")] * 2, config)
+    assert unit == "groups" and len(set(labels.tolist())) == 2
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    keys = [("file", str(tmp_path / "a"))] * 2 + [("file", str(tmp_path / "b"))] * 2
+    labels, unit = patch_groups(images, keys, config)
+    assert unit == "folders" and len(set(labels.tolist())) == 2

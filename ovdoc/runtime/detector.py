@@ -74,11 +74,8 @@ class Detector:
         return cls(manifest, folder, head_cls.load(folder, manifest), extractor)
 
     # --- live-loop API (used by ovdoc.runtime.stream) ---------------------------------------------------
-    # The live loop talks to a Detector only through these — mode_, preprocess, prepare, prepare_at, batch,
-    # set_callback, submit, wait, score_outputs, map_to_frame, smooth_map, peak_point, threshold_,
-    # map_threshold_, calibration_ — so
-    # it never depends on how features are extracted or scored (global kNN, patch maps) and a fake
-    # detector can test it (tests/test_stages.py; tests/test_stream.py's PublicOnly holds a real one to it).
+    # What the live loop needs of a model is the `LiveDetector` protocol (runtime/stream/live_detector.py);
+    # a Detector satisfies it (tests/test_stream.py), and so does the fake in tests/test_stages.py.
     @property
     def mode_(self) -> str:  # read-only: derived from the manifest, not assigned in __init__
         """'global' (one score per image) or 'patch' (a score per patch, and a map); manifest['mode']."""

@@ -334,12 +334,11 @@ def patch_groups(images: list[np.ndarray], keys: list | None, config: FitSetting
     if all(kind == "file" for kind, _ in keys):
         if len({group for _, group in keys}) == 1:  # one folder, near-duplicates off: each image alone
             return np.arange(len(images)), "images"
-        return sequence_groups(keys), "folders"
+        # folders, or groups named by `--groups pattern:` (not folders: say so, as global mode does)
+        named = not any(Path(group).is_dir() for _, group in keys)
+        return sequence_groups(keys), "groups" if named else "folders"
     arrays = all(group.startswith("array:") for _, group in keys)
     return sequence_groups(keys), "blocks of images" if arrays else "stretches of video"
-
-
-FEW_GROUPS = 10  # fewer held-out groups than this: a patch threshold is never below the pooled quantile
 
 
 def _group_threshold(scores: np.ndarray, labels: np.ndarray, config: FitSettings, method: str, unit: str, *,
@@ -351,13 +350,7 @@ def _group_threshold(scores: np.ndarray, labels: np.ndarray, config: FitSettings
     pooled = float(np.quantile(scores, 1.0 - config.fpr))
     cal = group_calibration(scores, labels, config.fpr, estimator=config.estimator, seed=config.patch.seed,
                             unit=unit)
-    record.update(cal, pooled_value=pooled)
-    if cal["groups"] < FEW_GROUPS and pooled > cal["value"]:
-        # a group quantile from a handful of held-out parts cannot see the tail: the magnetic-tile gate's
-        # 3 held-out tiles gave a threshold that flagged 63 % of new good tiles at a 1 % target, the pooled
-        # quantile of their shots 10 %. Take the more careful of the two until there are enough groups.
-        record.update(value=pooled, estimator=f"{cal['estimator']} (pooled quantile: only {cal['groups']} "
-                      f"{unit}, fewer than {FEW_GROUPS})")
+    record.update(cal, pooled_value=pooled)  # (the few-groups pooled floor: calibration.group_calibration)
     if full:
         record["method"] = f"{method}; {record['estimator']} quantile over {cal['groups']} {unit}"
         record["calibration_fpr"] = float(np.mean(scores > record["value"]))
