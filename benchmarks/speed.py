@@ -46,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -290,16 +291,81 @@ def build_patch(work: Path, frames: int | None) -> dict:
     }
 
 
-def run_cli(work: Path, bundle: str, frames: int | None) -> dict:
+# --- per-thread profile of one `ovdoc run` (Linux /proc): which thread the run waits for -------------
+THREAD_EVERY_S = 0.02  # how often the parent reads the child's threads (a few % of one core's time)
+THREAD_GROUPS = (  # OS thread name prefix (the stage threads name themselves) -> what runs there
+    ("ovdoc-capture", "decode (reader thread, with the decoder's own threads)"),
+    ("ovdoc-prepare", "prepare (preparer thread: model-input resample)"),
+)
+MAIN_THREAD = "main thread (batches, submit, kNN search, results)"
+OTHER_THREADS = "other threads (OpenVINO inference, ...)"
+
+
+def task_times(pid: int) -> dict[int, tuple[str, float, float | None]]:
+    """tid -> (OS name, CPU s, run-queue wait s) of each thread of `pid` now. The wait (runnable, no CPU
+    free: /proc/.../schedstat) is None where the kernel does not keep it."""
+    out: dict[int, tuple[str, float, float | None]] = {}
+    base = Path(f"/proc/{pid}/task")
+    try:
+        tids = [int(t) for t in os.listdir(base)]
+    except OSError:
+        return out
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in tids:
+        try:
+            stat = (base / str(tid) / "stat").read_text()
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            cpu, wait = (int(fields[11]) + int(fields[12])) / tick, None
+            try:
+                on_cpu, queued = (base / str(tid) / "schedstat").read_text().split()[:2]
+                cpu, wait = int(on_cpu) / 1e9, int(queued) / 1e9
+            except (OSError, ValueError):
+                pass
+        except (OSError, ValueError, IndexError):  # the thread ended between listing and reading
+            continue
+        out[tid] = (name, cpu, wait)
+    return out
+
+
+def thread_groups(pid: int, samples: dict[int, tuple[str, float, float | None]]) -> dict[str, dict]:
+    """Each thread's last sample summed per stage: CPU s and run-queue wait s."""
+    groups: dict[str, dict] = {}
+    for tid, (name, cpu, wait) in samples.items():
+        label = MAIN_THREAD if tid == pid else next(
+            (what for prefix, what in THREAD_GROUPS if name.startswith(prefix)), OTHER_THREADS)
+        g = groups.setdefault(label, {"threads": 0, "cpu_s": 0.0, "wait_s": 0.0})
+        g["threads"] += 1
+        g["cpu_s"] += cpu
+        g["wait_s"] = None if wait is None or g["wait_s"] is None else g["wait_s"] + wait
+    return groups
+
+
+def run_cli(work: Path, bundle: str, frames: int | None, *, threads: bool = False) -> dict:
+    """One `ovdoc run`; with `threads`, its threads are sampled from /proc while it runs (Linux)."""
     cmd = [sys.executable, "-m", "ovdoc", "run", str(work / bundle), "--source", str(VIDEO)]
     cmd += ["--res", f"{RES[0]}x{RES[1]}", "--headless", "--json"]
     cmd += ["--max-frames", str(frames)] if frames else []
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=REPO)
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             encoding="utf-8", errors="replace", cwd=REPO)
+    samples: dict[int, tuple[str, float, float | None]] = {}
+    if threads and Path(f"/proc/{child.pid}/task").is_dir():
+        # the pipes are drained alongside, so a chatty child cannot block on a full one
+        drained: list[tuple[str, str]] = []
+        reader = threading.Thread(target=lambda: drained.append(child.communicate()), daemon=True)
+        reader.start()
+        while child.poll() is None:
+            samples |= task_times(child.pid)  # a thread that ends keeps its last sample
+            time.sleep(THREAD_EVERY_S)
+        reader.join()
+        stdout, stderr = drained[0]
+    else:
+        stdout, stderr = child.communicate()
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"ovdoc run failed: {proc.stderr.strip()[-500:]}")
-    summary = json.loads(proc.stdout)
+    if child.returncode != 0:
+        raise SystemExit(f"ovdoc run failed: {stderr.strip()[-500:]}")
+    summary = json.loads(stdout)
     return {
         "frames": summary["frames"],
         "fps": summary["fps"],
@@ -308,7 +374,26 @@ def run_cli(work: Path, bundle: str, frames: int | None) -> dict:
         # the whole process: start-up (imports, compiling the model, loading the index) included; the
         # profile subtracts a one-frame run's CPU to get the per-frame part
         "cpu_s": round((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), 3),
+        **({"threads": thread_groups(child.pid, samples)} if samples else {}),
     }
+
+
+def thread_profile(run: dict, startup: dict) -> dict | None:
+    """ms per frame, per stage, of one sampled run minus the one-frame run's start-up: on a CPU, and
+    runnable but waiting for one. Beside the run's wall time per frame: a stage whose CPU + wait comes
+    near it is the one the run waits for."""
+    if "threads" not in run or "threads" not in startup:
+        return None
+    n = max(run["frames"] - 1, 1)
+    stages = {}
+    for label, g in run["threads"].items():
+        s = startup["threads"].get(label, {"cpu_s": 0.0, "wait_s": 0.0})
+        wait = None if g["wait_s"] is None or s["wait_s"] is None else 1000 * (g["wait_s"] - s["wait_s"]) / n
+        stages[label] = {"threads": g["threads"],
+                         "cpu_ms_per_frame": round(1000 * (g["cpu_s"] - s["cpu_s"]) / n, 3),
+                         "wait_ms_per_frame": None if wait is None else round(wait, 3)}
+    return {"fps": run["fps"], "wall_ms_per_frame": round(1000 * run["wall_s"] / run["frames"], 3),
+            "every_s": THREAD_EVERY_S, "stages": stages}
 
 
 def profile(runs: dict, startup_cpu_s: float | None) -> dict | None:
@@ -494,6 +579,21 @@ def markdown(result: dict) -> str:
         for part, ms in prof["parts_cpu_ms_per_frame"].items():
             share = prof["share_of_ovdoc"][part]
             rows.append(f"| {part} | {ms:.2f} | {'' if share is None else format(share, '.0%')} |")
+        t = prof.get("threads")
+        if t:
+            rows += [
+                "",
+                f"Per thread: one more `ovdoc run` ({t['fps']:.0f} FPS, {t['wall_ms_per_frame']:.2f} ms "
+                f"of wall time per frame), its threads read from /proc every {t['every_s'] * 1000:.0f} ms, "
+                "the one-frame run's start-up subtracted. A stage whose CPU + wait per frame comes near "
+                "the wall time per frame is the one the run waits for; waiting = runnable, no CPU free.",
+                "",
+                "| thread(s) | CPU ms / frame | waiting for a CPU, ms / frame |",
+                "|---|---:|---:|",
+            ]
+            for label, st in t["stages"].items():
+                wait = "" if st["wait_ms_per_frame"] is None else f"{st['wait_ms_per_frame']:.2f}"
+                rows.append(f"| {label} ({st['threads']}) | {st['cpu_ms_per_frame']:.2f} | {wait} |")
     patch = loops.get("ovdoc_patch")
     if patch:
         b = result.get("patch_bundle", {})
@@ -600,9 +700,10 @@ def main() -> None:
         if "ovdoc_patch" in names:
             print("fitting the patch bundle on the video ...", flush=True)
             patch_bundle = build_patch(work, frames)
-        startup_cpu_s = None
+        startup_cpu_s, startup = None, None
         if "ovdoc" in names:  # the profile's start-up share: the same CLI, one frame
-            startup_cpu_s = run_cli(work, "bundle-hnsw", 1)["cpu_s"]
+            startup = run_cli(work, "bundle-hnsw", 1, threads=True)
+            startup_cpu_s = startup["cpu_s"]
         for p in range(args.repeats):
             for name in names:
                 load = round(os.getloadavg()[0], 2)
@@ -612,11 +713,16 @@ def main() -> None:
                     f"pass {p + 1}/{args.repeats} {name:14s} {result['fps']:8.1f} FPS  (load {load:.1f})",
                     flush=True,
                 )
+        threads = None
+        if startup is not None:  # one more run, sampled per thread (kept out of the timed passes)
+            threads = thread_profile(run_cli(work, "bundle-hnsw", frames, threads=True), startup)
     if {"decode", "model", "scorer"} <= set(runs):
         runs["cpu_bound"] = cpu_bound(runs, info["cores"])
     ratios = {key: paired(runs, *key.split("_vs_")) for key in RATIO_LABELS}
     loops = {name: summarise(r) for name, r in runs.items()}
     prof = profile(runs, startup_cpu_s)
+    if prof and threads:
+        prof["threads"] = threads
     result = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,

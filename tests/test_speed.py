@@ -61,6 +61,13 @@ def test_speed_benchmark_quick_run(seed_dir, video_dir, cifar10_npz, tmp_path):
     md = (out / "speed.md").read_text(encoding="utf-8")
     assert "Goal: `ovdoc run` >= 80% of decode alone" in md and "quick" in md
     assert "## Per-frame CPU profile of `ovdoc run`" in md and "rest: the loop itself" in md
+    if sys.platform.startswith("linux"):  # per thread, from /proc: the stage threads name themselves
+        threads = prof["threads"]
+        assert threads["fps"] > 0 and threads["wall_ms_per_frame"] > 0
+        decode = threads["stages"]["decode (reader thread, with the decoder's own threads)"]
+        prepare = threads["stages"]["prepare (preparer thread: model-input resample)"]
+        assert decode["cpu_ms_per_frame"] > 0 and prepare["cpu_ms_per_frame"] > 0
+        assert "| thread(s) | CPU ms / frame | waiting for a CPU, ms / frame |" in md
     # patch mode: its own bundle (fitted on the clip's first 100 frames), its ratio, its goal line
     assert result["patch_bundle"]["n_images"] == 100 and result["patch_bundle"]["bank_mb"] <= 50
     assert result["ratios"]["ovdoc_patch_vs_decode_resize"]["median"] > 0
@@ -76,3 +83,37 @@ def test_speed_benchmark_refuses_too_few_repeats(tmp_path):
     )
     assert proc.returncode != 0 and "at least 3" in proc.stderr and "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads are read from /proc")
+def test_thread_sampling_groups_a_real_child_by_thread_name():
+    """The per-thread profile's reader: a child whose named thread burns CPU shows up under its stage."""
+    import importlib.util
+    import time
+
+    spec = importlib.util.spec_from_file_location("speed_bench", REPO / "benchmarks" / "speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import threading, time\n"
+        "from ovdoc.runtime.threadname import set_native_name\n"
+        "def burn():\n"
+        "    set_native_name('ovdoc-prepare-0')\n"
+        "    t = time.process_time()\n"
+        "    while time.process_time() - t < 0.3: pass\n"
+        "    time.sleep(30)\n"
+        "threading.Thread(target=burn, daemon=True).start()\n"
+        "time.sleep(30)\n")], cwd=REPO)
+    try:
+        label = "prepare (preparer thread: model-input resample)"
+        deadline = time.monotonic() + 20
+        while True:
+            groups = speed.thread_groups(child.pid, speed.task_times(child.pid))
+            if groups.get(label, {}).get("cpu_s", 0) >= 0.25 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert groups[label]["threads"] == 1 and groups[label]["cpu_s"] >= 0.25
+        assert speed.MAIN_THREAD in groups and groups[speed.MAIN_THREAD]["threads"] == 1
+    finally:
+        child.kill()
+        child.wait()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,6 +252,30 @@ def test_put_drops_oldest_only_when_asked():
     put(q, 2, stop, drop_oldest=False)
     stop.set()  # a full queue blocks a file's reader until the run stops; nothing is dropped
     assert put(q, 3, stop, drop_oldest=False) == 0 and [q.get_nowait(), q.get_nowait()] == [1, 2]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names are read from /proc")
+def test_stage_threads_carry_their_name_for_the_os():
+    """A per-thread profile (benchmarks/speed.py, top -H) tells the reader from the preparer by it."""
+    import queue
+
+    from ovdoc.runtime.stream.reader import Reader
+
+    stop = threading.Event()
+    out: queue.Queue = queue.Queue()
+    seen: dict[str, str] = {}
+    source = ScriptSource([0, 1])
+    read_raw = source.read_raw
+
+    def spy():  # runs in the reader's thread
+        seen.setdefault("comm", Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip())
+        return read_raw()
+
+    source.read_raw = spy
+    reader = Reader(source, out, stop, source_id=3)
+    reader.start()
+    reader.join(timeout=10)
+    assert seen["comm"] == "ovdoc-capture-3" and reader.fatal is None and reader.read == 2
 
 
 def test_live_source_drops_oldest_when_behind_file_never_drops():

@@ -27,6 +27,7 @@ import numpy as np
 
 from ovdoc.errors import OvdocError
 from ovdoc.runtime.stream.sources import FrameSource, fit_to
+from ovdoc.runtime.threadname import set_native_name
 
 MAX_BACKOFF_S = 8.0
 LATE_RESET_S = 1.0  # --realtime: further behind than this, re-anchor the schedule
@@ -83,13 +84,17 @@ class StageThread:
 
     def __init__(self, name: str) -> None:
         self.fatal: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread = threading.Thread(target=self._named_run, name=name, daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
     def join(self, timeout: float | None = None) -> None:
         self.thread.join(timeout)
+
+    def _named_run(self) -> None:
+        set_native_name(self.thread.name)  # threads it starts (a decoder's) inherit the name
+        self._run()
 
     def _run(self) -> None:
         raise NotImplementedError
