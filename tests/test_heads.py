@@ -315,9 +315,6 @@ def test_the_shipped_bundle_loads_and_scores(frames):
 BRANCH = re.compile(r'[!=]=\s*"(patch|global)"|"(patch|global)"\s*[!=]=|\bpatch_mode\b')
 # where a branch on the mode's name may still stand, and why (count per file at most)
 ALLOWED = {
-    # the live loop (issue #25's live-loop item, another change): reads Detector.mode_
-    "ovdoc/runtime/stream/scorer.py": 1,
-    "ovdoc/runtime/stream/loop.py": 2,
     # a phone export reproduces a global scorer: the one host-side refusal
     "ovdoc/host/export/api.py": 1,
     # benchmarks choosing their own experiment / method variant by name, not a head's behaviour

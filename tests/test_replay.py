@@ -199,6 +199,7 @@ class InstantDetector:
     preprocess = "1x1 corner"
     batch = 4
     mode_ = "global"
+    has_maps_ = False
 
     def prepare(self, image):
         return image[:1, :1]

@@ -49,6 +49,7 @@ class FakeDetector:
     def __init__(self, batch: int = 4, jobs: int = 3, delay=None, mode: str = "global") -> None:
         self.batch = batch
         self.mode_ = mode
+        self.has_maps_ = mode == "patch"
         self.delay = delay or (lambda seq: 0.0)
         self.pool = ThreadPoolExecutor(jobs)
         self.slots = threading.Semaphore(jobs)  # submit blocks while every job is busy, like AsyncInferQueue

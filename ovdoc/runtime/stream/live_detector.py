@@ -29,7 +29,12 @@ class LiveDetector(Protocol):
 
     @property
     def mode_(self) -> str:
-        """'global' (one score per image) or 'patch' (a score map per image too)."""
+        """'global' or 'patch': named in events and compared on reload (a change needs a restart)."""
+
+    @property
+    def has_maps_(self) -> bool:
+        """True if each image also gets an anomaly map (the head's capability, patch mode today): the
+        loop then draws maps and boxes and reads `map_threshold_`."""
 
     @property
     def map_threshold_(self) -> float:

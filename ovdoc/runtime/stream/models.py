@@ -34,7 +34,7 @@ class Model:
     @property
     def draws_maps(self) -> bool:
         """Patch bundles give a map in the frame's geometry (the frame must be at --res)."""
-        return self.det.mode_ == "patch"
+        return bool(self.det.has_maps_)
 
 
 class Models:

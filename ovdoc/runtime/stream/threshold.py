@@ -37,7 +37,7 @@ class _Bundle:
 
 
 def _bundle(det: LiveDetector) -> _Bundle:
-    map_value = float(det.map_threshold_) if det.mode_ == "patch" else None
+    map_value = float(det.map_threshold_) if det.has_maps_ else None
     return _Bundle(det.bundle_, float(det.threshold_), map_value)
 
 
