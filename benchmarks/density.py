@@ -179,12 +179,12 @@ def write(result: dict, out: Path, name: str = "density") -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, e in result["bundles"].items():
+    for label, e in result["bundles"].items():
         for i, run in enumerate(e["runs"]):
             xs = [r["cameras"] for r in run["rows"]]
             ys = [r["max_latency_ms_p99"] for r in run["rows"]]
-            base, _, precision = name.partition("@")
-            ax.plot(xs, ys, marker="o", alpha=0.8, label=name if i == 0 else None,
+            base, _, precision = label.partition("@")
+            ax.plot(xs, ys, marker="o", alpha=0.8, label=label if i == 0 else None,
                     linestyle="--" if precision else "-",
                     color={"seed-global-96": "C0", "imagenet-global": "C1"}.get(base, "C2"))
     ax.axhline(100, color="red", linestyle="--", linewidth=1, label="p99 limit 100 ms")

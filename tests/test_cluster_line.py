@@ -5,7 +5,6 @@ camera_moved event, every frame delivered once and every episode started and end
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import threading
@@ -14,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from _webhook import Hook
 from conftest import missing, need_package
 
 TIMEOUT_S = 180
@@ -167,27 +167,6 @@ def _wait(condition, thread, result, what: str) -> None:
         time.sleep(0.05)
 
 
-class _Hook(http.server.ThreadingHTTPServer):
-    """A real webhook receiver on loopback: keeps every POSTed JSON body."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}/hook"
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-
 def _first_jpeg(url: str) -> bytes:
     """The first picture of the web view's MJPEG stream of one camera."""
     import urllib.request
@@ -225,7 +204,7 @@ def test_cameras_sharing_a_bundle_share_an_actor(line_cluster, tmp_path):
         {"source": str(stream), "name": "b", "node": "hall-1"}]}))
     events = tmp_path / "events.jsonl"
     cluster, nodes = line_cluster
-    hook = _Hook()
+    hook = Hook()
     started: list = []
     result: dict = {}
 
