@@ -55,10 +55,10 @@ def build(work: Path, wanted: list[str], precisions: list[str]) -> dict[str, Pat
     }
     out = {}
     for name, (ir, config) in bundles.items():
+        if name not in wanted:
+            continue
         for precision in precisions:
             label = name if precision == "f32" else f"{name}@{precision}"
-            if name not in wanted:
-                continue
             fit_bundle(ir, VIDEO, work / label, config, progress=False,
                        extract=LocalExtract(inference_precision=precision))
             out[label] = work / label

@@ -70,27 +70,17 @@ def in_process(bundle: Path, bodies: list[bytes], seconds: float) -> dict:
 def tree_cpu_s(root: int) -> float:
     """CPU seconds (user + system) used so far by `root` and every process under it (a private Ray's
     proxy, ingress and replicas run under the `ovdoc serve --ray local` process)."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
+    from _serve_helpers import pids_under
+
     tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    total = 0.0
+    for pid in pids_under(root):
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended since the walk
             continue
-        parents[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-
-    def under(pid: int) -> bool:
-        while pid > 1:
-            if pid == root:
-                return True
-            pid = parents.get(pid, 1)
-        return False
-
-    return sum(c for pid, c in cpu.items() if under(pid))
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def load(url: str, bodies: list[bytes], clients: int, seconds: float, rate: float | None,

@@ -69,6 +69,28 @@ class Server:
         self._stderr = value
 
 
+def pids_under(root: int) -> list[int]:
+    """`root` and every process under it now (Linux /proc): a private Ray's proxy, ingress and replicas
+    run under the `ovdoc serve --ray local` process."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+
+    def under(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parents.get(pid, 1)
+        return False
+
+    return [pid for pid in parents if under(pid)]
+
+
 def png(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", image)
     assert ok

@@ -18,7 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _runtime_helpers import error_line, ovdoc_cli
-from _serve_helpers import Server, call, demo_frames, score_json, score_multipart, score_raw, scores, wait_for
+from _serve_helpers import (
+    Server,
+    call,
+    demo_frames,
+    pids_under,
+    score_json,
+    score_multipart,
+    score_raw,
+    scores,
+    wait_for,
+)
 from conftest import need_package
 
 need_package("ray", "ovdoc serve --ray (the serve extra)")
@@ -159,26 +169,14 @@ def replica_pids(root: int) -> list[int]:
 
 def descendants(root: int) -> dict[int, str]:
     """{pid: command line} of every process under `root`."""
-    parents, titles = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    titles = {}
+    for pid in pids_under(root):
         try:
-            stat = (entry / "stat").read_text()
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            titles[int(entry.name)] = title.decode(errors="replace")
-        except OSError:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:  # ended since the walk
             continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-
-    def under(pid: int) -> bool:
-        while pid > 1:
-            if pid == root:
-                return True
-            pid = parents.get(pid, 1)
-        return False
-
-    return {p: t for p, t in titles.items() if under(p)}
+        titles[pid] = title.decode(errors="replace")
+    return titles
 
 
 def _png(image):

@@ -159,6 +159,12 @@ def save_threshold(bundle: str | Path, value: float, *, by: str = "user") -> Pat
     return folder / MANIFEST
 
 
+def recorded_precision(manifest: dict) -> str:
+    """The inference precision the bundle's features were computed in, which scoring and `--append` must
+    use too (bf16 and f32 features differ by several per cent); bundles from before the record: f32."""
+    return (manifest.get("built_with") or {}).get("inference_precision") or "f32"
+
+
 def load_manifest(bundle: str | Path) -> tuple[dict, Path]:
     """Read and verify a bundle's manifest and every file's hash; one clear line on any mismatch."""
     folder = Path(bundle)

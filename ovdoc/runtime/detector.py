@@ -14,7 +14,7 @@ import numpy as np
 import openvino as ov
 
 from ovdoc.errors import OvdocError
-from ovdoc.runtime.bundle_format import load_manifest
+from ovdoc.runtime.bundle_format import load_manifest, recorded_precision
 from ovdoc.runtime.heads import Head, Scored, head_of
 from ovdoc.runtime.preprocess import PreprocessSpec
 
@@ -58,7 +58,7 @@ class Detector:
         core = core or ov.Core()
         model, _, _ = read_ir(folder / manifest["model"]["file"], core)
         spec = PreprocessSpec.from_dict(manifest["preprocess"])
-        precision = (manifest.get("built_with") or {}).get("inference_precision") or "f32"
+        precision = recorded_precision(manifest)
         extractor = FeatureExtractor(
             model,
             spec,

@@ -24,6 +24,7 @@ from ovdoc.runtime.bundle_format import (
     load_manifest,
     manifest_head,
     now,
+    recorded_precision,
     write_bundle,
     write_model,
 )
@@ -305,10 +306,10 @@ def append_bundle(bundle: str | Path, normal_sources: list[str], out_dir: str | 
     spec = PreprocessSpec.from_dict(manifest["preprocess"])
     built = manifest["built_with"]
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
-    # the new features in the precision the bundle's own were computed in (bf16 and f32 differ ~5 %)
+    # the new features in the precision the bundle's own were computed in
     extractor = FeatureExtractor(model, spec, device=built["device"], batch=int(built.get("batch", 8)),
                                  core=core, cache_dir=cache_dir,
-                                 inference_precision=built.get("inference_precision") or "f32")
+                                 inference_precision=recorded_precision(manifest))
     new = extractor.extract(stream.images, progress=progress, total=stream.total, desc="new normal features")
     if len(new) == 0:
         raise OvdocError("no images could be read from the new normal sources")
