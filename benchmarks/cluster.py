@@ -13,15 +13,20 @@
 2. Big image sets: feature extraction of the same image files by a local fit's extractor and by Ray Data
    (`RayExtract`, one actor per CPU) on one worker node with this box's CPUs — one node against the same
    box — images per second, alternating the two for --repeats passes.
-   Ray Data pays a fixed cost per call (starting its actor pool: about 3 s of Ray's own on this box, a
-   trivial actor pool included, plus the worker's imports and compile); its per-image rate apart from
-   that is the throughput a big image set approaches (goal: >= 0.8 of local), both are recorded.
+   Ray Data pays a fixed cost per call (starting its actor pool: new worker processes that import and
+   compile, about 3 s on this box); its per-image rate apart from that is the throughput a big image set
+   approaches (goal: >= 0.8 of local). It is the slope between a call on a sixth of the images and a call
+   on all of them (both pay the fixed cost once; a slope from a tiny call was mostly start-up noise).
+   The magnetic tiles' defect-free files are repeated to reach --images.
+3. Why actors turn CPU pinning off: two processes that each compile the shipped model with one OpenVINO
+   thread, run side by side for a few seconds, with OpenVINO's default pinning and with it off
+   (`ovdoc.runtime.cpu_share.shared_core`): inferences per second of each.
 
-    python benchmarks/cluster.py [--frames 249] [--long-frames 1245] [--images 800] [--repeats 3]
+    python benchmarks/cluster.py [--frames 249] [--long-frames 1245] [--images 2400] [--repeats 3]
                                  [--out benchmarks/results]
 
 Writes cluster.json and cluster.md under --out. On a shared machine the figures are noise: run a smoke
-(`--frames 60 --long-frames 300 --images 32 --repeats 1 --out /tmp/cluster-smoke`) and do not record it.
+(`--frames 60 --long-frames 300 --images 48 --repeats 1 --out /tmp/cluster-smoke`) and do not record it.
 """
 
 from __future__ import annotations
@@ -123,9 +128,9 @@ def extraction(ray, images: list[Path], repeats: int) -> list[dict]:
     per CPU (the driver reads nothing).
 
     Both include their compile (a fit compiles once); the Ray path also starts its actor pool. After one
-    warm-up call, each runs on 8 images and on all of them: the difference gives its per-image rate
-    (`ratio_steady`, Ray's against local's: what a large set approaches) and the intercept its fixed
-    cost per call (`ray_fixed_s`, `local_fixed_s`)."""
+    warm-up call, each runs on a sixth of the images and on all of them: the difference gives its
+    per-image rate (`ratio_steady`, Ray's against local's: what a large set approaches) and the
+    intercept its fixed cost per call (`ray_fixed_s`, `local_fixed_s`)."""
     import openvino as ov
 
     from ovdoc.cluster.extract import RayExtract
@@ -138,8 +143,8 @@ def extraction(ray, images: list[Path], repeats: int) -> list[dict]:
     runs = []
     for _ in range(repeats):
         row = {}
-        small = images[:8]
-        RayExtract(ray)(model, spec, small, device="CPU", batch=8, progress=False)  # warm-up
+        small = images[: max(8, len(images) // 6)]
+        RayExtract(ray)(model, spec, images[:8], device="CPU", batch=8, progress=False)  # warm-up
         sides = (("local", LocalExtract, lambda some: (read_image(p) for p in some)),
                  ("ray", lambda: RayExtract(ray), list))
         extra = max(len(images) - len(small), 1)
@@ -167,11 +172,52 @@ def extraction(ray, images: list[Path], repeats: int) -> list[dict]:
     return runs
 
 
+PINNING_PROBE = """
+import sys, time
+import numpy as np, openvino as ov
+from ovdoc.irmodels import resolve_model
+from ovdoc.runtime.cpu_share import shared_core
+core = shared_core(1) if sys.argv[1] == "off" else ov.Core()
+if sys.argv[1] != "off":
+    core.set_property("CPU", {"INFERENCE_NUM_THREADS": 1})
+model = core.read_model(str(resolve_model(None)))
+shape = [d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:]]
+model.reshape([8, *shape])
+hints = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+compiled = core.compile_model(model, "CPU", hints)
+request, x = compiled.create_infer_request(), np.zeros([8, *shape], np.float32)
+request.infer({0: x})
+start, n = time.perf_counter(), 0
+while time.perf_counter() - start < float(sys.argv[2]):
+    request.infer({0: x})
+    n += 1
+print(n / (time.perf_counter() - start), compiled.get_property("ENABLE_CPU_PINNING"))
+"""
+
+
+def pinning(seconds: float = 6.0) -> dict:
+    """Two 1-thread OpenVINO processes side by side, OpenVINO's default pinning against shared_core's
+    (off): batches of 8 per second of each. With pinning both sit on the first core."""
+    out = {}
+    for mode in ("default", "off"):
+        procs = [subprocess.Popen([sys.executable, "-c", PINNING_PROBE, mode, str(seconds)], cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(2)]
+        rates, pinned = [], []
+        for p in procs:
+            text, _ = p.communicate(timeout=300)
+            rate, flag = text.split()
+            rates.append(round(float(rate), 1))
+            pinned.append(flag == "True")
+        out[mode] = {"batches_per_s_each": rates, "pinned": pinned}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=249)
     parser.add_argument("--long-frames", type=int, default=1245)
-    parser.add_argument("--images", type=int, default=800)
+    parser.add_argument("--images", type=int, default=2400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
@@ -183,7 +229,8 @@ def main() -> int:
     from ovdoc.irmodels import demo_bundle, demo_stream
 
     bundle, clip = Path(demo_bundle()), Path(demo_stream())
-    tiles = sorted((SHARED / "data" / "magnetic-tile" / "MT_Free").rglob("*.jpg"))[: args.images]
+    free = sorted((SHARED / "data" / "magnetic-tile" / "MT_Free").rglob("*.jpg"))
+    tiles = (free * -(-args.images // max(1, len(free))))[: args.images]
     ray, cluster = start_cluster(workers=1, cpus=os.cpu_count() or 1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -194,11 +241,12 @@ def main() -> int:
     finally:
         ray.shutdown()
         cluster.shutdown()
+    pinned = pinning()
     result = {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "load_1min_after": os.getloadavg()[0], "cpus": os.cpu_count(), "ray": ray.__version__,
-        "cameras": cameras, "extraction": extract,
+        "cameras": cameras, "extraction": extract, "pinning": pinned,
         "camera_ratio_median": statistics.median(r["ratio"] for r in cameras),
         "camera_ratio_whole_run_median": statistics.median(r["ratio_whole_run"] for r in cameras),
         "extraction_ratio_median": statistics.median(r["ratio"] for r in extract),
@@ -239,6 +287,14 @@ def write(result: dict, out: Path) -> None:
         lines.append(f"| {i + 1} | {row['local']} | {row['ray']} | {row['ratio']} | {row['ray_fixed_s']} "
                      f"| {row['local_fixed_s']} | {row['ratio_steady']} | {row['local_images_per_cpu_s']} / "
                      f"{row['ray_images_per_cpu_s']} ({row['ratio_cpu']}) |")
+    pin = result["pinning"]
+    lines += ["", "Two processes, each compiling the shipped model with one OpenVINO thread, side by side "
+              "(batches of 8 per second of each): OpenVINO's default pins both to the first core; "
+              "`shared_core` (every Ray actor and serve replica) turns pinning off.", "",
+              "| pinning | process 1 | process 2 | pinned |", "|---|---:|---:|---|"]
+    for mode, label in (("default", "OpenVINO default"), ("off", "off (shared_core)")):
+        a, b = pin[mode]["batches_per_s_each"]
+        lines.append(f"| {label} | {a} | {b} | {', '.join(map(str, pin[mode]['pinned']))} |")
     (out / "cluster.md").write_text("\n".join(lines) + "\n")
 
 

@@ -228,6 +228,7 @@ def test_cameras_sharing_a_bundle_share_an_actor(line_cluster, tmp_path):
         assert cams[0]["actor"] == cams[1]["actor"] and cams[0]["actor_cameras"] == 2
         assert cams[0]["compiles"] == 1 and cams[0]["node_id"] == nodes[0].node_id
         assert cams[0]["threads"] == 1  # 2 x 0.5 CPU: OpenVINO limited to one thread (this box has two)
+        assert cams[0]["pinned"] is False  # actors share nodes: pinned, each would sit on the first core
         assert started[0].status()[0]["pid"] == started[0].status()[1]["pid"]  # one process, one compile
         # the live picture: a real frame of camera b, at its --res (not the driver's 320x240 placeholder),
     # drawn on hall-1's node

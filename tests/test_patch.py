@@ -409,11 +409,14 @@ def test_fit_cli_patch_mode(tmp_path: Path, tiles: dict):
     bad = CliRunner().invoke(
         cli, ["fit", "--normal", str(normal), "--out", str(tmp_path / "x"), "--dim", "64"]
     )
-    assert isinstance(bad.exception, OvdocError) and "need --mode patch" in str(bad.exception)
+    assert isinstance(bad.exception, OvdocError) and str(bad.exception) == "--dim needs --mode patch"
     for args, message in (
         (["--mode", "patch", "--index", "hnsw"], "flat or ivf"),
         (["--index", "ivf"], "for patch bundles"),
-        (["--reduce", "pca"], "need --mode patch"),
+        (["--reduce", "pca"], "--reduce needs --mode patch"),
+        # a global fit ignored these before: they only steer the patch bank
+        (["--coreset", "4096"], "--coreset needs --mode patch"),
+        (["--seed", "3", "--topk", "5"], "--seed and --topk need --mode patch"),
     ):
         bad = CliRunner().invoke(cli, ["fit", "--normal", str(normal), "--out", str(tmp_path / "x"), *args])
         assert isinstance(bad.exception, OvdocError) and message in str(bad.exception), args

@@ -146,10 +146,10 @@ class CameraActor:
     def _load(self, bundle):
         """The bundle compiled with OpenVINO, OpenCV and FAISS limited to this actor's CPUs (the limit
         is a property of the OpenVINO core that compiles, so the detector gets that core)."""
-        from ovdoc.cluster.extract import limit_threads
+        from ovdoc.runtime.cpu_share import shared_core
         from ovdoc.runtime.detector import Detector
 
-        core = limit_threads(self.threads)
+        core = shared_core(self.threads)
         self.compiles += 1
         return Detector.load(bundle, device=self.device, batch=self.batch, core=core)
 
@@ -161,7 +161,7 @@ class CameraActor:
         context = ray.get_runtime_context()
         return {"node_id": context.get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
                 "actor_id": context.get_actor_id(), "compiles": self.compiles,
-                "threads": _inference_threads(self.detector)}
+                "threads": _inference_threads(self.detector), "pinned": _pinned(self.detector)}
 
     def start(self, resume_after: list[int] | None = None) -> dict:
         """Open the sources (past `resume_after[i]` for a replayed file) and start the loop; where it runs."""
@@ -267,9 +267,20 @@ class CameraActor:
 
 
 def _inference_threads(detector) -> int | None:
-    """The OpenVINO threads the compiled model really uses (what `limit_threads` asked for)."""
+    """The OpenVINO threads the compiled model really uses (what `shared_core` asked for)."""
+    value = _compiled_property(detector, "INFERENCE_NUM_THREADS")
+    return int(value) if value is not None else None
+
+
+def _pinned(detector) -> bool | None:
+    """Whether OpenVINO pins this actor's threads to cores (shared_core turns it off: actors share nodes)."""
+    value = _compiled_property(detector, "ENABLE_CPU_PINNING")
+    return bool(value) if value is not None else None
+
+
+def _compiled_property(detector, name: str):
     compiled = getattr(getattr(detector, "extractor_", None), "compiled", None)
     try:
-        return int(compiled.get_property("INFERENCE_NUM_THREADS"))
+        return compiled.get_property(name)
     except Exception:  # another device or layout: not known
         return None

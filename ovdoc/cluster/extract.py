@@ -32,25 +32,13 @@ def model_bytes(model: ov.Model) -> tuple[bytes, bytes]:
         return xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
 
 
-def limit_threads(cpus: int) -> ov.Core:
-    """OpenCV, FAISS and OpenVINO threads limited to this actor's CPUs (two actors on a node must not each
-    start one thread per core); returns the OpenVINO core to compile with."""
-    import cv2
-    import faiss
-
-    cv2.setNumThreads(cpus)
-    faiss.omp_set_num_threads(cpus)
-    core = ov.Core()
-    core.set_property("CPU", {"INFERENCE_NUM_THREADS": cpus})
-    return core
-
-
 def compile_bytes(xml: bytes, weights: bytes, spec: dict, *, device: str, batch: int, cpus: int,
                   hint: str = "throughput", inference_precision: str = "f32"):
     """A FeatureExtractor built on this process from IR bytes (the actors' one compile)."""
+    from ovdoc.runtime.cpu_share import shared_core
     from ovdoc.runtime.features import FeatureExtractor, default_cache_dir
 
-    core = limit_threads(cpus)
+    core = shared_core(cpus)
     model = core.read_model(model=xml, weights=ov.Tensor(np.frombuffer(weights, np.uint8)))
     return FeatureExtractor(model, PreprocessSpec.from_dict(spec), device=device, batch=batch, hint=hint,
                             core=core, cache_dir=default_cache_dir(), inference_precision=inference_precision)

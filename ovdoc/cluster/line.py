@@ -328,7 +328,7 @@ class ClusterLine:
                         "host": group.node.get("host"), "label": getattr(cam.spec, "node", None),
                         "actor": group.index, "actor_cameras": len(group.cameras),
                         "pid": group.node.get("pid"), "threads": group.node.get("threads"),
-                        "compiles": group.compiles,
+                        "pinned": group.node.get("pinned"), "compiles": group.compiles,
                         "frames": cam.frames, "anomalies": cam.anomalies, "episodes": cam.episodes,
                         "moves": group.moves, "actor_cpu_s": round(group.cpu_s, 3),
                         "state": "ended" if group.done else "running", "stopped": group.stopped})
@@ -403,7 +403,8 @@ def open_outputs(line: LineConfig, cluster: ClusterLine, options: dict, outputs=
 
     values = output_registry.resolve(outputs, {"events": options.get("events")})
     values.update(show=False, save_video=None)
-    where = {"node_id", "host", "label", "moves", "state", "actor", "actor_cameras", "compiles", "threads"}
+    where = {"node_id", "host", "label", "moves", "state", "actor", "actor_cameras", "compiles", "threads",
+             "pinned"}
     thresholds = [cam.spec.threshold if cam.spec.threshold is not None else _bundle_threshold(cam.spec.bundle)
                   for cam in cluster.cameras]
     run = RunContext(

@@ -99,8 +99,9 @@ from ovdoc.irmodels.backbones import SHIPPED
 @click.option("--resize", type=click.Choice(["stretch", "center_crop"]), default=None,
               help="stretch scores the whole frame; center_crop the largest centred crop. Default: the "
               "model's (global), stretch (patch).")
-@click.option("--coreset", default="32768", show_default=True, metavar="N|FRACTION",
-              help="patch: memory-bank size in patches (greedy k-center), or a fraction of the candidates.")
+@click.option("--coreset", default=None, metavar="N|FRACTION",
+              help="patch: memory-bank size in patches (greedy k-center), or a fraction of the candidates "
+              "(default 32768).")
 @click.option("--layers", default=None, metavar="A,B",
               help="patch: backbone layers to tap, by node name (default: the stride-8 and stride-16 "
               "taps the IR records; MobileNetV2 and IRs without a record: block_6_expand_relu,"
@@ -118,8 +119,8 @@ from ovdoc.irmodels.backbones import SHIPPED
               help="patch: image score from the map: smooth_max = maximum of the Gaussian-smoothed "
               "map; topk (default, 10) = mean of the --topk hottest patches; max = hottest patch.")
 @click.option("--topk", type=click.IntRange(1, 100000), default=None, help="patch: patches averaged by topk.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="patch: projection, coreset start and calibration split.")
+@click.option("--seed", type=int, default=None,
+              help="patch: projection, coreset start and calibration split (default 0).")
 @click.option("--calibration", type=click.Choice(["auto", "loo"]), default="auto", show_default=True,
               help="global: auto holds out whole subfolders, or blocks of consecutive video frames (with "
               "their neighbours), so the threshold holds on new normal data; loo = leave-one-out.")
@@ -156,7 +157,7 @@ def fit(
     mode: str,
     size: str | None,
     resize: str | None,
-    coreset: str,
+    coreset: str | None,
     layers: str | None,
     dim: int | None,
     reduce: str | None,
@@ -164,7 +165,7 @@ def fit(
     neighbourhood: int | None,
     aggregate: str | None,
     topk: int | None,
-    seed: int,
+    seed: int | None,
     calibration: str,
     ray_address: str | None,
     near_duplicates: str,
@@ -218,9 +219,10 @@ def fit(
               "neighbourhood": neighbourhood,
               "aggregate": aggregate, "topk": topk}
     for other in (head_class(m) for m in modes() if m != mode):  # options only another mode reads
-        if any(values.get(name) is not None for name in other.cli_options):
-            names = [f"--{name}" for name in other.cli_options]
-            raise OvdocError(f"{', '.join(names[:-1])} and {names[-1]} need --mode {other.mode}")
+        names = [f"--{name}" for name in other.cli_options if values.get(name) is not None]
+        if names:
+            listed = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
+            raise OvdocError(f"{listed} {'need' if len(names) > 1 else 'needs'} --mode {other.mode}")
     config = FitConfig(
         mode=mode, fpr=fpr, batch=batch, device=device, size=parse_size(size) if size else None,
         resize=resize,

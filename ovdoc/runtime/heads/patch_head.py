@@ -58,8 +58,8 @@ class PatchHead:
     has_maps: ClassVar[bool] = True
     reindexable: ClassVar[bool] = False
     reads_files: ClassVar[bool] = False  # the input size comes from every image's shape: decoded here
-    cli_options: ClassVar[tuple[str, ...]] = ("layers", "dim", "reduce", "nprobe", "neighbourhood",
-                                              "aggregate", "topk")
+    cli_options: ClassVar[tuple[str, ...]] = ("coreset", "seed", "layers", "dim", "reduce", "nprobe",
+                                              "neighbourhood", "aggregate", "topk")
 
     def __init__(self, scorer: PatchScorer, manifest: dict | None = None) -> None:
         self.scorer = scorer
@@ -86,11 +86,12 @@ class PatchHead:
             raise OvdocError("patch mode's bank index is flat or ivf (--index hnsw is for global bundles)")
         layers = values.get("layers")
         own = {"layers": tuple(v.strip() for v in layers.split(",") if v.strip()) if layers else None}
-        own |= {key: values.get(key) for key in cls.cli_options if key != "layers"}
+        own |= {key: values.get(key) for key in cls.cli_options if key not in ("layers", "coreset")}
         own["index"] = values["index"]
+        if values.get("coreset") is not None:
+            own["coreset"] = parse_coreset(values["coreset"])
         return {"scorer": values["scorer"],
-                "patch": PatchConfig(coreset=parse_coreset(values["coreset"]), seed=values["seed"],
-                                     **{key: v for key, v in own.items() if v is not None})}
+                "patch": PatchConfig(**{key: v for key, v in own.items() if v is not None})}
 
     # --- fitting -------------------------------------------------------------------------------------
     @classmethod

@@ -28,6 +28,9 @@ APP_NAME = "ovdoc"
 # one that has it loaded (multiplexing prefers that one as long as it takes more)
 SCORER_MAX_ONGOING = 2
 INGRESS_MAX_ONGOING = 1024  # requests the ingress holds at once (it waits on replicas, it does not compute)
+# Ray Serve writes an access-log line per request in every replica it passes: a measurable share of the
+# ingress's CPU at a few hundred requests a second; /metrics already counts requests, errors and latency
+QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}
 
 
 @dataclass
@@ -180,12 +183,13 @@ def build_app(config: dict, opt: RayOptions):
             "target_ongoing_requests": 1}}
     scorer = OvdocScorer.options(
         user_config=config, ray_actor_options={"num_cpus": opt.replica_cpus},
-        max_ongoing_requests=SCORER_MAX_ONGOING, **scale,
+        max_ongoing_requests=SCORER_MAX_ONGOING, logging_config=QUIET_LOGS, **scale,
     )
     scorer = _pinned(scorer).bind(opt.device, opt.batch, opt.max_wait_ms, max(1, int(opt.replica_cpus)))
     # the ingress is one light replica: Ray's default of 5 requests at once would queue requests in the
     # proxy and keep the ingress's groups (and so the model's batches) small
-    ingress = OvdocIngress.options(user_config=config, max_ongoing_requests=INGRESS_MAX_ONGOING)
+    ingress = OvdocIngress.options(user_config=config, max_ongoing_requests=INGRESS_MAX_ONGOING,
+                                   logging_config=QUIET_LOGS)
     return _pinned(ingress).bind(scorer, opt.token, __version__, batch=opt.batch, max_wait_ms=opt.max_wait_ms)
 
 

@@ -46,14 +46,10 @@ def _decode_requests(requests: list[tuple[list[tuple[str, bytes]], bool]]) -> li
 class OvdocScorer:
     def __init__(self, device: str = "CPU", batch: int = 8, max_wait_ms: float = 5.0,
                  threads: int = 1) -> None:
-        import faiss
-        import openvino as ov
+        from ovdoc.runtime.cpu_share import shared_core
 
         self.device, self.batch, self.threads = device, batch, max(1, int(threads))
-        self.core = ov.Core()
-        if "CPU" in device.upper():
-            self.core.set_property("CPU", {"INFERENCE_NUM_THREADS": self.threads})
-        faiss.omp_set_num_threads(self.threads)
+        self.core = shared_core(self.threads)  # replicas sharing a node must not share its first core
         self.paths: dict[str, str] = {}
         self._batched.set_max_batch_size(batch)
         # the ingress already waited max_wait_ms to group requests; here only images of calls that
