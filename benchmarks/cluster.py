@@ -231,6 +231,9 @@ def main() -> int:
     bundle, clip = Path(demo_bundle()), Path(demo_stream())
     free = sorted((SHARED / "data" / "magnetic-tile" / "MT_Free").rglob("*.jpg"))
     tiles = (free * -(-args.images // max(1, len(free))))[: args.images]
+    from ovdoc.runtime.bench.machine import describe_machine
+
+    machine = describe_machine()  # CPU, ISA flags and the load before the run
     ray, cluster = start_cluster(workers=1, cpus=os.cpu_count() or 1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -246,6 +249,7 @@ def main() -> int:
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "load_1min_after": os.getloadavg()[0], "cpus": os.cpu_count(), "ray": ray.__version__,
+        "machine": machine,
         "cameras": cameras, "extraction": extract, "pinning": pinned,
         "camera_ratio_median": statistics.median(r["ratio"] for r in cameras),
         "camera_ratio_whole_run_median": statistics.median(r["ratio_whole_run"] for r in cameras),
@@ -261,11 +265,13 @@ def main() -> int:
 
 
 def write(result: dict, out: Path) -> None:
+    from ovdoc.runtime.bench.machine import summary_line
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "cluster.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# The Ray cluster path against one box", "", f"`{result['command']}`", "",
-             f"{result['time']} · {result['cpus']} CPUs · Ray {result['ray']} · load after "
-             f"{result['load_1min_after']:.2f}", "",
+             f"{result['time']} · {summary_line(result['machine'])} · Ray {result['ray']} · load before "
+             f"{result['machine']['load_average_1m']}, after {result['load_1min_after']:.2f}", "",
              "Cameras: frames per CPU-second once running (the slope between the two run lengths), the "
              "whole long run, and the cluster camera's start-up.", "",
              "| pass | local frames/CPU-s | cluster frames/CPU-s | ratio (goal 0.85) | whole-run ratio "

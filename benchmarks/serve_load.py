@@ -19,6 +19,7 @@ shared machine are not results).
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import os
@@ -67,19 +68,33 @@ def in_process(bundle: Path, bodies: list[bytes], seconds: float) -> dict:
             "throughput": round(done / elapsed, 2), "cpu_ms_per_image": round(1000 * cpu / max(1, done), 3)}
 
 
-def tree_cpu_s(root: int) -> float:
+def process_kind(pid: int) -> str:
+    """What a server process is, from its command line: where a Ray server's CPU goes."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return "gone"
+    for needle, kind in (("OvdocIngress", "ingress"), ("OvdocScorer", "replicas"), ("haproxy", "haproxy"),
+                         ("ovdoc serve", "server"), ("-m ovdoc", "server")):
+        if needle in cmd:
+            return kind
+    return "ray services"
+
+
+def tree_cpu(root: int) -> dict[str, float]:
     """CPU seconds (user + system) used so far by `root` and every process under it (a private Ray's
-    proxy, ingress and replicas run under the `ovdoc serve --ray local` process)."""
+    proxy, ingress and replicas run under the `ovdoc serve --ray local` process), by process kind."""
     from _serve_helpers import pids_under
 
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    total: dict[str, float] = {}
     for pid in pids_under(root):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # ended since the walk
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
+        kind = process_kind(pid)
+        total[kind] = total.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
@@ -125,13 +140,14 @@ def load(url: str, bodies: list[bytes], clients: int, seconds: float, rate: floa
         conn.close()
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    server0, client0 = tree_cpu_s(server_pid) if server_pid else 0.0, time.process_time()
+    server0, client0 = tree_cpu(server_pid) if server_pid else {}, time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + 60)
     elapsed = max(1e-9, min(time.perf_counter(), end + 30) - start)
-    server_cpu = tree_cpu_s(server_pid) - server0 if server_pid else None
+    split = {k: v - server0.get(k, 0.0) for k, v in tree_cpu(server_pid).items()} if server_pid else {}
+    server_cpu = sum(split.values()) if server_pid else None
     client_cpu = time.process_time() - client0
     lat = np.asarray(latencies) * 1000
     return {"clients": clients, "requests": len(latencies) + len(errors), "errors": len(errors),
@@ -143,7 +159,9 @@ def load(url: str, bodies: list[bytes], clients: int, seconds: float, rate: floa
             # where the 2 cores went: the server's processes per image answered, and the load
             # generator's own share (it runs on the same cores)
             "cpu_ms_per_image": round(1000 * server_cpu / max(1, len(latencies)), 3) if server_cpu else None,
-            "client_cpu_share": round(client_cpu / elapsed, 3)}
+            "client_cpu_share": round(client_cpu / elapsed, 3),
+            # cores each kind of server process used during the phase (Ray: ingress, replicas, ...)
+            "cores_by_process": {k: round(v / elapsed, 3) for k, v in sorted(split.items()) if v > 0}}
 
 
 def run_target(name: str, args: list[str], bodies: list[bytes], clients: int, seconds: float) -> list[dict]:
@@ -190,6 +208,10 @@ def main(bundle, clients, seconds, images, targets, replicas, ray_ingress, batch
     frames = demo_frames(images)
     bodies = [png(f) for f in frames]
     common = [str(bundle), "--batch", str(batch), "--max-wait-ms", str(max_wait_ms), "--no-watch"]
+    from ovdoc.runtime.bench.machine import describe_machine
+
+    load_before = round(os.getloadavg()[0], 2)
+    machine = describe_machine()
     rows = [in_process(bundle, bodies, seconds)]
     wanted = [t.strip() for t in targets.split(",") if t.strip()]
     if "one-box" in wanted:
@@ -206,6 +228,10 @@ def main(bundle, clients, seconds, images, targets, replicas, ray_ingress, batch
         if r["phase"] == "max":  # the half phase's throughput is the rate it was offered
             r["vs_in_process"] = round(r["throughput"] / base, 3) if base else None
     report = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+              "machine": machine, "load_before": load_before,
+              "load_after": round(os.getloadavg()[0], 2),
+              "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
               "bundle": str(bundle), "clients": clients, "seconds": seconds, "batch": batch,
               "max_wait_ms": max_wait_ms, "rows": rows}
     table = markdown(report)
@@ -235,8 +261,13 @@ def ray_layouts(text: str) -> list[tuple[int, float]]:
 
 
 def markdown(report: dict) -> str:
+    from ovdoc.runtime.bench.machine import summary_line
+
     lines = [f"`ovdoc serve` load: {report['clients']} clients, {report['seconds']} s per phase, batch "
              f"{report['batch']}, wait {report['max_wait_ms']} ms", "",
+             f"{report.get('time', '')} · {summary_line(report['machine']) if 'machine' in report else ''} "
+             f"· load (1 min) before {report.get('load_before', '')}, "
+             f"after {report.get('load_after', '')} · `{report.get('command', '')}`", "",
              "| target | phase | requests | errors | images/s | x in-process | p50 ms | p99 ms "
              "| CPU ms/image | client CPU |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -245,6 +276,15 @@ def markdown(report: dict) -> str:
                      f"{r.get('errors', 0)} | {r['throughput']} | {r.get('vs_in_process', '')} | "
                      f"{r.get('p50_ms', '')} | {r.get('p99_ms', '')} | {r.get('cpu_ms_per_image', '')} | "
                      f"{r.get('client_cpu_share', '')} |")
+    kinds = ["server", "ingress", "replicas", "haproxy", "ray services"]
+    lines += ["", "Cores each kind of server process used (Ray: Ray's own proxy and services under `ray "
+              "services`):", "", "| target | phase | " + " | ".join(kinds) + " |",
+              "|---|---|" + "---:|" * len(kinds)]
+    for r in report["rows"]:
+        split = r.get("cores_by_process")
+        if split:
+            lines.append(f"| {r['target']} | {r['phase']} | "
+                         + " | ".join(str(split.get(k, "")) for k in kinds) + " |")
     return "\n".join(lines) + "\n"
 
 
