@@ -99,6 +99,10 @@ from ovdoc.irmodels.backbones import SHIPPED
 @click.option("--resize", type=click.Choice(["stretch", "center_crop"]), default=None,
               help="stretch scores the whole frame; center_crop the largest centred crop. Default: the "
               "model's (global), stretch (patch).")
+@click.option("--intensity", type=click.Choice(["none", "mean", "meanstd"]), default=None,
+              help="Per-image intensity normalisation before the model's scaling, recorded in the bundle "
+              "(run, serve and eval apply it): mean = one gain sets each image's grey-level mean (an "
+              "exposure change); meanstd = mean and spread. Default: the model's (none).")
 @click.option("--coreset", default="32768", show_default=True, metavar="N|FRACTION",
               help="patch: memory-bank size in patches (greedy k-center), or a fraction of the candidates.")
 @click.option("--layers", default=None, metavar="A,B",
@@ -156,6 +160,7 @@ def fit(
     mode: str,
     size: str | None,
     resize: str | None,
+    intensity: str | None,
     coreset: str,
     layers: str | None,
     dim: int | None,
@@ -223,7 +228,7 @@ def fit(
             raise OvdocError(f"{', '.join(names[:-1])} and {names[-1]} need --mode {other.mode}")
     config = FitConfig(
         mode=mode, fpr=fpr, batch=batch, device=device, size=parse_size(size) if size else None,
-        resize=resize,
+        resize=resize, intensity=intensity,
         calibration=calibration, groups=groups, near_duplicates=near_duplicates,
         **head_class(mode).options_from_cli(values),
     )
@@ -268,6 +273,7 @@ def fit(
                                     "heldout_fpr", "n_heldout", "loo_fpr_on_heldout", "warning") if key in t
         } | manifest.get("calibration", {}),
         "groups": groups,
+        "intensity": manifest["preprocess"].get("intensity", "none"),
         "unreadable_images": manifest.get("normal_input", {}).get("unreadable", 0),
         "device": b["device"],
         "inference_precision": b["inference_precision"],
@@ -286,6 +292,13 @@ def fit(
         return
     for line in lines:
         click.echo(line)
+    if result["intensity"] != "none":
+        from ovdoc.runtime.preprocess import INTENSITY_MEAN, INTENSITY_STD
+
+        what = {"mean": f"grey-level mean set to {INTENSITY_MEAN:g} by one gain",
+                "meanstd": f"grey-level mean and spread set to {INTENSITY_MEAN:g} / {INTENSITY_STD:g}"}
+        click.echo(f"intensity {result['intensity']}: each image's {what[result['intensity']]} before the "
+                   "model's scaling (recorded in the bundle: run, serve and eval do the same)")
     where = f" ({s['index']} index, {s['metric']})" if s["kind"] == "knn" else ""
     added = f" ({result['appended']} added)" if append is not None else ""
     neighbours = f", k={s['k']}" if s["kind"] != "mean-cosine" else " (one mean vector)"
