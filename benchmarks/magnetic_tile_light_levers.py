@@ -147,6 +147,33 @@ def fit_score_global(data: dict, intensity: str | None, out: Path) -> dict:
             "image_auroc_per_type": {k: round(auc(normal, s), 4) for k, s in per_type.items()}}
 
 
+# A global default serves every data set, not only tiles: a lever that wins on the tiles is also run on
+# another set's validation split before it becomes one (CI's sneaker-vs-boot gate task, the shipped
+# backbone: 2,000 sneakers fitted, 500 held-out sneakers vs 500 training-split ankle boots; no test images)
+GUARD_WHAT = ("global mode's intensity rows on sneaker-vs-boot validation (CI's gate task, shipped backbone, "
+              "ovdoc fit defaults): 2,000 sneakers fitted, 500 held-out sneakers vs 500 training-split ankle "
+              "boots (accuracy.methods_tasks; no test image read)")
+GUARD_OPTS = {"experiment": "methods-sneaker-vs-boot", "n_train": 2000, "n_val": 500,
+              "reference_per_class": 500, "n_test": 0, "classes": None}
+
+
+def guard_sneaker_vs_boot(seed: int, intensity: str | None, out: Path) -> dict:
+    from ovdoc.irmodels import imagenet_backbone
+    from ovdoc.runtime.bundle import FitConfig, fit_bundle_images
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.evaluation import auc
+
+    task = accuracy.methods_tasks(GUARD_OPTS, seed)[0]
+    normal, anomalous = (list(x) for x in task["val"])
+    fit_bundle_images(imagenet_backbone(), iter(list(task["target"].images)), out,
+                      FitConfig(intensity=intensity), progress=False)
+    det = Detector.load(out)
+    n, a = det.score_samples(normal), det.score_samples(anomalous)
+    return {"seed": seed, "image_auroc": round(auc(n, a), 4),
+            "tpr": round(float(np.mean(a > det.threshold_)), 4),
+            "fpr": round(float(np.mean(n > det.threshold_)), 4)}
+
+
 def mean_std(values: list[float]) -> list[float]:
     return [round(float(np.mean(values)), 4), round(float(np.std(values)), 4)]
 
@@ -174,12 +201,13 @@ def markdown(result: dict) -> str:
     head = ["| row | image AUROC | pixel AUROC | PRO | TPR at threshold | FPR at threshold | seeds (image) |",
             "|---|---|---|---|---|---|---|"]
     fmt = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}" if ms else "—"  # noqa: E731
-    lines = [
+    table = lambda rows: [  # noqa: E731
         f"| {name} | {fmt(r['mean_std']['image_auroc'])} | {fmt(r['mean_std'].get('pixel_auroc'))} | "
         f"{fmt(r['mean_std'].get('pro'))} | {fmt(r['mean_std']['tpr'])} | {fmt(r['mean_std']['fpr'])} | "
         f"{' / '.join(format(s['image_auroc'], '.4f') for s in r['per_seed'])} |"
-        for name, r in result["rows"].items()
+        for name, r in rows.items()
     ]
+    lines = table(result["rows"])
     exposures = ", ".join(f"{k} {v['mean']}" for k, v in result["exposures"].items())
     decisions = "\n".join(f"- {d['line']}" for d in result["decisions"].values())
     return (
@@ -193,20 +221,15 @@ def markdown(result: dict) -> str:
         + "\n".join(head + lines)
         + "\n\nDecisions (frozen-defaults rule: adopt only above the default by more than 2 std of one seed, "
         "at least 0.01):\n\n" + decisions + "\n"
+        + ("\n## Guard: the global rows on another data set\n\n"
+           f"`{g['command']}` ({g['date']})\n\n{g['what']}; validation, mean ± std over seeds:\n\n"
+           + "\n".join(head + table(g["rows"])) + "\n"
+           if (g := result.get("guard")) else "")
     )
 
 
-@click.command()
-@click.option("--seeds", default="0,1,2", show_default=True)
-@click.option("--rows", "only", default=None, help="Row numbers (1-based, comma-separated); default all.")
-@click.option("--no-record", is_flag=True, help="Print only; write no record.")
-def main(seeds: str, only: str | None, no_record: bool) -> None:
-    """Lighting levers on tile-disjoint magnetic-tile validation."""
-    started = time.perf_counter()
-    seed_list = [int(s) for s in seeds.split(",")]
-    names = list(ROWS)
-    if only:
-        names = [names[int(i) - 1] for i in only.split(",")]
+def tiles_part(seed_list: list[int], names: list[str]) -> dict:
+    """Every row on each seed's validation tiles -> {row: {per_seed, mean_std}}."""
     per_seed: dict[str, list[dict]] = {n: [] for n in names}
     for seed in seed_list:
         data = accuracy.mt_split(seed, with_test=False)
@@ -225,34 +248,78 @@ def main(seeds: str, only: str | None, no_record: bool) -> None:
             per_seed[name].append(row)
             print(f"seed {seed} | {name}: image {row['image_auroc']}, pixel {row.get('pixel_auroc', '-')}, "
                   f"TPR {row['tpr']}, FPR {row['fpr']} ({row['seconds']} s)", flush=True)
-    rows = {
+    return summarise(per_seed)
+
+
+def guard_part(seed_list: list[int]) -> dict:
+    """Global mode's intensity rows on sneaker-vs-boot validation (GUARD_OPTS)."""
+    per_seed: dict[str, list[dict]] = {}
+    for seed in seed_list:
+        for intensity in (None, "mean", "meanstd"):
+            what = "default (intensity none)" if intensity is None else f"--intensity {intensity}"
+            name = f"global sneaker-vs-boot: {what}"
+            with tempfile.TemporaryDirectory(prefix="ovdoc-light-") as tmp:
+                row = guard_sneaker_vs_boot(seed, intensity, Path(tmp) / "b")
+            per_seed.setdefault(name, []).append(row)
+            print(f"seed {seed} | {name}: image {row['image_auroc']}, TPR {row['tpr']}, FPR {row['fpr']}",
+                  flush=True)
+    return summarise(per_seed)
+
+
+def summarise(per_seed: dict[str, list[dict]]) -> dict:
+    return {
         name: {"per_seed": runs,
                "mean_std": {k: mean_std([r[k] for r in runs])
                             for k in ("image_auroc", "pixel_auroc", "pro", "tpr", "fpr") if k in runs[0]}}
         for name, runs in per_seed.items()
     }
-    result = {
-        "experiment": "magnetic-tile-light-levers",
-        "date": time.strftime("%Y-%m-%d"),
-        "command": COMMAND + (f" --seeds {seeds}" if seeds != "0,1,2" else "")
-        + (f" --rows {only}" if only else ""),
-        "seeds": seed_list,
-        "protocol": PROTOCOL,
-        "levers": ("intensity = ovdoc fit --intensity (PreprocessSpec.intensity: mean -> each image's "
-                   "grey-level mean set to 128 by one gain; meanstd -> mean 128, spread 40); bank + "
-                   "gains/gammas = every bank image added again at each gain (pixel x g, clipped) or gamma "
-                   "(255 (x/255)^y), patch mode, held-out images unchanged. Patch: product defaults "
-                   "(frozen-defaults-2026-12-07); "
-                   "global: ovdoc fit defaults (shipped backbone, 224x224 centre crop, euclidean kNN k=5)."),
-        "exposures": exposure_stats(),
-        "rows": rows,
-        "decisions": decide(rows),
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
-    for d in result["decisions"].values():
-        print(d["line"])
+
+
+@click.command()
+@click.option("--seeds", default="0,1,2", show_default=True)
+@click.option("--rows", "only", default=None, help="Row numbers (1-based, comma-separated); default all.")
+@click.option("--part", type=click.Choice(["all", "tiles", "guard"]), default="all", show_default=True,
+              help="guard: only the sneaker-vs-boot check of the global rows, added to the existing record.")
+@click.option("--no-record", is_flag=True, help="Print only; write no record.")
+def main(seeds: str, only: str | None, part: str, no_record: bool) -> None:
+    """Lighting levers on tile-disjoint magnetic-tile validation."""
+    started = time.perf_counter()
+    seed_list = [int(s) for s in seeds.split(",")]
+    names = list(ROWS)
+    if only:
+        names = [names[int(i) - 1] for i in only.split(",")]
+    out = accuracy.RESULTS / "accuracy-magnetic-tile-light-levers"
+    suffix = (f" --seeds {seeds}" if seeds != "0,1,2" else "") + (f" --rows {only}" if only else "")
+    if part == "guard":
+        result = json.loads(out.with_suffix(".json").read_text())
+    else:
+        rows = tiles_part(seed_list, names)
+        result = {
+            "experiment": "magnetic-tile-light-levers",
+            "date": time.strftime("%Y-%m-%d"),
+            "command": COMMAND + suffix + (" --part tiles" if part == "tiles" else ""),
+            "seeds": seed_list,
+            "protocol": PROTOCOL,
+            "levers": ("intensity = ovdoc fit --intensity (PreprocessSpec.intensity: mean -> each image's "
+                       "grey-level mean set to 128 by one gain; meanstd -> mean 128, spread 40); bank + "
+                       "gains/gammas = every bank image added again at each gain (pixel x g, clipped) or "
+                       "gamma (255 (x/255)^y), patch mode, held-out images unchanged. Patch: product "
+                       "defaults (frozen-defaults-2026-12-07); global: ovdoc fit defaults (shipped backbone, "
+                       "224x224 centre crop, euclidean kNN k=5)."),
+            "exposures": exposure_stats(),
+            "rows": rows,
+            "decisions": decide(rows),
+            "wall_s": round(time.perf_counter() - started, 1),
+        }
+        for d in result["decisions"].values():
+            print(d["line"])
+    if part in ("all", "guard"):
+        t0 = time.perf_counter()
+        command = COMMAND + suffix + (" --part guard" if part == "guard" else "")
+        result["guard"] = {"what": GUARD_WHAT, "command": command,
+                           "date": time.strftime("%Y-%m-%d"), "rows": guard_part(seed_list),
+                           "wall_s": round(time.perf_counter() - t0, 1)}
     if not no_record:
-        out = accuracy.RESULTS / "accuracy-magnetic-tile-light-levers"
         out.with_suffix(".json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
 
