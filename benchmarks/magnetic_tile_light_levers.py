@@ -190,11 +190,34 @@ def decide(rows: dict) -> dict:
             if name == default or ROWS[name][0] != mode:
                 continue
             delta = round(row["mean_std"]["image_auroc"][0] - base, 4)
+            paired = [round(r["image_auroc"] - d["image_auroc"], 4)
+                      for r, d in zip(row["per_seed"], rows[default]["per_seed"], strict=True)]
             verdict = "adopt" if delta > margin else "keep the default"
-            out[name] = {"delta": delta, "margin": margin, "verdict": verdict,
-                         "line": f"{name}: {delta:+.4f} image AUROC against the default, margin {margin:.4f} "
+            out[name] = {"delta": delta, "margin": margin, "verdict": verdict, "paired_per_seed": paired,
+                         "line": f"{name}: {delta:+.4f} image AUROC against the default (per seed "
+                                 f"{' / '.join(f'{v:+.4f}' for v in paired)}), margin {margin:.4f} "
                                  f"(2 std of one seed, at least 0.01): {verdict}"}
     return out
+
+
+def guard_lines(rows: dict) -> str:
+    """Each guard row against the guard's default, paired per seed."""
+    default = next(n for n in rows if "default" in n)
+    out = []
+    for name, row in ordered(rows).items():
+        if name == default:
+            continue
+        paired = [r["image_auroc"] - d["image_auroc"]
+                  for r, d in zip(row["per_seed"], rows[default]["per_seed"], strict=True)]
+        out.append(f"- {name}: {float(np.mean(paired)):+.4f} image AUROC against the default (per seed "
+                   f"{' / '.join(f'{v:+.4f}' for v in paired)})")
+    return "\n".join(out)
+
+
+def ordered(rows: dict) -> dict:
+    """Rows in ROWS' order, each mode's default first (a JSON record comes back sorted by name)."""
+    key = lambda n: (list(ROWS).index(n) if n in ROWS else len(ROWS), "default" not in n, n)  # noqa: E731
+    return {n: rows[n] for n in sorted(rows, key=key)}
 
 
 def markdown(result: dict) -> str:
@@ -205,11 +228,11 @@ def markdown(result: dict) -> str:
         f"| {name} | {fmt(r['mean_std']['image_auroc'])} | {fmt(r['mean_std'].get('pixel_auroc'))} | "
         f"{fmt(r['mean_std'].get('pro'))} | {fmt(r['mean_std']['tpr'])} | {fmt(r['mean_std']['fpr'])} | "
         f"{' / '.join(format(s['image_auroc'], '.4f') for s in r['per_seed'])} |"
-        for name, r in rows.items()
+        for name, r in ordered(rows).items()
     ]
     lines = table(result["rows"])
     exposures = ", ".join(f"{k} {v['mean']}" for k, v in result["exposures"].items())
-    decisions = "\n".join(f"- {d['line']}" for d in result["decisions"].values())
+    decisions = "\n".join(f"- {d['line']}" for d in ordered(result["decisions"]).values())
     return (
         "# Lighting levers on new magnetic tiles (validation only)\n\n"
         f"`{result['command']}` ({result['date']}, seeds {result['seeds']}, {result['wall_s']:.0f} s)\n\n"
@@ -223,7 +246,7 @@ def markdown(result: dict) -> str:
         "at least 0.01):\n\n" + decisions + "\n"
         + ("\n## Guard: the global rows on another data set\n\n"
            f"`{g['command']}` ({g['date']})\n\n{g['what']}; validation, mean ± std over seeds:\n\n"
-           + "\n".join(head + table(g["rows"])) + "\n"
+           + "\n".join(head + table(g["rows"])) + "\n\n" + guard_lines(g["rows"]) + "\n"
            if (g := result.get("guard")) else "")
     )
 
@@ -278,8 +301,10 @@ def summarise(per_seed: dict[str, list[dict]]) -> dict:
 @click.command()
 @click.option("--seeds", default="0,1,2", show_default=True)
 @click.option("--rows", "only", default=None, help="Row numbers (1-based, comma-separated); default all.")
-@click.option("--part", type=click.Choice(["all", "tiles", "guard"]), default="all", show_default=True,
-              help="guard: only the sneaker-vs-boot check of the global rows, added to the existing record.")
+@click.option("--part", type=click.Choice(["all", "tiles", "guard", "render"]), default="all",
+              show_default=True,
+              help="guard: only the sneaker-vs-boot check of the global rows, added to the existing record; "
+              "render: rewrite the record's decisions and Markdown from its JSON.")
 @click.option("--no-record", is_flag=True, help="Print only; write no record.")
 def main(seeds: str, only: str | None, part: str, no_record: bool) -> None:
     """Lighting levers on tile-disjoint magnetic-tile validation."""
@@ -290,8 +315,9 @@ def main(seeds: str, only: str | None, part: str, no_record: bool) -> None:
         names = [names[int(i) - 1] for i in only.split(",")]
     out = accuracy.RESULTS / "accuracy-magnetic-tile-light-levers"
     suffix = (f" --seeds {seeds}" if seeds != "0,1,2" else "") + (f" --rows {only}" if only else "")
-    if part == "guard":
+    if part in ("guard", "render"):
         result = json.loads(out.with_suffix(".json").read_text())
+        result["decisions"] = decide(result["rows"])
     else:
         rows = tiles_part(seed_list, names)
         result = {
