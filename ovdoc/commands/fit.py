@@ -93,16 +93,16 @@ from ovdoc.irmodels.backbones import SHIPPED
     help="global: one feature vector per image (kNN). patch: a score per image region and an anomaly map "
     "(PatchCore-style memory bank of normal patches); better for small surface defects.",
 )
+@click.option("--intensity", type=click.Choice(["none", "mean", "meanstd"]), default=None,
+              help="Per-image intensity normalisation before the model's scaling, recorded in the bundle "
+              "(run, serve and eval apply it): mean = one gain sets each image's grey-level mean (an "
+              "exposure change); meanstd = mean and spread. Default: the model's (none).")
 @click.option("--size", default=None, metavar="WxH",
               help="Model input size, e.g. 256x192. Default: the model's (global); patch mode: ~20k pixels "
               "(160x128) at the normal images' median aspect ratio, multiples of 32.")
 @click.option("--resize", type=click.Choice(["stretch", "center_crop"]), default=None,
               help="stretch scores the whole frame; center_crop the largest centred crop. Default: the "
               "model's (global), stretch (patch).")
-@click.option("--intensity", type=click.Choice(["none", "mean", "meanstd"]), default=None,
-              help="Per-image intensity normalisation before the model's scaling, recorded in the bundle "
-              "(run, serve and eval apply it): mean = one gain sets each image's grey-level mean (an "
-              "exposure change); meanstd = mean and spread. Default: the model's (none).")
 @click.option("--coreset", default="32768", show_default=True, metavar="N|FRACTION",
               help="patch: memory-bank size in patches (greedy k-center), or a fraction of the candidates.")
 @click.option("--layers", default=None, metavar="A,B",
@@ -158,9 +158,9 @@ def fit(
     metric: str,
     batch: int,
     mode: str,
+    intensity: str | None,
     size: str | None,
     resize: str | None,
-    intensity: str | None,
     coreset: str,
     layers: str | None,
     dim: int | None,
