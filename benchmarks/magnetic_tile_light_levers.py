@@ -251,6 +251,19 @@ def markdown(result: dict) -> str:
     )
 
 
+def patch_row(data: dict, seed: int, intensity: str | None, variants: tuple, out: Path) -> dict:
+    added = fit_patch(data, seed, intensity, variants, out)
+    return score_patch(out, data) | {"variant_images": added}
+
+
+def global_row(data: dict, seed: int, intensity: str | None, variants: tuple, out: Path) -> dict:
+    assert not variants, "bank variants are a patch-mode lever here"
+    return fit_score_global(data, intensity, out)
+
+
+RUNNERS = {"patch": patch_row, "global": global_row}  # a row's mode -> how it is fitted and scored
+
+
 def tiles_part(seed_list: list[int], names: list[str]) -> dict:
     """Every row on each seed's validation tiles -> {row: {per_seed, mean_std}}."""
     per_seed: dict[str, list[dict]] = {n: [] for n in names}
@@ -262,11 +275,7 @@ def tiles_part(seed_list: list[int], names: list[str]) -> dict:
             mode, intensity, variants = ROWS[name]
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="ovdoc-light-") as tmp:
-                if mode == "patch":
-                    added = fit_patch(data, seed, intensity, variants, Path(tmp) / "b")
-                    row = score_patch(Path(tmp) / "b", data) | {"variant_images": added}
-                else:
-                    row = fit_score_global(data, intensity, Path(tmp) / "b")
+                row = RUNNERS[mode](data, seed, intensity, variants, Path(tmp) / "b")
             row |= {"seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
             per_seed[name].append(row)
             print(f"seed {seed} | {name}: image {row['image_auroc']}, pixel {row.get('pixel_auroc', '-')}, "
