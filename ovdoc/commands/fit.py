@@ -93,6 +93,10 @@ from ovdoc.irmodels.backbones import SHIPPED
     help="global: one feature vector per image (kNN). patch: a score per image region and an anomaly map "
     "(PatchCore-style memory bank of normal patches); better for small surface defects.",
 )
+@click.option("--intensity", type=click.Choice(["none", "mean", "meanstd"]), default=None,
+              help="Per-image intensity normalisation before the model's scaling, recorded in the bundle "
+              "(run, serve and eval apply it): mean = one gain sets each image's grey-level mean (an "
+              "exposure change); meanstd = mean and spread. Default: the model's (none).")
 @click.option("--size", default=None, metavar="WxH",
               help="Model input size, e.g. 256x192. Default: the model's (global); patch mode: ~20k pixels "
               "(160x128) at the normal images' median aspect ratio, multiples of 32.")
@@ -155,6 +159,7 @@ def fit(
     metric: str,
     batch: int,
     mode: str,
+    intensity: str | None,
     size: str | None,
     resize: str | None,
     coreset: str | None,
@@ -225,7 +230,7 @@ def fit(
             raise OvdocError(f"{listed} {'need' if len(names) > 1 else 'needs'} --mode {other.mode}")
     config = FitConfig(
         mode=mode, fpr=fpr, batch=batch, device=device, size=parse_size(size) if size else None,
-        resize=resize,
+        resize=resize, intensity=intensity,
         calibration=calibration, groups=groups, near_duplicates=near_duplicates,
         **head_class(mode).options_from_cli(values),
     )
@@ -270,6 +275,7 @@ def fit(
                                     "heldout_fpr", "n_heldout", "loo_fpr_on_heldout", "warning") if key in t
         } | manifest.get("calibration", {}),
         "groups": groups,
+        "intensity": manifest["preprocess"].get("intensity", "none"),
         "unreadable_images": manifest.get("normal_input", {}).get("unreadable", 0),
         "device": b["device"],
         "inference_precision": b["inference_precision"],
@@ -288,6 +294,13 @@ def fit(
         return
     for line in lines:
         click.echo(line)
+    if result["intensity"] != "none":
+        from ovdoc.runtime.preprocess import INTENSITY_MEAN, INTENSITY_STD
+
+        what = {"mean": f"grey-level mean set to {INTENSITY_MEAN:g} by one gain",
+                "meanstd": f"grey-level mean and spread set to {INTENSITY_MEAN:g} / {INTENSITY_STD:g}"}
+        click.echo(f"intensity {result['intensity']}: each image's {what[result['intensity']]} before the "
+                   "model's scaling (recorded in the bundle: run, serve and eval do the same)")
     where = f" ({s['index']} index, {s['metric']})" if s["kind"] == "knn" else ""
     added = f" ({result['appended']} added)" if append is not None else ""
     neighbours = f", k={s['k']}" if s["kind"] != "mean-cosine" else " (one mean vector)"

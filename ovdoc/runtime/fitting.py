@@ -32,7 +32,7 @@ from ovdoc.runtime.calibration import CALIBRATIONS, ESTIMATORS, NEAR_DUPLICATES,
 from ovdoc.runtime.extract import Extract, Extracted, LocalExtract
 from ovdoc.runtime.groups import parse_groups
 from ovdoc.runtime.heads import FitInputs, FitPlan, Head, head_class, head_of
-from ovdoc.runtime.preprocess import RESIZE_MODES
+from ovdoc.runtime.preprocess import INTENSITY_MODES, RESIZE_MODES
 
 # FitConfig keyword fields that belong to a head's options (kept so `FitConfig(k=3)`,
 # `FitConfig(mode="patch", patch=PatchConfig(...))` and `fit_bundle(..., metric="cosine")` still work)
@@ -48,7 +48,9 @@ class FitConfig:
     attributes (config.k, config.patch), as before the split. size is (width, height) of the model input;
     None = the model's own size (global mode) or, in patch mode, one chosen from the normal images'
     median aspect ratio (`default_patch_size`). resize None = the model's recorded mode (global) or
-    "stretch" (patch: the whole frame is scored).
+    "stretch" (patch: the whole frame is scored). intensity None = the model's recorded per-image intensity
+    normalisation (none unless its IR says otherwise); "mean" / "meanstd" = `PreprocessSpec.intensity`,
+    recorded in the bundle so run, serve and eval prepare frames the same way.
     """
 
     mode: str = "global"
@@ -57,6 +59,7 @@ class FitConfig:
     device: str = "CPU"
     size: tuple[int, int] | None = None
     resize: str | None = None
+    intensity: str | None = None  # per-image intensity normalisation (PreprocessSpec.intensity)
     calibration: str = "auto"  # global mode: held-out groups where known (auto), or leave-one-out (loo)
     near_duplicates: str = "auto"  # one folder of image files: group near-duplicate shots (auto) or not
     estimator: str = "bootstrap"  # the group quantile: bootstrap (aims at the target) or conformal
@@ -66,13 +69,13 @@ class FitConfig:
     def __init__(self, mode: str = "global", fpr: float = 0.01, batch: int = 8, device: str = "CPU",
                  size: tuple[int, int] | None = None, resize: str | None = None, calibration: str = "auto",
                  near_duplicates: str = "auto", estimator: str = "bootstrap", groups: str = "subfolder",
-                 head: Any = None, **head_fields: Any) -> None:
+                 head: Any = None, intensity: str | None = None, **head_fields: Any) -> None:
         unknown = set(head_fields) - set(HEAD_FIELDS)
         if unknown:
             raise TypeError(f"unknown fit option(s) {', '.join(sorted(unknown))}: see FitConfig")
         common = {"mode": mode, "fpr": fpr, "batch": batch, "device": device, "size": size, "resize": resize,
-                  "calibration": calibration, "near_duplicates": near_duplicates, "estimator": estimator,
-                  "groups": groups}
+                  "intensity": intensity, "calibration": calibration, "near_duplicates": near_duplicates,
+                  "estimator": estimator, "groups": groups}
         for name, value in common.items():
             object.__setattr__(self, name, value)
         cls = head_class(mode)
@@ -88,6 +91,8 @@ class FitConfig:
             raise OvdocError(f"--size must be WxH with both at least 32, got {self.size}")
         if self.resize is not None and self.resize not in RESIZE_MODES:
             raise OvdocError(f"unknown resize mode {self.resize!r}: use {', '.join(RESIZE_MODES)}")
+        if self.intensity is not None and self.intensity not in INTENSITY_MODES:
+            raise OvdocError(f"unknown --intensity {self.intensity!r}: use {', '.join(INTENSITY_MODES)}")
         if self.calibration not in CALIBRATIONS:
             raise OvdocError(f"unknown calibration {self.calibration!r}: use {', '.join(CALIBRATIONS)}")
         if self.near_duplicates not in NEAR_DUPLICATES:

@@ -1,6 +1,7 @@
 """The preprocessing a model expects, recorded with its IR so fit, run and verification never guess.
 
-Host side (numpy/OpenCV) does only geometry: crop and resize to the model's input size, as uint8.
+Host side (numpy/OpenCV) does geometry: crop and resize to the model's input size, as uint8 (and, where the
+spec asks, a per-image intensity normalisation of that uint8 image).
 Colour order and scaling are either applied here (`to_float`, used by verification and baselines) or,
 on the fast path, compiled into the OpenVINO model with `PrePostProcessor` (see
 `ovdoc.runtime.ir.compile_ir`), so the same arithmetic runs in fit and in run.
@@ -19,6 +20,14 @@ from ovdoc.errors import OvdocError
 
 RESIZE_MODES = ("center_crop", "stretch")
 COLOR_ORDERS = ("RGB", "BGR")
+# per-image intensity normalisation of the prepared uint8 image (before the model's mean/std): none, one
+# gain that sets the grey-level mean to INTENSITY_MEAN (an exposure change is a gain), or that and the
+# grey-level spread set to INTENSITY_STD (gain and offset). Floors keep a black frame from becoming noise.
+INTENSITY_MODES = ("none", "mean", "meanstd")
+INTENSITY_MEAN = 128.0
+INTENSITY_STD = 40.0
+INTENSITY_MIN_MEAN = 8.0  # at most a 16x gain
+INTENSITY_MIN_STD = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,12 +44,16 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (255.0, 255.0, 255.0)
     resize: str = "center_crop"
+    intensity: str = "none"
 
     def __post_init__(self) -> None:
         if self.color not in COLOR_ORDERS:
             raise OvdocError(f"unknown colour order {self.color!r}: use one of {', '.join(COLOR_ORDERS)}")
         if self.resize not in RESIZE_MODES:
             raise OvdocError(f"unknown resize mode {self.resize!r}: use one of {', '.join(RESIZE_MODES)}")
+        if self.intensity not in INTENSITY_MODES:
+            raise OvdocError(f"unknown intensity normalisation {self.intensity!r}: use one of "
+                             f"{', '.join(INTENSITY_MODES)}")
         if self.height <= 0 or self.width <= 0:
             raise OvdocError(f"input size must be positive, got {self.width}x{self.height}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -48,7 +61,12 @@ class PreprocessSpec:
 
     # --- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"mean": list(self.mean), "std": list(self.std)}
+        """The record; `intensity` only when set, so bundles and IRs without it are byte for byte as before
+        (and a record without it reads as "none")."""
+        out = dataclasses.asdict(self) | {"mean": list(self.mean), "std": list(self.std)}
+        if self.intensity == "none":
+            del out["intensity"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessSpec:
@@ -70,7 +88,8 @@ class PreprocessSpec:
 
     # --- host-side geometry --------------------------------------------------------------------
     def prepare(self, image_bgr: np.ndarray) -> np.ndarray:
-        """Crop/resize one BGR uint8 image (HxWx3, or HxW grey) to the model size; stays uint8 BGR."""
+        """Crop/resize one BGR uint8 image (HxWx3, or HxW grey) to the model size, then the intensity
+        normalisation if any; stays uint8 BGR."""
         img = _bgr(image_bgr)
         if self.resize == "center_crop":
             img = center_crop_to_aspect(img, self.width / self.height)
@@ -105,6 +124,8 @@ class PreprocessSpec:
             shrinking = img.shape[0] > self.height or img.shape[1] > self.width
             interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
             img = cv2.resize(img, (self.width, self.height), interpolation=interp)
+        if self.intensity != "none":  # here, so prepare and prepare_at (every consumer) apply it
+            return normalise_intensity(img, self.intensity)
         return np.ascontiguousarray(img, dtype=np.uint8)
 
     def prepare_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -120,6 +141,24 @@ class PreprocessSpec:
         if self.color == "RGB":
             x = x[..., ::-1]
         return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+
+def normalise_intensity(img: np.ndarray, mode: str) -> np.ndarray:
+    """uint8 image with its grey-level mean (all channels pooled, so colour balance is kept) moved to
+    INTENSITY_MEAN by one gain ("mean"), or mean and spread moved to INTENSITY_MEAN / INTENSITY_STD
+    ("meanstd"); saturating at 0..255. Why: one part photographed at several exposures should look the same
+    to the model, so the bank holds surfaces, not exposures. Computed on the model-size image (cheap)."""
+    if mode == "none":
+        return np.ascontiguousarray(img, dtype=np.uint8)
+    x = np.asarray(img, np.float32)
+    m = float(x.mean())
+    if mode == "mean":
+        x = x * (INTENSITY_MEAN / max(m, INTENSITY_MIN_MEAN))
+    elif mode == "meanstd":
+        x = (x - m) * (INTENSITY_STD / max(float(x.std()), INTENSITY_MIN_STD)) + INTENSITY_MEAN
+    else:
+        raise OvdocError(f"unknown intensity normalisation {mode!r}: use one of {', '.join(INTENSITY_MODES)}")
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def _bgr(img: np.ndarray) -> np.ndarray:

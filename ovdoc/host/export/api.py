@@ -91,8 +91,8 @@ def export_bundle(bundle: str | Path, to: str, out: str | Path) -> dict:
                 "how": ("take the largest centred crop of the image's aspect ratio "
                         f"{spec.width}:{spec.height}, " if spec.resize == "center_crop" else "")
                 + f"resize to {spec.width}x{spec.height} (area averaging when shrinking, bilinear when "
-                f"enlarging), put the channels in {spec.color} order, then x = (pixel - mean) / std per "
-                "channel (pixels 0..255)",
+                f"enlarging), {intensity_how(spec.intensity)}put the channels in {spec.color} order, then "
+                "x = (pixel - mean) / std per channel (pixels 0..255)",
             },
             "scorer": scorer,
             "threshold": {"value": float(manifest["threshold"]["value"]), "fpr": manifest["threshold"]["fpr"],
@@ -102,6 +102,20 @@ def export_bundle(bundle: str | Path, to: str, out: str | Path) -> dict:
         }
         (tmp / SCORING).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
+
+
+def intensity_how(mode: str) -> str:
+    """The intensity step of the export's preprocessing recipe (empty when the bundle has none)."""
+    from ovdoc.runtime.preprocess import INTENSITY_MEAN, INTENSITY_MIN_MEAN, INTENSITY_MIN_STD, INTENSITY_STD
+
+    if mode == "mean":
+        return (f"multiply every value by {INTENSITY_MEAN:g} / max(m, {INTENSITY_MIN_MEAN:g}) where m is the "
+                "mean of all the resized image's values, round and clip to 0..255, ")
+    if mode == "meanstd":
+        return (f"map every value v to (v - m) * {INTENSITY_STD:g} / max(s, {INTENSITY_MIN_STD:g}) + "
+                f"{INTENSITY_MEAN:g} where m and s are the mean and standard deviation of all the resized "
+                "image's values, round and clip to 0..255, ")
+    return ""
 
 
 def _reference(manifest: dict, model, spec, probe: np.ndarray, bundle_ref: np.ndarray, tmp: Path) -> dict:

@@ -47,6 +47,7 @@ class FitSettings(Protocol):
     device: str
     size: tuple[int, int] | None
     resize: str | None
+    intensity: str | None
     calibration: str
     near_duplicates: str
     estimator: str
@@ -154,8 +155,11 @@ class Head(Protocol):
 
 
 def sized(spec: PreprocessSpec, config: FitSettings, default_resize: str) -> PreprocessSpec:
-    """`spec` at the fit's --size / --resize (defaults: the model's size, `default_resize`)."""
-    resize = config.resize or default_resize
-    if config.size is None:
-        return dataclasses.replace(spec, resize=resize)
-    return dataclasses.replace(spec, width=config.size[0], height=config.size[1], resize=resize)
+    """`spec` at the fit's --size / --resize / --intensity (defaults: the model's size, `default_resize`,
+    the model's intensity normalisation)."""
+    changes = {"resize": config.resize or default_resize}
+    if getattr(config, "intensity", None) is not None:
+        changes["intensity"] = config.intensity
+    if config.size is not None:
+        changes |= {"width": config.size[0], "height": config.size[1]}
+    return dataclasses.replace(spec, **changes)

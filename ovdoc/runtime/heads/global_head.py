@@ -69,15 +69,18 @@ class GlobalHead:
         images = inputs.images
         if config.near_duplicates == "auto" and config.calibration == "auto":
             images = thumbnailed(images, thumbs)
-        # an IR whose size was changed is saved with its new preprocessing; else copied byte for byte
-        resized = config.size is not None or config.resize is not None
+        # an IR whose size or intensity normalisation was changed is saved with its new preprocessing; else
+        # copied byte for byte
+        spec = sized(inputs.spec, config, inputs.spec.resize)
+        changed = (config.size is not None or config.resize is not None
+                   or spec.intensity != inputs.spec.intensity)
         # an IR from `ovdoc train` names its model.keras: a bundle fitted from it alone exports as well
         export_source = inputs.export_source
         if not export_source and inputs.out_dir is not None:
             export_source = export_source_of(inputs.model, inputs.xml, inputs.out_dir)
-        return FitPlan(model=inputs.model, spec=sized(inputs.spec, config, inputs.spec.resize),
+        return FitPlan(model=inputs.model, spec=spec,
                        xml=inputs.xml, images=images, total=inputs.total, desc="normal features",
-                       copy_model=not resized,
+                       copy_model=not changed,
                        report=inputs.report,
                        state={"thumbs": thumbs, "export_source": export_source})
 
