@@ -168,7 +168,9 @@ def test_sigkill_fit_leaves_no_partial_bundle(seed_ir, magnetic_tile_dir, tmp_pa
         manifest, _ = load_manifest(path)  # version, self-hash and every file's sha256
         assert manifest["n_images"] == 120
 
-    outcomes = kill_series(cmd, target, complete)
+    # a 120-image bundle is written in a few tens of milliseconds: kills within 10 ms of its temporary
+    # appearing land in the write (at up to 50 ms, all four once missed it on a loaded CI box)
+    outcomes = kill_series(cmd, target, complete, n_phase=3, phase_max_s=0.01)
     assert any(o["kind"] == "write" and o["temp_at_kill"] for o in outcomes)
 
 
