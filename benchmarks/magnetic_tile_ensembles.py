@@ -39,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import accuracy  # noqa: E402  (the benchmark module beside this file)
+from lever_rule import against_default  # noqa: E402
 
 COMMAND = "python benchmarks/magnetic_tile_ensembles.py"
 DEFAULT_LAYERS = ("block_6_expand_relu", "block_10_expand_relu")  # the shipped MobileNetV2's taps
@@ -192,21 +193,9 @@ def summarise(per_seed: dict[str, list[dict]]) -> dict:
 
 def decide(rows: dict) -> dict:
     """Every other row against the default member by the frozen-defaults rule."""
-    base, sd = rows[DEFAULT]["mean_std"]["image_auroc"]
-    margin = round(max(2 * sd, 0.01), 4)
-    out = {}
-    for name, row in rows.items():
-        if name == DEFAULT:
-            continue
-        delta = round(row["mean_std"]["image_auroc"][0] - base, 4)
-        paired = [round(r["image_auroc"] - d["image_auroc"], 4)
-                  for r, d in zip(row["per_seed"], rows[DEFAULT]["per_seed"], strict=True)]
-        verdict = "pays (above the margin)" if delta > margin else "does not pay"
-        out[name] = {"delta": delta, "margin": margin, "verdict": verdict, "paired_per_seed": paired,
-                     "line": f"{name}: {delta:+.4f} image AUROC against the default member (per seed "
-                             f"{' / '.join(f'{v:+.4f}' for v in paired)}), margin {margin:.4f} (2 std of "
-                             f"one seed, at least 0.01): {verdict}"}
-    return out
+    return {name: against_default(name, row, rows[DEFAULT], wins="pays (above the margin)",
+                                  loses="does not pay", baseline="the default member")
+            for name, row in rows.items() if name != DEFAULT}
 
 
 def run_seeds(seed_list: list[int], member_names: list[str]) -> dict:

@@ -39,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import accuracy  # noqa: E402  (the benchmark module beside this file)
+from lever_rule import against_default  # noqa: E402
 
 COMMAND = "python benchmarks/magnetic_tile_light_levers.py"
 # photometric variants of each bank image: one exposure step of the data set is ~1.2x (exp means 67, 84,
@@ -179,24 +180,14 @@ def mean_std(values: list[float]) -> list[float]:
 
 
 def decide(rows: dict) -> dict:
-    """Per mode: the best candidate against the default by the frozen-defaults rule."""
+    """Per mode: each candidate against its mode's default by the frozen-defaults rule."""
     out = {}
     for mode, default in DEFAULT.items():
         if default not in rows:
             continue
-        base, sd = rows[default]["mean_std"]["image_auroc"]
-        margin = round(max(2 * sd, 0.01), 4)
         for name, row in rows.items():
-            if name == default or ROWS[name][0] != mode:
-                continue
-            delta = round(row["mean_std"]["image_auroc"][0] - base, 4)
-            paired = [round(r["image_auroc"] - d["image_auroc"], 4)
-                      for r, d in zip(row["per_seed"], rows[default]["per_seed"], strict=True)]
-            verdict = "adopt" if delta > margin else "keep the default"
-            out[name] = {"delta": delta, "margin": margin, "verdict": verdict, "paired_per_seed": paired,
-                         "line": f"{name}: {delta:+.4f} image AUROC against the default (per seed "
-                                 f"{' / '.join(f'{v:+.4f}' for v in paired)}), margin {margin:.4f} "
-                                 f"(2 std of one seed, at least 0.01): {verdict}"}
+            if name != default and ROWS[name][0] == mode:
+                out[name] = against_default(name, row, rows[default], wins="adopt", loses="keep the default")
     return out
 
 
