@@ -342,6 +342,15 @@ DEFAULT_SEARCH_GRID = [
 MT_TEST_SEED = 20261207
 MT_TEST_SHARE = {"free": 0.2, "defect": 0.5}  # of each stratum's tiles
 MT_VAL_SHARE_FREE = 0.25  # of the non-test defect-free tiles, per seed (about 60/20/20 of them overall)
+# how a lever study's validation rows were made (both lever studies print it in their records)
+MT_VALIDATION_PROTOCOL = (
+    "tile-disjoint (group protocol, benchmarks/README.md): images grouped into physical tiles by "
+    "ovdoc.runtime.groups.tile_groups; the fixed test tiles (accuracy.mt_test_tiles, MT_TEST_SEED "
+    f"{MT_TEST_SEED}) are never read; each seed carves the other defect-free tiles "
+    f"{1 - MT_VAL_SHARE_FREE:.0%} train / {MT_VAL_SHARE_FREE:.0%} validation, the other "
+    "defect tiles are validation (accuracy.mt_split(seed, with_test=False)); the fit holds whole tiles out "
+    "of the bank / index for its threshold (accuracy.mt_fit_report); scored on the validation tiles only"
+)
 _MT_TILES: dict | None = None
 
 

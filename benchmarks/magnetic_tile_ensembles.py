@@ -78,14 +78,7 @@ NOTES = (
     "settings: 0.8887 ± 0.0139, TPR 0.4137, FPR 0.0494); its half-resolution pixel AUROC / PRO are within "
     "0.003 of that record's full-resolution ones."
 )
-PROTOCOL = (
-    "tile-disjoint (group protocol, benchmarks/README.md): images grouped into physical tiles by "
-    "ovdoc.runtime.groups.tile_groups; the fixed test tiles (accuracy.mt_test_tiles, MT_TEST_SEED "
-    f"{accuracy.MT_TEST_SEED}) are never read; each seed carves the other defect-free tiles "
-    f"{1 - accuracy.MT_VAL_SHARE_FREE:.0%} train / {accuracy.MT_VAL_SHARE_FREE:.0%} validation, the other "
-    "defect tiles are validation (accuracy.mt_split(seed, with_test=False)); the fit holds whole tiles out "
-    "of the bank for its threshold (accuracy.mt_fit_report); scored on the validation tiles only"
-)
+PROTOCOL = accuracy.MT_VALIDATION_PROTOCOL
 
 
 def member_config(data: dict, seed: int, area: int | None, layers: tuple[str, ...] | None):

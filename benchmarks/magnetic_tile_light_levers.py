@@ -69,14 +69,7 @@ ROWS: dict[str, tuple[str, str | None, tuple]] = {
     "global: --intensity meanstd": ("global", "meanstd", ()),
 }
 DEFAULT = {"patch": "patch: default (intensity none)", "global": "global: default (intensity none)"}
-PROTOCOL = (
-    "tile-disjoint (group protocol, benchmarks/README.md): images grouped into physical tiles by "
-    "ovdoc.runtime.groups.tile_groups; the fixed test tiles (accuracy.mt_test_tiles, MT_TEST_SEED "
-    f"{accuracy.MT_TEST_SEED}) are never read; each seed carves the other defect-free tiles "
-    f"{1 - accuracy.MT_VAL_SHARE_FREE:.0%} train / {accuracy.MT_VAL_SHARE_FREE:.0%} validation, the other "
-    "defect tiles are validation (accuracy.mt_split(seed, with_test=False)); the fit holds whole tiles out "
-    "of the bank / index for its threshold (accuracy.mt_fit_report); scored on the validation tiles only"
-)
+PROTOCOL = accuracy.MT_VALIDATION_PROTOCOL
 
 
 def exposure_stats() -> dict:
