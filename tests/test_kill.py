@@ -79,9 +79,12 @@ def kill_once(cmd: list[str], target: Path, *, delay: float | None, phase_delay:
     if running:
         os.kill(proc.pid, signal.SIGKILL)
     rc = proc.wait()
+    # a run that ended between the poll and the signal (the kill then reaches an exited process) finished:
+    # it counts as a complete run, not a killed one
+    killed = running and rc == -signal.SIGKILL
     err = proc.stderr.read().decode(errors="replace")
     proc.stderr.close()
-    return {"killed": running, "rc": rc, "temp_at_kill": temp_at_kill and running, "stderr": err,
+    return {"killed": killed, "rc": rc, "temp_at_kill": temp_at_kill and killed, "stderr": err,
             "at_s": round(time.monotonic() - start, 3)}  # fmt: skip
 
 
