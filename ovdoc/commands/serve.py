@@ -9,12 +9,6 @@ import click
 
 from ovdoc.errors import OvdocError
 
-# A short batch's wait. On Ray the ingress groups concurrent requests into one call to a replica; at 10 ms
-# the groups are fuller, and on a 2-core box that cut the CPU per image at half load from 5.7 to 3.5 ms
-# and its p99 from 67 to 42 ms (docs/serve.md, benchmarks/results/serve-load.md).
-ONE_BOX_MAX_WAIT_MS = 5.0
-RAY_MAX_WAIT_MS = 10.0
-
 
 @click.command("serve")
 @click.argument("bundles", nargs=-1)
@@ -76,14 +70,17 @@ def serve(bundles: tuple[str, ...], listen: str, token: str | None, device: str,
         if replicas is not None and (min_replicas is not None or max_replicas is not None):
             raise OvdocError("--replicas is a fixed count: give it or --min/--max-replicas, not both")
         run_ray(paths, RayOptions(address=ray_address, host=host, port=port, token=token, device=device,
-                                  batch=batch, max_wait_ms=RAY_MAX_WAIT_MS if max_wait_ms is None
-                                  else max_wait_ms, replicas=replicas or 1,
+                                  batch=batch, **_given(max_wait_ms=max_wait_ms), replicas=replicas or 1,
                                   min_replicas=min_replicas, max_replicas=max_replicas,
                                   replica_cpus=replica_cpus, watch=watch, ingress=ray_ingress),
                 on_listening=lambda url: _announce(url, paths, as_json))
         return
-    _serve_one_box(paths, host, port, token, device, batch, ONE_BOX_MAX_WAIT_MS if max_wait_ms is None
-                   else max_wait_ms, max_queue, watch, as_json)
+    _serve_one_box(paths, host, port, token, device, batch, max_wait_ms, max_queue, watch, as_json)
+
+
+def _given(**options) -> dict:
+    """The options the user gave; the rest keep their options class's default (one box and Ray differ)."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _serve_one_box(paths, host, port, token, device, batch, max_wait_ms, max_queue, watch, as_json) -> None:
@@ -95,8 +92,8 @@ def _serve_one_box(paths, host, port, token, device, batch, max_wait_ms, max_que
     metrics = Metrics()
     served = {name: ServedBundle(name, path, device, batch, on_reload=metrics.reload)
               for name, path in paths.items()}
-    options = ServeOptions(host=host, port=port, token=token, max_wait_ms=max_wait_ms, max_batch=batch,
-                           max_queue=max_queue, watch_s=1.0 if watch else None)
+    options = ServeOptions(host=host, port=port, token=token, **_given(max_wait_ms=max_wait_ms),
+                           max_batch=batch, max_queue=max_queue, watch_s=1.0 if watch else None)
     app = ServeApp(served, options, metrics, version=__version__)
     run_server(app, lambda url: _announce(url, paths, as_json))
 

@@ -158,7 +158,7 @@ def sized(spec: PreprocessSpec, config: FitSettings, default_resize: str) -> Pre
     """`spec` at the fit's --size / --resize / --intensity (defaults: the model's size, `default_resize`,
     the model's intensity normalisation)."""
     changes = {"resize": config.resize or default_resize}
-    if getattr(config, "intensity", None) is not None:
+    if config.intensity is not None:
         changes["intensity"] = config.intensity
     if config.size is not None:
         changes |= {"width": config.size[0], "height": config.size[1]}

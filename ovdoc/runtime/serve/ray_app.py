@@ -41,7 +41,10 @@ class RayOptions:
     token: str | None = None
     device: str = "CPU"
     batch: int = 8
-    max_wait_ms: float = 5.0
+    # on Ray the ingress groups concurrent requests into one call to a replica; at 10 ms the groups are
+    # fuller, and on a 2-core box that cut the CPU per image at half load from 5.7 to 3.5 ms and its p99
+    # from 67 to 42 ms (docs/serve.md, benchmarks/results/serve-load.md); one box keeps 5 ms
+    max_wait_ms: float = 10.0
     replicas: int = 1
     min_replicas: int | None = None
     max_replicas: int | None = None
