@@ -21,7 +21,8 @@ DOCS = [REPO / "README.md", REPO / "benchmarks" / "README.md", *sorted((REPO / "
 SCRIPTS = {"speed.py", "density.py", "soak.py", "accuracy.py", "magnetic_tile_patch_sweep.py",
            "bench_this_machine.sh", "cluster.py", "serve_load.py", "calibration.py", "backbones.py",
            "coreset_speed.py", "magnetic_tile_global_levers.py", "precision.py",
-           "magnetic_tile_light_levers.py", "magnetic_tile_ensembles.py"}
+           "magnetic_tile_light_levers.py", "magnetic_tile_ensembles.py", "global_defaults.py",
+           "magnetic_tile_native_scale.py"}
 # For argparse scripts `--help` exits where it is met, before unknown options are reported: run the script
 # with its own parse_args made strict and stopping right after parsing, so the documented line is checked.
 ARGPARSE_CHECK = """

@@ -29,7 +29,9 @@ def _phone_scores(scoring: dict, folder, images: list[np.ndarray], run) -> np.nd
         f = feats / np.linalg.norm(feats, axis=1, keepdims=True)
         return 1.0 - f @ np.asarray(s["mean"], np.float32)
     vectors = np.fromfile(folder / s["vectors_file"], dtype="<f4").reshape(s["shape"])
-    if s["metric"] == "cosine":
+    if s["metric"] == "sqrt-cosine":  # as scoring.json's formula says
+        feats = np.sign(feats) * np.sqrt(np.abs(feats))
+    if s["metric"] in ("cosine", "sqrt-cosine"):
         feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
     dist = np.sqrt(((feats[:, None, :] - vectors[None]) ** 2).sum(-1))
     return np.sort(dist, axis=1)[:, : s["k"]].mean(axis=1)
@@ -111,13 +113,14 @@ def test_a_bundle_fitted_from_ovdoc_trains_ir_exports(arcface_run, tmp_path):
 @pytest.mark.slow
 def test_onnx_export_of_the_shipped_backbone_with_knn(fashion_mnist_dir, tmp_path):
     """The shipped backbone (FP16 weights) rebuilt in Keras: held to an FP32 IR of the same source at
-    0.9999, to the bundle's IR at the FP16 bound; kNN's normal vectors go beside scoring.json."""
+    0.9999, to the bundle's IR at the FP16 bound; kNN's normal vectors go beside scoring.json. Fitted with
+    the backbone's global defaults (sqrt-cosine, whole frame), which the phone formula must reproduce."""
     from ovdoc.host.export import onnx_target
     from ovdoc.runtime.detector import Detector
 
     good = write_pngs(_images("fashion-mnist:sneaker", 40), tmp_path / "good")
     bundle = tmp_path / "inet.bundle"
-    proc = ovdoc_cli("fit", "--normal", str(good), "--size", "64", "--metric", "cosine", "--out", str(bundle))
+    proc = ovdoc_cli("fit", "--normal", str(good), "--size", "64", "--out", str(bundle))
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "onnx"
     proc = ovdoc_cli("export", str(bundle), "--to", "onnx", "--out", str(out), "--json", timeout=300)
@@ -130,6 +133,8 @@ def test_onnx_export_of_the_shipped_backbone_with_knn(fashion_mnist_dir, tmp_pat
     assert check["against"]["FP32 IR of the source"]["cosine_min"] >= 0.9999
     assert check["against"]["bundle IR (FP16 weights)"]["bound"] == 0.999
     assert scoring["scorer"]["kind"] == "knn" and scoring["scorer"]["shape"] == [40, 1280]
+    assert scoring["scorer"]["metric"] == "sqrt-cosine" and "sqrt(|f|)" in scoring["scorer"]["formula"]
+    assert scoring["preprocess"]["resize"] == "stretch"
     assert scoring["model"]["onnx"]["input"]["shape"] == [None, 64, 64, 3]
     images = _images("fashion-mnist-test:sneaker", 4) + _images("fashion-mnist-test:bag", 4)
     phone = _phone_scores(scoring, out, images, lambda x: onnx_target.run(out / "model.onnx", x)[0])

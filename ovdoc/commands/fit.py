@@ -78,9 +78,10 @@ from ovdoc.irmodels.backbones import SHIPPED
     "1 - cosine to the mean normal feature vector (one vector, no index: what a phone app scores with).",
 )
 @metric_option(
-    "euclidean",
-    "kNN distance: euclidean on raw features, or cosine (features L2-normalised first; use it for "
-    "models trained with `ovdoc train`, which default to it).",
+    None,
+    "kNN distance: euclidean on raw features; cosine (features L2-normalised first; `ovdoc train`'s "
+    "models default to it); sqrt-cosine (signed square root of each feature, then cosine). Default: "
+    "sqrt-cosine on a shipped backbone (chosen on validation, docs/fit.md), euclidean on any other model.",
 )
 @click.option(
     "--batch", type=click.IntRange(1, 256), default=8, show_default=True, help="Images per inference."
@@ -101,8 +102,8 @@ from ovdoc.irmodels.backbones import SHIPPED
               help="Model input size, e.g. 256x192. Default: the model's (global); patch mode: ~20k pixels "
               "(160x128) at the normal images' median aspect ratio, multiples of 32.")
 @click.option("--resize", type=click.Choice(["stretch", "center_crop"]), default=None,
-              help="stretch scores the whole frame; center_crop the largest centred crop. Default: the "
-              "model's (global), stretch (patch).")
+              help="stretch scores the whole frame; center_crop the largest centred crop. Default: "
+              "stretch (patch mode, and global mode on a shipped backbone), else the model's.")
 @click.option("--coreset", default=None, metavar="N|FRACTION",
               help="patch: memory-bank size in patches (greedy k-center), or a fraction of the candidates "
               "(default 32768).")

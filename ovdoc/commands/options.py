@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
-METRICS = ("euclidean", "cosine")  # ovdoc.runtime.scoring.METRICS, without importing numpy for --help
+# ovdoc.runtime.scoring.METRICS, without importing numpy for --help
+METRICS = ("euclidean", "cosine", "sqrt-cosine")
 
 
-def metric_option(default: str, help: str):
-    """`--metric euclidean|cosine`: the kNN distance of a bundle (cosine = L2-normalised features)."""
+def metric_option(default: str | None, help: str):
+    """`--metric`: the kNN distance of a bundle (ovdoc.runtime.scoring.METRICS); None = the model's."""
     return click.option(
-        "--metric", type=click.Choice(list(METRICS)), default=default, show_default=True, help=help
+        "--metric", type=click.Choice(list(METRICS)), default=default, show_default=default is not None,
+        help=help
     )
 
 

@@ -119,8 +119,9 @@ class FitConfig:
         return self._head_option("index", "auto")
 
     @property
-    def metric(self) -> str:
-        return self._head_option("metric", "euclidean")
+    def metric(self) -> str | None:
+        """None: the model's default (`global_head.defaults_for`)."""
+        return self._head_option("metric", None)
 
     @property
     def patch(self):

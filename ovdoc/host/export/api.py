@@ -206,10 +206,12 @@ def _scorer(manifest: dict, folder: Path, tmp: Path) -> dict:
 
     vectors = np.ascontiguousarray(bundle_vectors(folder, manifest), dtype="<f4")
     (tmp / VECTORS).write_bytes(vectors.tobytes())
-    cosine = info.get("metric") == "cosine"
+    metric = info.get("metric", "euclidean")
     formula = "score = mean Euclidean distance from f to its k nearest rows of vectors"
-    if cosine:
-        formula = "f = f / |f|; " + formula + " (the rows are already unit length)"
+    if metric in ("cosine", "sqrt-cosine"):
+        formula = "f = f / |f|; " + formula + " (the rows are already in this space)"
+    if metric == "sqrt-cosine":
+        formula = "f = sign(f) * sqrt(|f|) per element; " + formula
     return {"kind": "knn", "k": int(info["k"]), "metric": info.get("metric", "euclidean"), "formula": formula,
             "vectors_file": VECTORS, "shape": [int(v) for v in vectors.shape],
             "dtype": "float32 little-endian"}

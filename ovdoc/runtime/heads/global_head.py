@@ -28,7 +28,17 @@ class GlobalOptions:
     scorer: str = "knn"  # knn | lof | mean-cosine (ovdoc.runtime.scoring.SCORERS)
     k: int = 5
     index: str = "auto"  # auto | flat | hnsw (knn only)
-    metric: str = "euclidean"
+    # None: the model's default: a shipped backbone's `global_metric` (sqrt-cosine), any other IR euclidean
+    metric: str | None = None
+
+
+def defaults_for(xml: str | Path) -> tuple[str | None, str | None]:
+    """(metric, resize) global mode uses on `xml` when the user gives neither: the shipped backbone's
+    validated choice, or (None, None) for any other model (euclidean, the IR's own resize)."""
+    from ovdoc.irmodels.backbones import shipped_backbone_at
+
+    b = shipped_backbone_at(xml)
+    return (b.global_metric, b.global_resize) if b is not None else (None, None)
 
 
 class GlobalHead:
@@ -63,7 +73,10 @@ class GlobalHead:
     # --- fitting -------------------------------------------------------------------------------------
     @classmethod
     def plan(cls, inputs: FitInputs, config: FitSettings, *, extract, progress: bool) -> FitPlan:
+        metric, resize = defaults_for(inputs.xml)
         o = config.head
+        metric = metric if o.scorer == "knn" and o.metric is None else None
+        o = dataclasses.replace(o, metric=o.metric or metric or "euclidean")
         make_scorer(o.scorer, k=o.k, index=o.index, metric=o.metric)  # a bad choice fails before extraction
         thumbs: list[np.ndarray] = []
         images = inputs.images
@@ -71,8 +84,8 @@ class GlobalHead:
             images = thumbnailed(images, thumbs)
         # an IR whose size or intensity normalisation was changed is saved with its new preprocessing; else
         # copied byte for byte
-        spec = sized(inputs.spec, config, inputs.spec.resize)
-        changed = (config.size is not None or config.resize is not None
+        spec = sized(inputs.spec, config, resize or inputs.spec.resize)
+        changed = (config.size is not None or config.resize is not None or spec.resize != inputs.spec.resize
                    or spec.intensity != inputs.spec.intensity)
         # an IR from `ovdoc train` names its model.keras: a bundle fitted from it alone exports as well
         export_source = inputs.export_source
@@ -82,13 +95,15 @@ class GlobalHead:
                        xml=inputs.xml, images=images, total=inputs.total, desc="normal features",
                        copy_model=not changed,
                        report=inputs.report,
-                       state={"thumbs": thumbs, "export_source": export_source})
+                       state={"thumbs": thumbs, "export_source": export_source, "options": o,
+                              "defaults": {"metric": metric is not None,
+                                           "resize": config.resize is None and resize is not None}})
 
     @classmethod
     def fit(cls, plan: FitPlan, features: np.ndarray, config: FitSettings, *, progress: bool) -> GlobalHead:
         if len(features) == 0:
             raise OvdocError("no images could be read from the normal sources")
-        o = config.head
+        o = plan.state["options"]  # the metric resolved for this model (`defaults_for`)
         return cls(make_scorer(o.scorer, k=o.k, index=o.index, metric=o.metric).fit(features), o)
 
     def calibrate(self, plan: FitPlan, features: np.ndarray, config: FitSettings) -> dict:
@@ -103,7 +118,12 @@ class GlobalHead:
 
     def manifest_section(self, plan: FitPlan, features: np.ndarray, threshold: dict) -> dict:
         export = plan.state.get("export_source")
-        return ({"export_source": export} if export else {}) | {
+        used = plan.state.get("defaults", {})
+        values = {"metric": self.options_.metric, "resize": plan.spec.resize}
+        chosen = {key: value for key, value in values.items() if used.get(key)}
+        extra = {"export_source": export} if export else {}
+        extra |= {"backbone_defaults": chosen} if chosen else {}
+        return extra | {
             "feature_dim": int(features.shape[1]),
             "n_images": int(len(features)),
             "scorer": self.scorer.describe(),
@@ -163,7 +183,16 @@ class GlobalHead:
 
     @classmethod
     def fit_summary(cls, manifest: dict) -> tuple[dict, list[str]]:
-        return {}, []
+        chosen = manifest.get("backbone_defaults")
+        if not chosen:
+            return {}, []
+        whole = " (the whole frame)" if chosen.get("resize") == "stretch" else ""
+        what = {"metric": f"--metric {chosen.get('metric')}",
+                "resize": f"--resize {chosen.get('resize')}{whole}"}
+        given = " and ".join(what[key] for key in ("metric", "resize") if key in chosen)
+        return {"backbone_defaults": chosen}, [
+            f"{given}: the shipped backbone's global defaults, chosen on validation over four data sets "
+            "(docs/fit.md); give the option to choose otherwise"]
 
 
 def bundle_vectors(folder: Path, manifest: dict) -> np.ndarray:
