@@ -56,6 +56,33 @@ def snapshot(path: Path) -> dict[str, str] | None:
     }
 
 
+# A clean run wrapped so that, if it hangs, it can be asked for every thread's Python stack (faulthandler on
+# SIGUSR1) before it is killed: one CI run saw a clean `ovdoc convert` after the killed ones pass 300 s.
+_STACKS_ON_SIGUSR1 = ("import faulthandler, runpy, signal, sys; "
+                      "faulthandler.register(signal.SIGUSR1, all_threads=True); "
+                      "sys.argv = sys.argv[1:]; "
+                      "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+
+
+def run_clean(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`cmd` (`python -m MODULE ...`) to the end; past `timeout`, its stacks go into the failure message."""
+    assert cmd[1] == "-m", cmd
+    wrapped = [cmd[0], "-c", _STACKS_ON_SIGUSR1, *cmd[2:]]
+    proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            encoding="utf-8", errors="replace", env=_env())
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd[2:5])} still running after {timeout:g} s; its stacks:\n{err[-6000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def kill_once(cmd: list[str], target: Path, *, delay: float | None, phase_delay: float | None,
               timeout: float = 120) -> dict:  # fmt: skip
     """Start `cmd`; SIGKILL it after `delay` s, or `phase_delay` s after a temporary for `target` appears.
@@ -99,8 +126,7 @@ def kill_series(cmd: list[str], target: Path, complete: Callable[[Path], None], 
     outcomes = []
     # how long a clean run takes here, so the random moments fall inside a run on a fast or a slow machine
     start = time.monotonic()
-    done = subprocess.run(cmd, capture_output=True, text=True,
-            encoding="utf-8", errors="replace", env=_env(), timeout=300)
+    done = run_clean(cmd)
     duration = time.monotonic() - start
     assert done.returncode == 0, done.stderr
     complete(target)
@@ -109,8 +135,7 @@ def kill_series(cmd: list[str], target: Path, complete: Callable[[Path], None], 
         moments = [("random", rng.uniform(0.1, 0.9) * duration, None) for _ in range(n_random)]
         moments += [("write", None, rng.uniform(0.0, phase_max_s)) for _ in range(n_phase)]
         if existing:  # a complete previous output the killed runs must leave as it was
-            done = subprocess.run(cmd, capture_output=True, text=True,
-                    encoding="utf-8", errors="replace", env=_env(), timeout=300)
+            done = run_clean(cmd)
             assert done.returncode == 0, done.stderr
             complete(target)
         before = snapshot(target)
@@ -136,8 +161,7 @@ def kill_series(cmd: list[str], target: Path, complete: Callable[[Path], None], 
                     after = snapshot(target)
                 before = after
     # a clean run after the kills: complete output, and the dead runs' temporaries swept
-    done = subprocess.run(cmd, capture_output=True, text=True,
-            encoding="utf-8", errors="replace", env=_env(), timeout=300)
+    done = run_clean(cmd)
     assert done.returncode == 0, done.stderr
     complete(target)
     assert leftovers(target, _video_pattern(target)) == []
