@@ -888,6 +888,24 @@ def shipped_fit_defaults() -> tuple[str, str]:
     return metric or "euclidean", resize or read_ir(imagenet_backbone())[1].resize
 
 
+def cifar10_test_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """methods-cifar10-one-class's test carve: CIFAR10_TEST_PER_CLASS images per class, drawn first from the
+    seed's generator (`methods_tasks`: np.random.default_rng(seed))."""
+    test = np.zeros(len(labels), bool)
+    for c in range(int(labels.max()) + 1):
+        test[rng.permutation(np.flatnonzero(labels == c))[:CIFAR10_TEST_PER_CLASS]] = True
+    return test
+
+
+def cifar10_never_test(labels: np.ndarray, seeds: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+    """CIFAR-10 images in no seed's methods test carve: what a validation study may draw from, so the
+    methods record's test images stay unseen by it (../shared holds only CIFAR-10's test set)."""
+    seen = np.zeros(len(labels), bool)
+    for seed in seeds:
+        seen |= cifar10_test_mask(labels, np.random.default_rng(seed))
+    return ~seen
+
+
 def methods_data(opts: dict, rng: np.random.Generator) -> dict:
     """The normal/anomalous data set (train and test split) and the reference set of one experiment.
 
@@ -900,9 +918,7 @@ def methods_data(opts: dict, rng: np.random.Generator) -> dict:
     experiment = opts["experiment"]
     if experiment == "methods-cifar10-one-class":
         x, y, names = _cifar10()
-        test = np.zeros(len(y), bool)
-        for c in range(len(names)):
-            test[rng.permutation(np.flatnonzero(y == c))[:CIFAR10_TEST_PER_CLASS]] = True
+        test = cifar10_test_mask(y, rng)
         xr, yr = load_fashion_mnist("train")
         return {"train": (x[~test], y[~test]), "test": (x[test], y[test]), "names": names,
                 "reference": (xr, yr, FASHION_MNIST_CLASSES), "reference_name": "fashion-mnist (train)"}

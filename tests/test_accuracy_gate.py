@@ -51,3 +51,19 @@ def test_bound_is_two_stds_of_the_three_seed_mean_below_the_record(key):
 def test_a_method_missing_from_the_run_fails_the_gate():
     failed = accuracy.gate_failures({"test_auc_mean_std": {"doc + knn": [0.95, 0.0]}})
     assert len(failed) == len(accuracy.GATES) - 1 and all("missing" in line for line in failed)
+
+
+def test_global_defaults_cifar_pool_never_touches_a_methods_test_image(cifar10_npz):
+    """benchmarks/global_defaults.py chose a default on CIFAR-10 validation images; the methods record's
+    test carves (seeds 0-2) must not be among them, and the carve must be the one methods_data uses."""
+    import global_defaults  # noqa: E402  (beside accuracy.py)
+    import numpy as np
+
+    x, y, _ = accuracy._cifar10()
+    pool = global_defaults.pool_indices("cifar10", y)
+    assert len(pool) == 10 * global_defaults.POOLS["cifar10"][0]
+    for seed in (0, 1, 2):
+        test = accuracy.cifar10_test_mask(y, np.random.default_rng(seed))
+        assert test.sum() == 10 * accuracy.CIFAR10_TEST_PER_CLASS and not test[pool].any()
+        data = accuracy.methods_data({"experiment": "methods-cifar10-one-class"}, np.random.default_rng(seed))
+        assert np.array_equal(data["test"][1], y[test]) and np.array_equal(data["test"][0], x[test])
