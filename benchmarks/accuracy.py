@@ -508,7 +508,8 @@ def patch_fit_config(opts: dict, seed: int):
         if opts.get(key) is not None:
             patch[key] = opts[key]
     size = parse_size(opts["patch_size"]) if opts.get("patch_size") else None
-    return FitConfig(mode="patch", size=size, patch=PatchConfig(**patch))
+    return FitConfig(mode="patch", size=size, patch=PatchConfig(**patch),
+                     calibration=opts.get("patch_calibration") or "auto")
 
 
 def _standard(det, scores):
@@ -730,7 +731,8 @@ def magnetic_tile_patch(opts: dict) -> dict:
         "backbone": "ovdoc.irmodels.imagenet_backbone() (untrained ImageNet MobileNetV2, FP16 weights)",
         "global": "ovdoc fit defaults except --metric cosine (shipped backbone, 224x224 center_crop, "
         "kNN k=5)",
-        "settings": {"size": config.size, "patch": config.patch.to_dict() | {"seed": "per run"}},
+        "settings": {"size": config.size, "patch": config.patch.to_dict() | {"seed": "per run"},
+                     "calibration": config.calibration},
         "seeds": seeds,
         "runs": runs,
         "timings_s": {"total": round(time.perf_counter() - started, 1)},
@@ -1368,6 +1370,8 @@ def patch_tables(result: dict) -> str:
 @click.option("--aggregate", default=None, type=click.Choice(["max", "topk", "smooth_max"]))
 @click.option("--topk", default=None, type=int)
 @click.option("--normalise", default=None, type=click.Choice(["none", "z", "ratio"]))
+@click.option("--patch-calibration", default="auto", show_default=True,
+              type=click.Choice(["auto", "cross-fit"]), help="patch: `ovdoc fit --calibration`.")
 @click.option("--patch-backbones", default="shipped", show_default=True,
               help="magnetic-tile --mode patch: shipped[,keras][,doc] (what DOC training adds or costs).")
 @click.option("--search", is_flag=True, help="patch: the validation grid search, not the test run.")

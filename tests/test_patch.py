@@ -420,3 +420,44 @@ def test_fit_cli_patch_mode(tmp_path: Path, tiles: dict):
     ):
         bad = CliRunner().invoke(cli, ["fit", "--normal", str(normal), "--out", str(tmp_path / "x"), *args])
         assert isinstance(bad.exception, OvdocError) and message in str(bad.exception), args
+
+
+@pytest.mark.slow
+def test_cross_fit_calibration_scores_every_bank_image_out_of_fold(tmp_path: Path, tiles: dict,
+                                                                    backbone: Path):
+    """`--calibration cross-fit`: the same bank, a threshold from the held-out images plus every bank image
+    scored against a bank built without its fold of parts; those scores are held-out-like (well above an
+    image's score against a bank holding its own patches). A global fit refuses it in one line."""
+    from ovdoc.runtime.bundle import FitConfig, fit_bundle
+    from ovdoc.runtime.detector import Detector
+    from ovdoc.runtime.patch import PatchConfig
+
+    normal = tmp_path / "normal"
+    for i, p in enumerate(tiles["train"][:40]):  # 10 parts of 4 shots, one subfolder each
+        (normal / f"part{i // 4:02d}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, normal / f"part{i // 4:02d}" / p.name)
+    bundles = {}
+    for calibration in ("auto", "cross-fit"):
+        out = tmp_path / f"{calibration}.bundle"
+        fit_bundle(backbone, normal, out, FitConfig(mode="patch", calibration=calibration,
+                                                    patch=PatchConfig(coreset=4096)), progress=False)
+        bundles[calibration] = out
+    auto, cross = (json.loads((bundles[c] / "manifest.json").read_text(encoding="utf-8"))
+                   for c in ("auto", "cross-fit"))
+    index = auto["scorer"]["index_file"]
+    assert (bundles["auto"] / index).read_bytes() == (bundles["cross-fit"] / index).read_bytes()
+    n_bank = cross["patch"]["coreset"]["bank_images"]
+    assert "cross-fit" in cross["threshold"]["method"] and "5 folds of whole" in cross["threshold"]["method"]
+    assert cross["threshold"]["n"] == auto["threshold"]["n"] + n_bank
+    assert cross["threshold"]["groups"] > auto["threshold"]["groups"]
+    det = Detector.load(bundles["auto"])
+    bank_files = sorted(normal.rglob("*.jpg"))
+    in_bank = np.median(det.score_samples([cv2.imread(str(p)) for p in bank_files]))
+    held = auto["threshold"]["score_median"]
+    assert in_bank < cross["threshold"]["score_median"] and 0.7 * held < cross["threshold"]["score_median"]
+    with pytest.raises(OvdocError, match="loo is for global mode"):
+        fit_bundle(backbone, normal, tmp_path / "p.bundle", FitConfig(mode="patch", calibration="loo"),
+                   progress=False)
+    with pytest.raises(OvdocError, match="cross-fit is for --mode patch"):
+        fit_bundle(backbone, normal, tmp_path / "g.bundle", FitConfig(calibration="cross-fit"),
+                   progress=False)

@@ -448,7 +448,9 @@ def threshold_held_out(
     return record
 
 
-CALIBRATIONS = ("auto", "loo")
+# auto / loo: how a global bundle holds normal images out (groups, or leave-one-out); cross-fit (patch mode):
+# the held-out images and every bank image scored against a bank built without its fold of whole groups
+CALIBRATIONS = ("auto", "loo", "cross-fit")
 NEAR_DUPLICATES = ("auto", "off")
 
 
