@@ -212,6 +212,6 @@ def _scorer(manifest: dict, folder: Path, tmp: Path) -> dict:
         formula = "f = f / |f|; " + formula + " (the rows are already in this space)"
     if metric == "sqrt-cosine":
         formula = "f = sign(f) * sqrt(|f|) per element; " + formula
-    return {"kind": "knn", "k": int(info["k"]), "metric": info.get("metric", "euclidean"), "formula": formula,
+    return {"kind": "knn", "k": int(info["k"]), "metric": metric, "formula": formula,
             "vectors_file": VECTORS, "shape": [int(v) for v in vectors.shape],
             "dtype": "float32 little-endian"}

@@ -99,8 +99,9 @@ class GlobalHead:
                        copy_model=not changed,
                        report=inputs.report,
                        state={"thumbs": thumbs, "export_source": export_source, "options": o,
-                              "defaults": {"metric": metric is not None,
-                                           "resize": config.resize is None and resize is not None}})
+                              "backbone_defaults": {**({"metric": o.metric} if metric else {}),
+                                                    **({"resize": spec.resize}
+                                                       if config.resize is None and resize else {})}})
 
     @classmethod
     def fit(cls, plan: FitPlan, features: np.ndarray, config: FitSettings, *, progress: bool) -> GlobalHead:
@@ -121,9 +122,7 @@ class GlobalHead:
 
     def manifest_section(self, plan: FitPlan, features: np.ndarray, threshold: dict) -> dict:
         export = plan.state.get("export_source")
-        used = plan.state.get("defaults", {})
-        values = {"metric": self.options_.metric, "resize": plan.spec.resize}
-        chosen = {key: value for key, value in values.items() if used.get(key)}
+        chosen = plan.state.get("backbone_defaults")
         extra = {"export_source": export} if export else {}
         extra |= {"backbone_defaults": chosen} if chosen else {}
         return extra | {

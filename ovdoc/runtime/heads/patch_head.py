@@ -177,7 +177,7 @@ class PatchHead:
         cal, feats = self.fitted_["cal"], self.fitted_["feats"]
         cal_maps = self.scorer.patch_maps(feats[cal])
         scores, keys = self.scorer.image_scores(cal_maps), labels[cal]
-        smoothed_max = gaussian_smooth(cal_maps, MAP_SIGMA_CELLS).reshape(len(cal_maps), -1).max(axis=1)
+        smoothed_max = _smoothed_max(cal_maps)
         method = self.fitted_["method"]
         if config.calibration == "cross-fit":
             fold_scores, fold_max, fold_keys, folds = self._cross_fit(plan)
@@ -217,7 +217,7 @@ class PatchHead:
             scorer.position_ = self.scorer.position_
             maps = scorer.patch_maps(feats[held])
             out_scores.append(scorer.image_scores(maps))
-            out_max.append(gaussian_smooth(maps, MAP_SIGMA_CELLS).reshape(len(maps), -1).max(axis=1))
+            out_max.append(_smoothed_max(maps))
             out_keys.append(labels[held])
         return np.concatenate(out_scores), np.concatenate(out_max), np.concatenate(out_keys), folds
 
@@ -377,6 +377,11 @@ def patch_groups(images: list[np.ndarray], keys: list | None, config: FitSetting
         return sequence_groups(keys), "groups" if named else "folders"
     arrays = all(group.startswith("array:") for _, group in keys)
     return sequence_groups(keys), "blocks of images" if arrays else "stretches of video"
+
+
+def _smoothed_max(maps: np.ndarray) -> np.ndarray:
+    """Each map's maximum after the area map's smoothing: what the map threshold is set on."""
+    return gaussian_smooth(maps, MAP_SIGMA_CELLS).reshape(len(maps), -1).max(axis=1)
 
 
 def _bank(feats: np.ndarray, pc: PatchConfig, rng: np.random.Generator, grid: tuple[int, int],
