@@ -724,7 +724,8 @@ def magnetic_tile_patch(opts: dict) -> dict:
             f"carves the other defect-free tiles {1 - MT_VAL_SHARE_FREE:.0%} train / "
             f"{MT_VAL_SHARE_FREE:.0%} validation, the other defect tiles are validation; the fit holds "
             "whole tiles out of the bank for its threshold; defaults frozen on validation "
-            "(frozen-defaults-2026-12-07.md) before the test tiles were scored once; pixel AUROC and PRO "
+            "(frozen-defaults-2026-12-07.md; the threshold's calibration, frozen-defaults-2026-12-08.md) "
+            "before the test tiles were scored once per frozen record; pixel AUROC and PRO "
             "per type over that type's defects + all normals of the part, 'all' pooled; TPR/FPR at the "
             "calibrated threshold (--fpr 0.01) on the part's defect shots / defect-free shots"
         ),
@@ -1371,7 +1372,7 @@ def patch_tables(result: dict) -> str:
 @click.option("--topk", default=None, type=int)
 @click.option("--normalise", default=None, type=click.Choice(["none", "z", "ratio"]))
 @click.option("--patch-calibration", default="auto", show_default=True,
-              type=click.Choice(["auto", "cross-fit"]), help="patch: `ovdoc fit --calibration`.")
+              type=click.Choice(["auto", "held-out", "cross-fit"]), help="patch: `ovdoc fit --calibration`.")
 @click.option("--patch-backbones", default="shipped", show_default=True,
               help="magnetic-tile --mode patch: shipped[,keras][,doc] (what DOC training adds or costs).")
 @click.option("--search", is_flag=True, help="patch: the validation grid search, not the test run.")

@@ -425,9 +425,10 @@ def test_fit_cli_patch_mode(tmp_path: Path, tiles: dict):
 @pytest.mark.slow
 def test_cross_fit_calibration_scores_every_bank_image_out_of_fold(tmp_path: Path, tiles: dict,
                                                                     backbone: Path):
-    """`--calibration cross-fit`: the same bank, a threshold from the held-out images plus every bank image
-    scored against a bank built without its fold of parts; those scores are held-out-like (well above an
-    image's score against a bank holding its own patches). A global fit refuses it in one line."""
+    """Cross-fit (the default for parts): the same bank, a threshold from the held-out images plus every bank
+    image scored against the bank less its fold's patches; those scores are held-out-like (well above an
+    image's score against a bank holding its own patches). `held-out` keeps the held-out images only. A
+    global fit refuses both in one line."""
     from ovdoc.runtime.bundle import FitConfig, fit_bundle
     from ovdoc.runtime.detector import Detector
     from ovdoc.runtime.patch import PatchConfig
@@ -437,27 +438,51 @@ def test_cross_fit_calibration_scores_every_bank_image_out_of_fold(tmp_path: Pat
         (normal / f"part{i // 4:02d}").mkdir(parents=True, exist_ok=True)
         shutil.copy(p, normal / f"part{i // 4:02d}" / p.name)
     bundles = {}
-    for calibration in ("auto", "cross-fit"):
+    for calibration in ("held-out", "cross-fit", "auto"):
         out = tmp_path / f"{calibration}.bundle"
         fit_bundle(backbone, normal, out, FitConfig(mode="patch", calibration=calibration,
                                                     patch=PatchConfig(coreset=4096)), progress=False)
         bundles[calibration] = out
-    auto, cross = (json.loads((bundles[c] / "manifest.json").read_text(encoding="utf-8"))
-                   for c in ("auto", "cross-fit"))
-    index = auto["scorer"]["index_file"]
-    assert (bundles["auto"] / index).read_bytes() == (bundles["cross-fit"] / index).read_bytes()
+    held_out, cross, auto = (json.loads((bundles[c] / "manifest.json").read_text(encoding="utf-8"))
+                             for c in ("held-out", "cross-fit", "auto"))
+    index = held_out["scorer"]["index_file"]
+    assert (bundles["held-out"] / index).read_bytes() == (bundles["cross-fit"] / index).read_bytes()
+    assert auto["threshold"]["value"] == cross["threshold"]["value"]  # parts: auto is cross-fit
+    scores_from = [m["threshold"]["scores_from"] for m in (held_out, cross, auto)]
+    assert scores_from == ["held-out", "cross-fit", "cross-fit"]
+    assert auto["calibration"]["scores_from"] == "cross-fit"
     n_bank = cross["patch"]["coreset"]["bank_images"]
     assert "cross-fit" in cross["threshold"]["method"] and "5 folds of whole" in cross["threshold"]["method"]
-    assert cross["threshold"]["n"] == auto["threshold"]["n"] + n_bank
-    assert cross["threshold"]["groups"] > auto["threshold"]["groups"]
-    det = Detector.load(bundles["auto"])
+    assert "cross-fit" not in held_out["threshold"]["method"]
+    assert cross["threshold"]["n"] == held_out["threshold"]["n"] + n_bank
+    assert cross["threshold"]["groups"] > held_out["threshold"]["groups"]
+    det = Detector.load(bundles["held-out"])
     bank_files = sorted(normal.rglob("*.jpg"))
     in_bank = np.median(det.score_samples([cv2.imread(str(p)) for p in bank_files]))
-    held = auto["threshold"]["score_median"]
+    held = held_out["threshold"]["score_median"]
     assert in_bank < cross["threshold"]["score_median"] and 0.7 * held < cross["threshold"]["score_median"]
     with pytest.raises(OvdocError, match="loo is for global mode"):
         fit_bundle(backbone, normal, tmp_path / "p.bundle", FitConfig(mode="patch", calibration="loo"),
                    progress=False)
-    with pytest.raises(OvdocError, match="cross-fit is for --mode patch"):
-        fit_bundle(backbone, normal, tmp_path / "g.bundle", FitConfig(calibration="cross-fit"),
-                   progress=False)
+    for calibration in ("cross-fit", "held-out"):
+        with pytest.raises(OvdocError, match=f"{calibration} is for --mode patch"):
+            fit_bundle(backbone, normal, tmp_path / "g.bundle", FitConfig(calibration=calibration),
+                       progress=False)
+
+
+@pytest.mark.slow
+def test_video_patch_fit_sets_its_threshold_on_held_out_stretches(tmp_path: Path, tiles: dict,
+                                                                  backbone: Path):
+    """`auto` on a video: the groups are stretches of it, and a stretch's neighbours in time would stay in a
+    cross-fit fold's bank (scores that read low), so the threshold comes from the held-out stretches."""
+    from _runtime_helpers import write_video
+
+    from ovdoc.runtime.bundle import FitConfig, fit_bundle
+    from ovdoc.runtime.patch import PatchConfig
+
+    video = write_video([cv2.imread(str(p)) for p in tiles["train"][:40]], tmp_path / "line.avi")
+    out = tmp_path / "video.bundle"
+    fit_bundle(backbone, video, out, FitConfig(mode="patch", patch=PatchConfig(coreset=2000)), progress=False)
+    threshold = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["threshold"]
+    assert threshold["scores_from"] == "held-out", threshold["method"]
+    assert "cross-fit" not in threshold["method"]

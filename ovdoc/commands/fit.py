@@ -126,13 +126,13 @@ from ovdoc.irmodels.backbones import SHIPPED
 @click.option("--topk", type=click.IntRange(1, 100000), default=None, help="patch: patches averaged by topk.")
 @click.option("--seed", type=int, default=None,
               help="patch: projection, coreset start and calibration split (default 0).")
-@click.option("--calibration", type=click.Choice(["auto", "loo", "cross-fit"]), default="auto",
+@click.option("--calibration", type=click.Choice(["auto", "loo", "held-out", "cross-fit"]), default="auto",
               show_default=True,
               help="global: auto holds out whole subfolders, or blocks of consecutive video frames (with "
               "their neighbours), so the threshold holds on new normal data; loo = leave-one-out. patch: "
-              "auto sets the threshold on the held-out images; cross-fit also scores every bank image "
-              "against a bank built without its fold of parts (5 more banks at fit time; a threshold that "
-              "holds better when there are few parts).")
+              "auto = cross-fit, except for video (held-out); held-out sets the threshold on the images "
+              "kept out of the bank only; cross-fit also scores every bank image against the bank less "
+              "the patches of its fold of parts (docs/calibration.md).")
 @click.option("--ray", "ray_address", metavar="ADDRESS|auto", default=None,
               help="Extract the features on a Ray cluster (HOST:PORT of its head, or auto): Ray Data over "
               "a pool of actors, one per cluster CPU; index, threshold and bundle are built here as "

@@ -448,9 +448,10 @@ def threshold_held_out(
     return record
 
 
-# auto / loo: how a global bundle holds normal images out (groups, or leave-one-out); cross-fit (patch mode):
-# the held-out images and every bank image scored against a bank built without its fold of whole groups
-CALIBRATIONS = ("auto", "loo", "cross-fit")
+# auto / loo: how a global bundle holds normal images out (groups, or leave-one-out). Patch mode: held-out
+# (the images kept out of the bank only), cross-fit (those and every bank image, scored against the bank
+# less its fold of whole groups), auto (cross-fit, but held-out for stretches of video)
+CALIBRATIONS = ("auto", "loo", "held-out", "cross-fit")
 NEAR_DUPLICATES = ("auto", "off")
 
 
@@ -548,10 +549,9 @@ def sequence_groups(keys: list[tuple[str, str]], *, blocks: int = 2 * MAX_FOLDS)
     return labels
 
 
-RECORD_KEYS = ("method", "estimator", "grouping", "groups", "n_effective", "target_fpr", "heldout_fpr",
-               "fpr_upper_95", "group_fpr_spread", "floor", "message", "groups_more_needed", "bound_note",
-               "warning",
-               "optimism", "loo_fpr_on_heldout")
+RECORD_KEYS = ("method", "scores_from", "estimator", "grouping", "groups", "n_effective", "target_fpr",
+               "heldout_fpr", "fpr_upper_95", "group_fpr_spread", "floor", "message", "groups_more_needed",
+               "bound_note", "warning", "optimism", "loo_fpr_on_heldout")
 
 
 def calibration_record(threshold: dict) -> dict:

@@ -60,7 +60,7 @@ class FitConfig:
     size: tuple[int, int] | None = None
     resize: str | None = None
     intensity: str | None = None  # per-image intensity normalisation (PreprocessSpec.intensity)
-    calibration: str = "auto"  # global mode: held-out groups where known (auto), or leave-one-out (loo)
+    calibration: str = "auto"  # global: held-out groups (auto) or leave-one-out (loo); patch: calibration.py
     near_duplicates: str = "auto"  # one folder of image files: group near-duplicate shots (auto) or not
     estimator: str = "bootstrap"  # the group quantile: bootstrap (aims at the target) or conformal
     groups: str = "subfolder"  # which images show one part (ovdoc.runtime.groups): held out together

@@ -490,6 +490,13 @@ class PatchScorer:
         self.index_ = index
         return self
 
+    def with_bank(self, bank: np.ndarray) -> PatchScorer:
+        """A scorer like this one (index kind, aggregation, per-position statistics) over another bank."""
+        other = PatchScorer(self.grid, self.dim, aggregate=self.aggregate, topk=self.topk,
+                            normalise=self.normalise, index=self.index, nprobe=self.nprobe)
+        other.position_ = self.position_
+        return other.fit(bank)
+
     def index_bytes(self) -> int:
         """Size of the serialised FAISS index (the bank plus, for ivf, its lists and centroids)."""
         import faiss

@@ -73,9 +73,9 @@ class GlobalHead:
     # --- fitting -------------------------------------------------------------------------------------
     @classmethod
     def plan(cls, inputs: FitInputs, config: FitSettings, *, extract, progress: bool) -> FitPlan:
-        if config.calibration == "cross-fit":
-            raise OvdocError("--calibration cross-fit is for --mode patch (a global bundle holds groups out: "
-                             "auto)")
+        if config.calibration in ("cross-fit", "held-out"):
+            raise OvdocError(f"--calibration {config.calibration} is for --mode patch (a global bundle holds "
+                             "groups out: auto, or loo)")
         metric, resize = defaults_for(inputs.xml)
         o = config.head
         metric = metric if o.scorer == "knn" and o.metric is None else None
