@@ -361,7 +361,11 @@ def main(cells: str, seeds: str, out: str, merge: bool) -> None:
         previous = json.loads(Path(out + ".json").read_text())
         done = {(r["cell"], r["mode"]) for r in rows}
         rows = [r for r in previous["runs"] if (r["cell"], r["mode"]) not in done] + rows
-        command = previous["command"] + "; then " + command + " --merge"
+        rerun = command + " --merge"
+        if rerun not in previous["command"]:  # a cell rerun with the same options replaces its runs only
+            command = previous["command"] + "; then " + rerun
+        else:
+            command = previous["command"]
     summary = summarise(rows)
     choice = estimator_choice(summary)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
