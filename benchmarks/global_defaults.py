@@ -213,7 +213,10 @@ def decide(results: dict) -> dict:
 
 
 def markdown(record: dict) -> str:
-    lines = [f"# Global mode's defaults for the shipped backbone {record['backbone']} (validation only)", "",
+    from ovdoc.irmodels.backbones import SHIPPED
+
+    which = "the shipped backbone" if record["backbone"] in SHIPPED else "the backbone (not shipped)"
+    lines = [f"# Global mode's defaults for {which} {record['backbone']} (validation only)", "",
              f"`{record['command']}` ({record['date']}); machine: {record['cpu']}", "",
              record["protocol"], ""]
     titles = {"cifar10": "CIFAR-10 one-class", "fmnist": "Fashion-MNIST one-class",
@@ -269,7 +272,9 @@ def main(datasets: str, seeds: str, backbone: str, no_record: bool) -> None:
             print(f"{data}: {name}: {ms['image_auroc'][0]:.4f} ± {ms['image_auroc'][1]:.4f} "
                   f"(TPR {ms['tpr'][0]:.3f}, FPR {ms['fpr'][0]:.3f}) "
                   f"[{time.perf_counter() - t0:.0f} s]", flush=True)
-    command = COMMAND + (f" --backbone {backbone}" if backbone != "mobilenetv2" else "")
+    command = (COMMAND + (f" --backbone {backbone}" if backbone != "mobilenetv2" else "")
+               + (f" --data {datasets}" if datasets != ",".join(DATA) else "")
+               + (f" --seeds {seeds}" if seeds != "0,1,2" else ""))
     record = {"experiment": "global-defaults", "date": time.strftime("%Y-%m-%d"), "command": command,
               "backbone": backbone,
               "cpu": summary_line(describe_machine()), "seeds": seed_list, "default": DEFAULT,

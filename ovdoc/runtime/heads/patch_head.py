@@ -39,7 +39,6 @@ from ovdoc.runtime.preprocess import PreprocessSpec
 # thresholds within noise of each other on the tile-disjoint validation (FPR 0.42 vs 0.63 %, seeds 0-5).
 CROSS_FIT_FOLDS = 5
 
-
 # default patch-mode input area (pixels): about 160x128. Chosen on the magnetic-tile validation split
 # (benchmarks/magnetic_tile_patch_sweep.py, seeds 0-2, PCA-64, 32768-patch bank): 128x160 image AUROC
 # 0.960 / pooled pixel 0.908 against 0.950 / 0.918 at 96x128 (cracks 0.965 vs 0.908), 0.956 / 0.905 at
