@@ -679,11 +679,11 @@ def magnetic_tile_patch(opts: dict) -> dict:
                                   input_report=mt_fit_report(data))
                 other = Detector.load(work / f"p-{name}")
                 run.setdefault("backbones", {})[name] = {p: _patch_part(other, data, p) for p in parts}
+        last = parts[-1]  # test when it was scored, else validation
         extra = "".join(
-            f"; {n}: image {r['test']['image_auroc']['all']}, pixel {r['test']['pixel_auroc']['all']}"
+            f"; {n}: image {r[last]['image_auroc']['all']}, pixel {r[last]['pixel_auroc']['all']}"
             for n, r in run.get("backbones", {}).items()
         )
-        last = parts[-1]
         say(
             f"seed {seed}: {last} image AUROC {run[last]['image_auroc']['all']}, pixel "
             f"{run[last]['pixel_auroc']['all']}, FPR {run[last]['fpr_at_threshold']} (val "
