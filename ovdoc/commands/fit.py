@@ -130,9 +130,9 @@ from ovdoc.irmodels.backbones import SHIPPED
               show_default=True,
               help="global: auto holds out whole subfolders, or blocks of consecutive video frames (with "
               "their neighbours), so the threshold holds on new normal data; loo = leave-one-out. patch: "
-              "auto = cross-fit, except for video (held-out); held-out sets the threshold on the images "
-              "kept out of the bank only; cross-fit also scores every bank image against the bank less "
-              "the patches of its fold of parts (docs/calibration.md).")
+              "auto = cross-fit, except for frames of videos or arrays (held-out); held-out sets the "
+              "threshold on the images kept out of the bank only; cross-fit also scores every bank image "
+              "against the bank less the patches of its fold of parts (docs/calibration.md).")
 @click.option("--ray", "ray_address", metavar="ADDRESS|auto", default=None,
               help="Extract the features on a Ray cluster (HOST:PORT of its head, or auto): Ray Data over "
               "a pool of actors, one per cluster CPU; index, threshold and bundle are built here as "

@@ -450,7 +450,7 @@ def threshold_held_out(
 
 # auto / loo: how a global bundle holds normal images out (groups, or leave-one-out). Patch mode: held-out
 # (the images kept out of the bank only), cross-fit (those and every bank image, scored against the bank
-# less its fold of whole groups), auto (cross-fit, but held-out for stretches of video)
+# less its fold of whole groups), auto (cross-fit, but held-out for frames: videos and image arrays)
 CALIBRATIONS = ("auto", "loo", "held-out", "cross-fit")
 NEAR_DUPLICATES = ("auto", "off")
 

@@ -106,7 +106,7 @@ class PatchHead:
 
         if config.calibration == "loo":
             raise OvdocError("--calibration loo is for global mode: a patch bundle holds whole images out of "
-                             "its bank (auto, or cross-fit)")
+                             "its bank (auto, held-out or cross-fit)")
         model, xml = inputs.model, inputs.xml
         pc = dataclasses.replace(config.head, layers=model_layers(model, config.head.layers))
         images = list(progress_bar(inputs.images, total=inputs.total, desc="reading normal images",
